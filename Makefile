@@ -1,0 +1,38 @@
+# vpskit: `make demo` deploys example/ to a local throwaway VPS; `make test` runs the whole suite.
+# Both set up everything they need on a fresh Debian machine (Docker Engine, Compose v2, stand-in images).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install testbed lint test unit e2e demo demo-down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+testbed:
+	bash tests/testbed/setup.sh
+
+lint: install
+	$(BIN)/ruff check .
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+e2e: install testbed
+	$(BIN)/pytest tests/e2e
+
+test: install testbed lint
+	@start=$$(date +%s); \
+	$(BIN)/pytest; status=$$?; \
+	bash tests/testbed/leftovers.sh || status=1; \
+	echo "make test: suite wall time $$(( $$(date +%s) - start )) s"; \
+	exit $$status
+
+clean:
+	$(BIN)/python tests/testbed/vps.py cleanup || true
+	rm -rf .pytest_cache .ruff_cache

@@ -1,0 +1,44 @@
+import { postgresAdapter } from '@payloadcms/db-postgres'
+import { lexicalEditor } from '@payloadcms/richtext-lexical'
+import path from 'node:path'
+import { buildConfig } from 'payload'
+import { fileURLToPath } from 'node:url'
+
+import { Media } from './collections/Media'
+import { Posts } from './collections/Posts'
+import { Users } from './collections/Users'
+import { attachPoolErrorHandler } from './lib/poolErrors'
+import { migrations } from './migrations'
+
+const filename = fileURLToPath(import.meta.url)
+const dirname = path.dirname(filename)
+
+export default buildConfig({
+  admin: {
+    user: Users.slug,
+    importMap: {
+      baseDir: path.resolve(dirname),
+    },
+  },
+  collections: [Users, Posts, Media],
+  editor: lexicalEditor(),
+  secret: process.env.PAYLOAD_SECRET || '',
+  typescript: {
+    outputFile: path.resolve(dirname, 'payload-types.ts'),
+  },
+  db: postgresAdapter({
+    pool: {
+      connectionString: process.env.DATABASE_URI,
+      connectionTimeoutMillis: 3000,
+    },
+    // Never push the schema from the running app (not even in dev): the schema
+    // changes only through committed migrations in src/migrations.
+    push: false,
+    // Applied automatically on Payload init when NODE_ENV=production.
+    prodMigrations: migrations,
+    migrationDir: path.resolve(dirname, 'migrations'),
+  }),
+  onInit: async (payload) => {
+    attachPoolErrorHandler(payload)
+  },
+})

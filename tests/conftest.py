@@ -1,0 +1,54 @@
+"""Fixtures: the test bed (engine + stand-in images), fresh VPS hosts, and clean-up of all of it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.support import remove_session_leftovers
+from tests.testbed import vps as testbed_vps
+
+REQUIRED_IMAGES = ["node:22-bookworm-slim", "postgres:17", testbed_vps.IMAGE]
+SESSION = f"pytest-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    """The Docker Engine with Compose v2 and the stand-in images, as tests/testbed/setup.sh leaves them."""
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.fail("no Docker Engine answers: run `make testbed` (tests/testbed/setup.sh) first")
+    missing = [i for i in REQUIRED_IMAGES
+               if subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode != 0]
+    if missing:
+        pytest.fail(f"stand-in images missing ({', '.join(missing)}): run `make testbed` first")
+    yield SESSION
+    remove_session_leftovers(SESSION)
+
+
+@pytest.fixture(scope="session")
+def vps_factory(testbed):
+    """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the session ends."""
+    started: list[str] = []
+
+    def make(tag: str = "vps") -> testbed_vps.VPS:
+        name = f"vpskit-{tag}-{os.getpid()}-{len(started)}"
+        started.append(name)
+        return testbed_vps.start(name, session=testbed)
+
+    yield make
+    for name in started:
+        testbed_vps.remove(name)
+
+
+@pytest.fixture
+def vps(vps_factory):
+    """A fresh VPS for one test."""
+    return vps_factory()
+
+
+@pytest.fixture
+def vps_host(vps):
+    """The pytest-testinfra host of `vps`, over SSH as the deploy user."""
+    return vps.testinfra_host()

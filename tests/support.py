@@ -1,0 +1,134 @@
+"""Small helpers the tests share: waiting with a deadline, HTTP to 127.0.0.1, stand-in containers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from tests.testbed.vps import LABEL, docker
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
+    """Polls `predicate` until it returns something truthy; fails the test naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - the last error is reported on timeout
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict = field(default_factory=dict)
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None,
+         timeout: float = 10) -> Response:
+    """One HTTP request; answers with the status whatever it is (no exception for 4xx/5xx)."""
+    assert url.startswith(("http://127.0.0.1:", "http://localhost:")), f"test traffic stays local: {url}"
+    headers = dict(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL checked above
+            return Response(resp.status, resp.read(), dict(resp.headers))
+    except urllib.error.HTTPError as err:
+        return Response(err.code, err.read(), dict(err.headers))
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """Encodes a multipart/form-data body; returns (body, content type)."""
+    boundary = "vpskit-test-boundary-7f3a"
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data, ctype) in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class Postgres:
+    """A container of the postgres:17 stand-in with its data on a named volume, published on 127.0.0.1."""
+
+    name: str
+    volume: str
+    session: str
+    user: str = "app"
+    password: str = "s3cret-pw"
+    db: str = "app"
+    image: str = "postgres:17"
+    port: int = 0
+
+    def run(self) -> Postgres:
+        docker("volume", "create", "--label", f"{LABEL}.session={self.session}", self.volume)
+        docker(
+            "run", "-d", "--name", self.name,
+            "--label", f"{LABEL}=postgres", "--label", f"{LABEL}.session={self.session}",
+            "-e", f"POSTGRES_USER={self.user}", "-e", f"POSTGRES_PASSWORD={self.password}",
+            "-e", f"POSTGRES_DB={self.db}", "-v", f"{self.volume}:/var/lib/postgresql/data",
+            "-p", "127.0.0.1::5432", self.image,
+        )  # fmt: skip
+        self.port = int(docker("port", self.name, "5432/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.db}"
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.url, connect_timeout=3, autocommit=True)
+
+    def ready(self) -> bool:
+        ok = docker("exec", self.name, "pg_isready", "-h", "127.0.0.1", "-U", self.user, check=False)
+        if ok.returncode != 0:
+            return False
+        with self.connect() as conn:
+            return conn.execute("select 1").fetchone() == (1,)
+
+    def wait_ready(self, timeout: float = 60) -> Postgres:
+        wait_until(self.ready, timeout, f"postgres in {self.name} to accept connections")
+        return self
+
+    def logs(self) -> str:
+        out = docker("logs", self.name, check=False)
+        return out.stdout + out.stderr
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+
+
+def remove_session_leftovers(session: str) -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}.session={session}").stdout.split()
+    if ids:
+        docker("rm", "-f", "-v", *ids, check=False)
+    vols = docker("volume", "ls", "-q", "--filter", f"label={LABEL}.session={session}").stdout.split()
+    if vols:
+        docker("volume", "rm", "-f", *vols, check=False)
+
+
+def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, **kw)

@@ -1,0 +1,187 @@
+"""Fresh "VPS" hosts for the test bed: Debian 13 containers with systemd as PID 1, OpenSSH on
+127.0.0.1:<port>, a `deploy` user with passwordless sudo and a generated key, and no Docker.
+
+Used by the pytest fixtures and, as a command, by the Makefile:
+
+    python tests/testbed/vps.py start NAME [--port 2222]   # prints the SSH settings as KEY=value lines
+    python tests/testbed/vps.py stop NAME                  # removes the container, its volume and keys
+    python tests/testbed/vps.py cleanup                    # removes every test VPS but the demo's
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".testbed" / "vps"
+IMAGE = "vpskit-testbed/vps:trixie"
+LABEL = "vpskit.testbed"
+BOOT_TIMEOUT = 60
+
+# What a VPS needs to run its own systemd and Docker Engine here: --privileged is refused on these
+# machines (CAP_SYS_RESOURCE is not in the bounding set), so every other capability is granted instead.
+RUN_FLAGS = [
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+]  # fmt: skip
+
+
+def docker(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], input=input, text=True, capture_output=True, check=check)
+
+
+@dataclass
+class VPS:
+    name: str
+    port: int
+    key: Path
+    known_hosts: Path
+    host: str = "127.0.0.1"
+    user: str = "deploy"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.name}-docker"
+
+    def ssh_args(self) -> list[str]:
+        return [
+            "ssh", "-p", str(self.port), "-i", str(self.key),
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+            f"{self.user}@{self.host}",
+        ]  # fmt: skip
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs a shell command on the VPS over SSH as the deploy user."""
+        return subprocess.run(
+            [*self.ssh_args(), command], text=True, capture_output=True, check=check, timeout=timeout
+        )
+
+    def exec(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Runs a command on the VPS as root through `docker exec` (for checks outside the SSH path)."""
+        return docker("exec", self.name, *command, check=check)
+
+    def testinfra_host(self):
+        import testinfra
+
+        return testinfra.get_host(
+            f"ssh://{self.user}@{self.host}:{self.port}",
+            ssh_identity_file=str(self.key),
+            ssh_extra_args=f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
+            "-o IdentitiesOnly=yes -o BatchMode=yes",
+        )
+
+    def env(self) -> dict[str, str]:
+        """The settings vpskit's inventory reads to reach this host."""
+        return {
+            "VPSKIT_HOST": self.host,
+            "VPSKIT_SSH_PORT": str(self.port),
+            "VPSKIT_SSH_USER": self.user,
+            "VPSKIT_SSH_KEY": str(self.key),
+            "VPSKIT_SSH_KNOWN_HOSTS": str(self.known_hosts),
+        }
+
+
+def _wait(what: str, check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def start(name: str, port: int | None = None, session: str = "manual") -> VPS:
+    """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key."""
+    if docker("image", "inspect", IMAGE, check=False).returncode != 0:
+        raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
+    remove(name)
+    state = STATE / name
+    state.mkdir(parents=True, exist_ok=True)
+    key = state / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vpskit-testbed-{name}", "-f", str(key)],
+        check=True,
+    )
+    docker("volume", "create", "--label", f"{LABEL}.session={session}", f"{name}-docker")
+    publish = f"127.0.0.1:{port}:22" if port else "127.0.0.1::22"
+    docker(
+        "run", "-d", "--name", name, "--hostname", name,
+        "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
+        *RUN_FLAGS, "-v", f"{name}-docker:/var/lib/docker", "-p", publish, IMAGE,
+    )  # fmt: skip
+    _wait(f"systemd in {name}", lambda: _system_state(name) in ("running", "degraded"), BOOT_TIMEOUT)
+    docker(
+        "exec", "-i", name, "sh", "-c",
+        "cat > /home/deploy/.ssh/authorized_keys && chown deploy:deploy /home/deploy/.ssh/authorized_keys"
+        " && chmod 600 /home/deploy/.ssh/authorized_keys",
+        input=(state / "id_ed25519.pub").read_text(),
+    )  # fmt: skip
+    _wait(f"sshd in {name}", lambda: docker("exec", name, "test", "-s", "/etc/ssh/ssh_host_ed25519_key.pub",
+                                             check=False).returncode == 0, BOOT_TIMEOUT)
+    host_key = docker("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
+    actual_port = int(docker("port", name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+    known_hosts = state / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{actual_port} {host_key[0]} {host_key[1]}\n")
+    vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts)
+    _wait(f"SSH login to {name}", lambda: vps.ssh("true", check=False, timeout=10).returncode == 0, BOOT_TIMEOUT)
+    return vps
+
+
+def _system_state(name: str) -> str:
+    return docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+
+
+def remove(name: str) -> None:
+    """Removes a VPS container, the volume behind its /var/lib/docker and its keys. No error if absent."""
+    docker("rm", "-f", "-v", name, check=False)
+    docker("volume", "rm", "-f", f"{name}-docker", check=False)
+    for f in (STATE / name).glob("*"):
+        f.unlink()
+    if (STATE / name).exists():
+        (STATE / name).rmdir()
+
+
+def existing(session: str | None = None) -> list[str]:
+    flt = f"label={LABEL}.session={session}" if session else f"label={LABEL}=vps"
+    out = docker("ps", "-a", "--filter", flt, "--format", "{{.Names}}").stdout
+    return [n for n in out.split() if n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_start = sub.add_parser("start", help="start a fresh VPS (replacing one of the same name)")
+    p_start.add_argument("name")
+    p_start.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: any free port)")
+    p_start.add_argument("--session", default="manual")
+    p_stop = sub.add_parser("stop", help="remove a VPS with its volume and keys")
+    p_stop.add_argument("name")
+    sub.add_parser("cleanup", help="remove every test VPS except the demo")
+    args = parser.parse_args(argv)
+    if args.cmd == "start":
+        t0 = time.monotonic()
+        vps = start(args.name, args.port, args.session)
+        for k, v in vps.env().items():
+            print(f"{k}={v}")
+        print(f"# {args.name} ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    elif args.cmd == "stop":
+        remove(args.name)
+    elif args.cmd == "cleanup":
+        label = f'{{{{ index .Config.Labels "{LABEL}.session" }}}}'
+        for name in existing():
+            if docker("inspect", "-f", label, name).stdout.strip() != "demo":
+                remove(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
