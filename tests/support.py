@@ -79,7 +79,7 @@ class Postgres:
     password: str = "s3cret-pw"
     db: str = "app"
     image: str = "postgres:17"
-    port: int = 0
+    port: int = 0  # host port on 127.0.0.1; 0 lets Docker choose (a fixed one survives `docker start`)
 
     def run(self) -> Postgres:
         docker("volume", "create", "--label", f"{LABEL}.session={self.session}", self.volume)
@@ -88,14 +88,16 @@ class Postgres:
             "--label", f"{LABEL}=postgres", "--label", f"{LABEL}.session={self.session}",
             "-e", f"POSTGRES_USER={self.user}", "-e", f"POSTGRES_PASSWORD={self.password}",
             "-e", f"POSTGRES_DB={self.db}", "-v", f"{self.volume}:/var/lib/postgresql/data",
-            "-p", "127.0.0.1::5432", self.image,
+            "-p", f"127.0.0.1:{self.port or ''}:5432", self.image,
         )  # fmt: skip
         self.port = int(docker("port", self.name, "5432/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
         return self
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.db}"
+        from urllib.parse import quote
+
+        return f"postgresql://{self.user}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{self.db}"
 
     def connect(self):
         import psycopg

@@ -1,0 +1,12 @@
+"""First deploy and every redeploy: `pyinfra inventory.py deploy.py`. Run it again with nothing changed and
+nothing changes. Settings: group_data/all.py; secrets: .env (see .env.production.example)."""
+
+from vpskit import steps
+
+settings = steps.plan()  # validated here, before any change is made
+
+steps.log_plan(settings)
+steps.docker_engine(settings)
+steps.artifacts(settings)
+steps.images_on_server(settings)
+steps.stack(settings)

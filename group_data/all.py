@@ -1,0 +1,45 @@
+# Every vpskit default, one line each. Override per group (group_data/production.py, staging.py), per host
+# in inventory.py, or per run with `--data key=value`. vpskit/settings.py validates each key.
+# Secrets never go here: they come from the operator's .env (see .env.production.example).
+
+# --- App
+app_name = "example"  # names the compose project, the image and the folder on the server
+app_path = "example"  # local path of the Next.js + Payload app to deploy, relative to this kit
+app_version = ""  # image tag; empty = git revision of app_path, plus a content hash when it has local changes
+app_port = 3000  # port the app listens on inside its container
+
+# --- Server
+app_root = "/opt"  # the app's files live in {app_root}/{app_name} on the server
+docker_source = "distro"  # where Docker comes from: "distro" (Debian/Ubuntu packages) or "docker" (Docker's apt repo)
+
+# --- Publishing
+publish_host = "127.0.0.1"  # address the app port is published on; "0.0.0.0" exposes it (Docker bypasses ufw)
+publish_port = 3000  # host port for the app; 0 = not published (reached only through proxy_network)
+domain = ""  # public domain of the site: the printed URL and the Traefik rule
+proxy_network = ""  # external Docker network of a reverse proxy (Traefik or Nginx) for the app to join
+public_url = ""  # URL printed when the deploy ends; empty = derived from domain / publish_host / publish_port
+traefik_labels = False  # add Traefik router labels for `domain` (needs proxy_network and domain)
+
+# --- Images
+node_image = "node:22-bookworm-slim"  # base image the app is built and run on
+postgres_image = "postgres:17"  # database image
+build_on = "local"  # "local": build on this machine and ship over SSH; "server": build on the VPS (needs >2 GB RAM)
+image_transport = "registry"  # how the database image reaches the server: "registry" (docker pull) or "ssh" (shipped)
+keep_images = 3  # app image versions kept on the server for rollback
+
+# --- Database
+postgres_user = "payload"  # database role the app connects as
+postgres_db = "payload"  # database name
+
+# --- Resources
+app_memory_limit = "1g"  # memory limit of the app container (Docker format: 512m, 1g)
+app_cpu_limit = "1.0"  # CPU limit of the app container, in CPUs
+db_memory_limit = "512m"  # memory limit of the database container
+db_stop_grace_period = "60s"  # time postgres gets to shut down cleanly before it is killed
+
+# --- Logs
+log_max_size = "10m"  # json-file log size before rotation
+log_max_file = 3  # rotated json-file logs kept per container
+
+# --- Waiting
+health_timeout = 180  # seconds to wait for every service to become healthy after an apply

@@ -1,0 +1,176 @@
+"""The reference app in example/: `npm ci` + `next build`, then its standalone server against the postgres
+stand-in — migrations applied on a fresh database, health and readiness, the REST API, and readiness that
+follows the database down and back up without an app restart."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import Postgres, http, multipart, run, wait_until
+from tests.testbed.vps import docker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "example"
+TOOLCHAIN = ROOT / ".testbed" / "toolchain" / "bin"
+SECRET = "test-payload-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def node_env():
+    if not (TOOLCHAIN / "node").exists():
+        pytest.fail("Node 22 toolchain missing: run `make testbed` first")
+    return {**os.environ, "PATH": f"{TOOLCHAIN}:{os.environ['PATH']}", "NEXT_TELEMETRY_DISABLED": "1"}
+
+
+@pytest.fixture(scope="module")
+def build(node_env):
+    """A scratch copy of example/ with `npm ci` and `next build` done, as a user's CI would."""
+    work = Path(tempfile.mkdtemp(prefix="vpskit-test-example-"))
+    shutil.copytree(EXAMPLE, work, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("node_modules", ".next", "media", ".env*"))
+    t0 = time.monotonic()
+    ci = run(["npm", "ci", "--no-audit", "--no-fund"], cwd=work, env=node_env, timeout=600)
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    t1 = time.monotonic()
+    built = run(["npm", "run", "build"], cwd=work, env=node_env, timeout=900)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    print(f"\nexample app: npm ci {t1 - t0:.0f}s, next build {time.monotonic() - t1:.0f}s")
+    standalone = work / ".next" / "standalone"
+    assert (standalone / "server.js").exists(), "next.config must set output: 'standalone'"
+    shutil.copytree(work / ".next" / "static", standalone / ".next" / "static")
+    if (work / "public").exists():
+        shutil.copytree(work / "public", standalone / "public")
+    yield standalone
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def db(testbed):
+    pg = Postgres(name=f"vpskit-example-db-{testbed}", volume=f"vpskit-example-db-{testbed}", session=testbed,
+                  password="pa$$ word'\"quoted", port=free_port())
+    pg.run().wait_ready()
+    yield pg
+    pg.remove()
+    docker("volume", "rm", "-f", pg.volume, check=False)
+
+
+@pytest.fixture(scope="module")
+def app(build, db, node_env, tmp_path_factory):
+    """The standalone server on 127.0.0.1, against a fresh database."""
+    port = free_port()
+    media = tmp_path_factory.mktemp("media")
+    log = (tmp_path_factory.mktemp("logs") / "server.log").open("w")
+    env = {**node_env, "NODE_ENV": "production", "PORT": str(port), "HOSTNAME": "127.0.0.1",
+           "DATABASE_URI": db.url, "PAYLOAD_SECRET": SECRET, "MEDIA_DIR": str(media), "APP_VERSION": "test-1"}
+    proc = subprocess.Popen(["node", "server.js"], cwd=build, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http("GET", f"{base}/api/health/ready", timeout=5).status == 200, 120,
+                   "the example app to become ready")
+        yield {"base": base, "proc": proc, "media": media, "log": Path(log.name)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def token(app):
+    creds = {"email": "admin@example.com", "password": "correct horse battery staple"}
+    first = http("POST", f"{app['base']}/api/users/first-register", creds)
+    assert first.status in (200, 201), first.body[:500]
+    login = http("POST", f"{app['base']}/api/users/login", creds)
+    assert login.status == 200, login.body[:500]
+    return login.json()["token"]
+
+
+def test_migrations_applied_on_a_fresh_database(app, db):
+    with db.connect() as conn:
+        names = [r[0] for r in conn.execute("select name from payload_migrations order by id")]
+        tables = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
+    committed = sorted(p.stem for p in (EXAMPLE / "src" / "migrations").glob("*.ts") if p.stem != "index")
+    assert names == committed
+    assert {"users", "posts", "media"} <= tables
+
+
+def test_liveness(app):
+    res = http("GET", f"{app['base']}/api/health")
+    assert res.status == 200
+    body = res.json()
+    assert body["status"] == "ok" and body["version"] == "test-1"
+    assert isinstance(body["uptime"], int | float) and body["uptime"] >= 0
+
+
+def test_readiness(app):
+    res = http("GET", f"{app['base']}/api/health/ready")
+    assert res.status == 200
+    assert res.json()["status"] == "ready"
+
+
+def test_post_created_through_rest_reads_back(app, token):
+    auth = {"Authorization": f"JWT {token}"}
+    created = http("POST", f"{app['base']}/api/posts", {"title": "Hello from the test bed"}, headers=auth)
+    assert created.status == 201, created.body[:500]
+    post_id = created.json()["doc"]["id"]
+    read = http("GET", f"{app['base']}/api/posts/{post_id}", headers=auth)
+    assert read.status == 200
+    assert read.json()["title"] == "Hello from the test bed"
+
+
+def test_anonymous_write_is_refused(app):
+    res = http("POST", f"{app['base']}/api/posts", {"title": "nope"})
+    assert res.status in (401, 403)
+
+
+def test_media_upload_lands_in_media_dir(app, token):
+    data = os.urandom(4096)
+    body, ctype = multipart({"_payload": '{"alt": "random bytes"}'},
+                            {"file": ("blob.bin", data, "application/octet-stream")})
+    res = http("POST", f"{app['base']}/api/media", body,
+               headers={"Authorization": f"JWT {token}", "Content-Type": ctype})
+    assert res.status == 201, res.body[:500]
+    doc = res.json()["doc"]
+    stored = Path(app["media"]) / doc["filename"]
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    served = http("GET", f"{app['base']}{doc['url']}", headers={"Authorization": f"JWT {token}"})
+    assert served.status == 200 and served.body == data
+
+
+def test_readiness_follows_the_database_down_and_back(app, db):
+    docker("stop", db.name)
+    try:
+        t0 = time.monotonic()
+        res = http("GET", f"{app['base']}/api/health/ready", timeout=10)
+        elapsed = time.monotonic() - t0
+        assert res.status == 503
+        assert res.json()["status"] == "unavailable" and res.json()["reason"]
+        assert elapsed < 5, f"readiness took {elapsed:.1f}s to answer with the database down"
+        assert http("GET", f"{app['base']}/api/health").status == 200
+        assert app["proc"].poll() is None, "the app process died when the database went away"
+    finally:
+        docker("start", db.name)
+    db.wait_ready()
+    wait_until(lambda: http("GET", f"{app['base']}/api/health/ready", timeout=5).status == 200, 30,
+               "readiness to recover after the database came back")
+    assert app["proc"].poll() is None

@@ -1,0 +1,42 @@
+"""Checks, before any server is touched, that the app at app_path can be deployed by this kit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vpskit.settings import SettingsError
+
+STANDALONE = re.compile(r"""output\s*:\s*['"]standalone['"]""")
+HEALTH_ROUTES = {"api/health": "liveness", "api/health/ready": "readiness"}
+
+
+def _first(paths):
+    return next((p for p in paths if p.exists()), None)
+
+
+def check(app_path: Path) -> None:
+    """Raises SettingsError naming the first thing missing and how to add it."""
+    if not app_path.is_dir():
+        raise SettingsError(f"app_path={app_path}: no such directory; set app_path to your Next.js + Payload app")
+    if not (app_path / "package.json").exists():
+        raise SettingsError(f"{app_path}/package.json is missing: app_path must point at the app's root folder")
+    if not (app_path / "package-lock.json").exists():
+        raise SettingsError(f"{app_path}/package-lock.json is missing: run `npm install` and commit the lock file")
+    config = _first(app_path / f"next.config.{ext}" for ext in ("mjs", "js", "ts", "cjs", "mts"))
+    if config is None:
+        raise SettingsError(f"{app_path} has no next.config.(mjs|js|ts): is app_path a Next.js app?")
+    if not STANDALONE.search(config.read_text()):
+        raise SettingsError(f"{config} does not set output: 'standalone': add it to the config passed to "
+                            "withPayload (the image runs .next/standalone/server.js)")
+    payload = _first(app_path / d / f"payload.config.{ext}" for d in ("src", ".") for ext in ("ts", "js", "mjs"))
+    if payload is None:
+        raise SettingsError(f"{app_path} has no payload.config.ts (in src/ or the root): is this a Payload 3 app?")
+    if "@payloadcms/db-postgres" not in payload.read_text():
+        raise SettingsError(f"{payload} does not use @payloadcms/db-postgres: vpskit deploys Payload on "
+                            "PostgreSQL; switch the db adapter to postgresAdapter")
+    app_dir = _first([app_path / "src" / "app", app_path / "app"])
+    for route, what in HEALTH_ROUTES.items():
+        if app_dir is None or _first(app_dir / route / f"route.{ext}" for ext in ("ts", "js", "tsx")) is None:
+            raise SettingsError(f"{app_path} has no {what} route /{route}: copy files/app/{route}/route.ts "
+                                "from vpskit into src/app/")

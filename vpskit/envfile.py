@@ -1,0 +1,59 @@
+"""The operator's .env (secrets, never in group_data) -> the server's .env for compose."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+
+from vpskit.settings import SettingsError
+
+REQUIRED = {
+    "POSTGRES_PASSWORD": "the database password",
+    "PAYLOAD_SECRET": "Payload's signing secret (32+ characters)",
+}
+GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+# Read by the kit itself (inventory, SSH), never shipped to the server.
+KIT_PREFIX = "VPSKIT_"
+
+
+def env_file_path() -> Path:
+    return Path(os.environ.get("VPSKIT_ENV_FILE", ".env"))
+
+
+def read(path: Path | None = None) -> dict[str, str]:
+    path = path or env_file_path()
+    if not path.exists():
+        raise SettingsError(f"{path}: no such file; copy .env.production.example to {path} and fill it in")
+    values = {k: (v or "") for k, v in dotenv_values(path).items()}
+    for key, what in REQUIRED.items():
+        if not values.get(key):
+            fix = GENERATE if key == "PAYLOAD_SECRET" else f"set {key}=... in {path}"
+            raise SettingsError(f"{key} is missing from {path} ({what}): {fix}")
+    if len(values["PAYLOAD_SECRET"]) < 32:
+        raise SettingsError(f"PAYLOAD_SECRET in {path} is too short ({len(values['PAYLOAD_SECRET'])} characters, "
+                            f"at least 32): {GENERATE}")
+    for key, value in values.items():
+        if "\n" in value or "\r" in value:
+            raise SettingsError(f"{key} in {path} contains a line break: put the value on one line")
+    return values
+
+
+def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
+    """What the server's .env holds: the database settings, the app's connection URL (password
+    percent-encoded, so any character works) and every other variable of the operator's .env."""
+    password = values["POSTGRES_PASSWORD"]
+    user, db = settings["postgres_user"], settings["postgres_db"]
+    env = {
+        "POSTGRES_USER": user,
+        "POSTGRES_PASSWORD": password,
+        "POSTGRES_DB": db,
+        "DATABASE_URI": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
+        "PAYLOAD_SECRET": values["PAYLOAD_SECRET"],
+    }
+    for key, value in values.items():
+        if key not in env and not key.startswith(KIT_PREFIX):
+            env[key] = value
+    return env

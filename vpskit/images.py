@@ -1,0 +1,144 @@
+"""The app image on the deploying machine: its version, its build context (filtered, secret-free), the
+build, and shipping images to a server over the SSH connection pyinfra already holds (no registry)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpskit.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "files" / "entrypoint.sh"
+CHUNK = 1 << 20
+
+
+def ignore_patterns() -> list[str]:
+    text = render(".dockerignore")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    parts = rel.split("/")
+    return any(fnmatch.fnmatch(rel, p) or any(fnmatch.fnmatch(part, p) for part in parts) for p in patterns)
+
+
+def context_files(app_path: Path) -> list[Path]:
+    """The app's files that enter the build context, sorted; .dockerignore rules applied here."""
+    patterns = ignore_patterns()
+    out = []
+    for path in sorted(app_path.rglob("*")):
+        rel = path.relative_to(app_path).as_posix()
+        if path.is_file() and not path.is_symlink() and not _ignored(rel, patterns):
+            out.append(path)
+    return out
+
+
+def content_hash(app_path: Path) -> str:
+    digest = hashlib.sha256()
+    for path in context_files(app_path):
+        digest.update(path.relative_to(app_path).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
+def version(app_path: Path, explicit: str = "") -> str:
+    """The image tag: the explicit version, else the git revision of the app (plus a content hash when it
+    has uncommitted changes), else a content hash. The same sources always give the same version."""
+    if explicit:
+        return explicit
+    rev = subprocess.run(["git", "-C", str(app_path), "rev-parse", "--short=10", "HEAD"],
+                         capture_output=True, text=True)
+    if rev.returncode != 0:
+        return f"c{content_hash(app_path)}"
+    dirty = subprocess.run(["git", "-C", str(app_path), "status", "--porcelain", "--", "."],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{rev.stdout.strip()}-dirty-{content_hash(app_path)}" if dirty else rev.stdout.strip()
+
+
+def context_tar(app_path: Path, dockerfile: str) -> bytes:
+    """The whole build context as a tar: the app's files (filtered), the rendered Dockerfile and
+    .dockerignore, and the entrypoint. Deterministic (fixed mtimes and owners)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+
+        add("Dockerfile", dockerfile.encode())
+        add(".dockerignore", render(".dockerignore").encode())
+        add("vpskit-entrypoint.sh", ENTRYPOINT.read_bytes(), 0o755)
+        for path in context_files(app_path):
+            add(path.relative_to(app_path).as_posix(), path.read_bytes(), 0o644)
+    return buf.getvalue()
+
+
+def local_image_id(ref: str) -> str:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@dataclass
+class LocalBuild:
+    """Builds the app image on this machine from a context tar streamed to `docker build -`."""
+
+    ref: str
+    app_path: Path
+    dockerfile: str
+
+    def run(self) -> None:
+        if local_image_id(self.ref):
+            return
+        t0 = time.monotonic()
+        print(f"    building {self.ref} on this machine (next build takes a few minutes)...", file=sys.stderr)
+        context = context_tar(self.app_path, self.dockerfile)
+        proc = subprocess.Popen(
+            ["docker", "build", "--label", f"vpskit.version={self.ref.rsplit(':', 1)[1]}", "-t", self.ref, "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        out, _ = proc.communicate(context)
+        if proc.returncode != 0:
+            tail = "\n".join(out.decode(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"building {self.ref} failed (docker build exit {proc.returncode}):\n{tail}")
+        print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+
+
+def ship_over_ssh(host, ref: str) -> bool:
+    """Streams `docker save ref | gzip` from this machine into `sudo docker load` on the server, over the
+    host's existing SSH connection. Nothing is staged on either disk."""
+    t0 = time.monotonic()
+    transport = host.connector.client.get_transport()
+    channel = transport.open_session()
+    channel.exec_command("sudo -n docker load")
+    save = subprocess.Popen(f"docker save {shlex.quote(ref)} | gzip -1", shell=True, stdout=subprocess.PIPE)  # noqa: S602
+    sent = 0
+    assert save.stdout is not None
+    try:
+        while chunk := save.stdout.read(CHUNK):
+            channel.sendall(chunk)
+            sent += len(chunk)
+        channel.shutdown_write()
+    except OSError:
+        save.kill()  # the server side ended early; its stderr says why
+    save.wait()
+    out = channel.makefile("rb").read()
+    err = channel.makefile_stderr("rb").read()
+    status = channel.recv_exit_status()
+    channel.close()
+    if save.returncode not in (0, -9) or status != 0:
+        reason = err.decode(errors="replace").strip() or f"exit status {status}"
+        print(f"    shipping {ref} failed: {reason}", file=sys.stderr)
+        return False
+    del out
+    secs = time.monotonic() - t0
+    print(f"    shipped {ref}: {sent / 1e6:.0f} MB compressed in {secs:.1f}s", file=sys.stderr)
+    return True

@@ -1,0 +1,34 @@
+"""Renders templates/ with jinja2 from validated settings. Pure: text in, text out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def dotenv_quote(value: str) -> str:
+    """Quotes a value for a Compose env_file: double quotes, with \\, ", $ escaped (no interpolation)."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("a value for the server's .env cannot contain a line break")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - these are Dockerfiles, YAML and dotenv, not HTML
+    )
+    env.filters["dotenv_quote"] = dotenv_quote
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    """Renders one template, e.g. render("docker-compose.yml", **settings, app_image="x:1")."""
+    return _env().get_template(name).render(**context)

@@ -1,0 +1,158 @@
+"""One place per setting: its type and check. Defaults and their one-line docs live in group_data/all.py;
+this module reads them from there, so the two cannot drift apart.
+
+    settings = load(host.data)        # raises SettingsError naming the key and the fix
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = ROOT / "group_data" / "all.py"
+
+
+class SettingsError(ValueError):
+    """A bad setting: the message names the key and how to fix it."""
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_MEM = re.compile(r"^[0-9]+(\.[0-9]+)?[bkmg]$")
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+_ABS = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+def _str(pattern: re.Pattern | None = None, hint: str = "", empty: bool = False):
+    def check(key: str, value: Any) -> str:
+        value = "" if value is None else str(value)
+        if value == "" and empty:
+            return value
+        if pattern is not None and not pattern.match(value):
+            raise SettingsError(f"{key}={value!r} is not valid: {hint}")
+        return value
+
+    return check
+
+
+def _int(lo: int, hi: int):
+    def check(key: str, value: Any) -> int:
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise SettingsError(f"{key}={value!r} is not a whole number: set it between {lo} and {hi}") from None
+        if not lo <= number <= hi:
+            raise SettingsError(f"{key}={number} is out of range: set it between {lo} and {hi}")
+        return number
+
+    return check
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{key}={value!r} is not a boolean: use true or false")
+
+
+def _choice(*options: str):
+    def check(key: str, value: Any) -> str:
+        if str(value) not in options:
+            raise SettingsError(f"{key}={value!r} is not valid: use one of {', '.join(options)}")
+        return str(value)
+
+    return check
+
+
+def _cpus(key: str, value: Any) -> str:
+    try:
+        cpus = float(str(value))
+    except ValueError:
+        raise SettingsError(f"{key}={value!r} is not a number of CPUs: use e.g. 0.5 or 1.0") from None
+    if not 0.01 <= cpus <= 256:
+        raise SettingsError(f"{key}={value!r} is out of range: use between 0.01 and 256 CPUs")
+    return str(value)
+
+
+CHECKS = {
+    "app_name": _str(_NAME, "use lowercase letters, digits, - and _ (start with a letter, at most 40)"),
+    "app_path": _str(re.compile(r".+"), "give the path of the app to deploy"),
+    "app_version": _str(_TAG, "use letters, digits, '.', '-' and '_' (a Docker tag)", empty=True),
+    "app_port": _int(1, 65535),
+    "app_root": _str(_ABS, "use an absolute path such as /opt"),
+    "docker_source": _choice("distro", "docker"),
+    "publish_host": _str(re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|[0-9]{1,3}(\.[0-9]{1,3}){3})$"),
+                         "use 127.0.0.1 (default), 0.0.0.0 or one of the server's IPv4 addresses"),
+    "publish_port": _int(0, 65535),
+    "domain": _str(_DOMAIN, "use a domain name such as example.com (lowercase, no scheme or path)", empty=True),
+    "proxy_network": _str(re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "use a Docker network name", empty=True),
+    "public_url": _str(re.compile(r"^https?://[^\s]+$"), "use a full URL such as https://example.com", empty=True),
+    "traefik_labels": _bool,
+    "node_image": _str(_IMAGE, "use an image reference such as node:22-bookworm-slim"),
+    "postgres_image": _str(_IMAGE, "use an image reference such as postgres:17"),
+    "build_on": _choice("local", "server"),
+    "image_transport": _choice("registry", "ssh"),
+    "keep_images": _int(1, 50),
+    "postgres_user": _str(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "use lowercase letters, digits and _"),
+    "postgres_db": _str(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "use lowercase letters, digits and _"),
+    "app_memory_limit": _str(_MEM, "use a Docker memory size such as 512m or 1g"),
+    "app_cpu_limit": _cpus,
+    "db_memory_limit": _str(_MEM, "use a Docker memory size such as 256m or 1g"),
+    "db_stop_grace_period": _str(_DURATION, "use a duration such as 60s or 2m"),
+    "log_max_size": _str(_MEM, "use a size such as 10m"),
+    "log_max_file": _int(1, 100),
+    "health_timeout": _int(10, 3600),
+}
+
+
+@dataclass(frozen=True)
+class Default:
+    key: str
+    value: Any
+    doc: str
+    section: str
+
+
+def defaults() -> list[Default]:
+    """The defaults of group_data/all.py with their one-line comments and section headings, in order."""
+    out, section = [], ""
+    lines = DEFAULTS_FILE.read_text().splitlines()
+    for node in ast.parse(DEFAULTS_FILE.read_text()).body:
+        if not isinstance(node, ast.Assign):
+            continue
+        for prev in reversed(lines[: node.lineno - 1]):
+            if prev.startswith("# ---"):
+                section = prev.removeprefix("# ---").strip()
+                break
+        line = lines[node.lineno - 1]
+        doc = line.split("#", 1)[1].strip() if "  # " in line else ""
+        out.append(Default(node.targets[0].id, ast.literal_eval(node.value), doc, section))
+    return out
+
+
+def load(data: Any) -> dict[str, Any]:
+    """Validated settings from pyinfra host data (or any mapping); raises SettingsError on the first bad key."""
+    get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
+    settings: dict[str, Any] = {}
+    for default in defaults():
+        value = get(default.key, None)
+        settings[default.key] = CHECKS[default.key](default.key, default.value if value is None else value)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(s: dict[str, Any]) -> None:
+    if s["traefik_labels"] and not (s["proxy_network"] and s["domain"]):
+        raise SettingsError("traefik_labels=true needs proxy_network and domain: set both, or traefik_labels=false")
+    if s["publish_port"] == 0 and not s["proxy_network"]:
+        raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port or proxy_network")

@@ -1,0 +1,133 @@
+"""The steps deploy.py reads as: each a few pyinfra operations, all idempotent."""
+
+from __future__ import annotations
+
+from functools import cache
+from io import BytesIO, StringIO
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, files, systemd
+
+from vpskit import app_check, envfile, images, settings
+from vpskit.operations import image_present, stack_applied
+from vpskit.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+SUDO = {"_sudo": True}
+
+
+@cache
+def _plan(data_items: tuple) -> dict:
+    s = settings.load(dict(data_items))
+    app_path = (ROOT / s["app_path"]).resolve()
+    app_check.check(app_path)
+    s["app_path_abs"] = app_path
+    s["app_version"] = images.version(app_path, s["app_version"])
+    s["app_image"] = f"{s['app_name']}:{s['app_version']}"
+    s["app_dir"] = f"{s['app_root'].rstrip('/')}/{s['app_name']}"
+    s["env"] = envfile.server_env(envfile.read(), s)
+    s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
+    return s
+
+
+def _url(s: dict, server: str) -> str:
+    if s["domain"]:
+        return f"https://{s['domain']}"
+    if not s["publish_port"]:
+        return f"the {s['proxy_network']} network"
+    if s["publish_host"] == "127.0.0.1":
+        return f"http://127.0.0.1:{s['publish_port']} on the server (ssh -L {s['publish_port']}:127.0.0.1:" \
+               f"{s['publish_port']} {server} to browse it)"
+    return f"http://{server if s['publish_host'] == '0.0.0.0' else s['publish_host']}:{s['publish_port']}"  # noqa: S104
+
+
+def plan() -> dict:
+    """Validated settings plus what follows from them (version, image, paths, server env) for this host."""
+    keys = [d.key for d in settings.defaults()]
+    return _plan(tuple((k, host.data.get(k)) for k in keys))
+
+
+def docker_engine(s: dict) -> None:
+    """Docker Engine and the Compose v2 plugin from the distribution's packages, running and enabled."""
+    distro = (host.get_fact(LinuxDistribution) or {}).get("name", "")
+    if s["docker_source"] == "docker":
+        packages = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
+        _docker_apt_repo(distro)
+    else:
+        # Debian 13 splits the CLI out of docker.io; Ubuntu 24.04 ships it inside and names Compose v2 apart.
+        packages = ["docker.io", "docker-compose-v2"] if distro == "Ubuntu" else [
+            "docker.io", "docker-cli", "docker-compose"]
+    installed = host.get_fact(DebPackages) or {}
+    missing = [p for p in packages if p not in installed]
+    apt.packages(name="Install Docker Engine and Compose v2", packages=packages, update=bool(missing),
+                 no_recommends=True, **SUDO)
+    systemd.service(name="Docker running and started at boot", service="docker", running=True, enabled=True, **SUDO)
+
+
+def _docker_apt_repo(distro: str) -> None:
+    base = "https://download.docker.com/linux/" + ("ubuntu" if distro == "Ubuntu" else "debian")
+    files.download(name="Docker's apt key", src=f"{base}/gpg", dest="/etc/apt/keyrings/docker.asc", mode="644",
+                   **SUDO)
+    apt.repo(name="Docker's apt repository",
+             src=f"deb [signed-by=/etc/apt/keyrings/docker.asc] {base} {host.get_fact(_Codename)} stable", **SUDO)
+
+
+class _Codename(FactBase):
+    def command(self):
+        return ". /etc/os-release && echo $VERSION_CODENAME"
+
+    def process(self, output):
+        return output[0].strip()
+
+
+def artifacts(s: dict) -> None:
+    """The app's directory with the rendered compose file and Dockerfile, and its .env (mode 600)."""
+    files.directory(name="App directory", path=s["app_dir"], user="root", group="root", mode="755", **SUDO)
+    for name in ("docker-compose.yml", "Dockerfile"):
+        files.put(name=f"Push {name}", src=StringIO(render(name, **s)), dest=f"{s['app_dir']}/{name}",
+                  user="root", group="root", mode="644", **SUDO)
+    user = host.data.get("ssh_user") or "root"
+    files.put(name="Push .env (secrets, mode 600)", src=StringIO(render(".env", **s)), dest=f"{s['app_dir']}/.env",
+              user=user, group=user, mode="600", **SUDO)
+
+
+def images_on_server(s: dict) -> None:
+    """The database image (pulled or shipped) and the app image (built here and shipped, or built there)."""
+    image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
+                  transport=s["image_transport"], **SUDO)
+    if s["build_on"] == "local":
+        build = images.LocalBuild(s["app_image"], s["app_path_abs"], render("Dockerfile", **s))
+        image_present(name=f"Image {s['app_image']} built here and shipped", ref=s["app_image"], transport="ssh",
+                      build=build, **SUDO)
+    else:
+        server_build(name=f"Image {s['app_image']} built on the server", s=s, **SUDO)
+
+
+@operation()
+def server_build(s: dict):
+    """Build the app image on the server from the same filtered context (for servers with the memory)."""
+    from vpskit.facts import DockerImageId
+
+    if host.get_fact(DockerImageId, ref=s["app_image"]):
+        host.noop(f"image {s['app_image']} is on the server")
+        return
+    context = images.context_tar(s["app_path_abs"], render("Dockerfile", **s))
+    tmp = f"{s['app_dir']}/build-context.tar"
+    yield from files.put._inner(src=BytesIO(context), dest=tmp, mode="600")
+    yield f"docker build -t {s['app_image']} - < {tmp} && rm -f {tmp}"
+
+
+def stack(s: dict) -> None:
+    """Compose applied only where it differs, then a wait until every service is healthy."""
+    stack_applied(name="Stack up and healthy", app_dir=s["app_dir"], project=s["app_name"],
+                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]},
+                  timeout=s["health_timeout"], url=s["url"], **SUDO)
+
+
+def log_plan(s: dict) -> None:
+    logger.info(f"{host.print_prefix}deploying {s['app_image']} to {s['app_dir']}")
+
