@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Postgres, http, multipart, run, wait_until
+from tests.support import Postgres, free_port, http, multipart, run, wait_until
 from tests.testbed.vps import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -24,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example"
 TOOLCHAIN = ROOT / ".testbed" / "toolchain" / "bin"
 SECRET = "test-payload-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,22 @@ class VPS:
             "-o IdentitiesOnly=yes -o BatchMode=yes",
         )
 
+    def restart(self) -> None:
+        """Restarts the VPS like a reboot: systemd boots again; the published SSH port may change."""
+        docker("restart", "-t", "30", self.name)
+        _wait(f"systemd in {self.name}", lambda: _system_state(self.name) in ("running", "degraded"), BOOT_TIMEOUT)
+        self.port = int(docker("port", self.name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+        host_key = self.known_hosts.read_text().split()[1:3]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(host_key)}\n")
+        _wait(f"SSH login to {self.name}", lambda: self.ssh("true", check=False, timeout=10).returncode == 0,
+              BOOT_TIMEOUT)
+
+    def forward(self, remote_port: int, local_port: int) -> subprocess.Popen:
+        """An SSH tunnel 127.0.0.1:local_port -> the VPS's 127.0.0.1:remote_port (stop it with .terminate())."""
+        args = self.ssh_args()
+        return subprocess.Popen([*args[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
+                                 "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}", args[-1]])
+
     def env(self) -> dict[str, str]:
         """The settings vpskit's inventory reads to reach this host."""
         return {

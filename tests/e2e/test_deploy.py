@@ -1,0 +1,201 @@
+"""`pyinfra inventory.py deploy.py` on a fresh VPS: Docker installed, the stack healthy, a second run that
+changes nothing, a setting change that recreates only what it touches, and data that survives restarts,
+a reboot of the VPS and a redeploy of a new version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, http, multipart, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "pa$$ w'o\"rd with spaces"
+SECRET = "e2e-payload-secret-0123456789abcdefghijkl"
+APP_DIR = "/opt/example"
+
+
+def pyinfra(vps, env_file: Path, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh"}
+    env.pop("VPSKIT_GROUP", None)
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), "-y", "inventory.py", "deploy.py", *extra],
+                          cwd=ROOT, env=env, text=True, capture_output=True, timeout=timeout)
+
+
+def results(out: str) -> dict[str, tuple[str, str, str]]:
+    """The pyinfra results table: operation name -> (success, error, no change)."""
+    rows = {}
+    table = out.split("--> Results:", 1)[1]
+    for line in table.splitlines()[2:]:
+        m = re.match(r"^\s+(.+?)\s+1\s+(\S+)\s+(\S+)\s+(\S+)\s*$", line)
+        if m and not m.group(1).startswith("Grand total"):
+            rows[m.group(1)] = m.groups()[1:]
+    return rows
+
+
+def containers(vps) -> dict[str, dict]:
+    ids = vps.ssh("sudo docker ps -aq --filter label=com.docker.compose.project=example").stdout.split()
+    info = json.loads(vps.ssh(f"sudo docker inspect {' '.join(ids)}").stdout)
+    return {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in info}
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("operator") / ".env"
+    path.write_text(f"POSTGRES_PASSWORD='{PASSWORD.replace(chr(39), chr(92) + chr(39))}'\nPAYLOAD_SECRET={SECRET}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(vps_factory, env_file):
+    """A fresh VPS after one deploy, with an SSH tunnel to the app's published port."""
+    vps = vps_factory("deploy")
+    first = pyinfra(vps, env_file)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    local = free_port()
+    tunnel = vps.forward(3000, local)
+    base = f"http://127.0.0.1:{local}"
+    wait_until(lambda: http("GET", f"{base}/api/health", timeout=3).status == 200, 30, "the SSH tunnel")
+    yield {"vps": vps, "base": base, "first": first, "tunnel": tunnel, "local": local}
+    site_tunnel = tunnel
+    site_tunnel.terminate()
+    site_tunnel.wait(timeout=10)
+
+
+def reopen_tunnel(site) -> None:
+    site["tunnel"].terminate()
+    site["tunnel"].wait(timeout=10)
+    site["tunnel"] = site["vps"].forward(3000, site["local"])
+    wait_until(lambda: http("GET", f"{site['base']}/api/health/ready", timeout=3).status == 200, 180,
+               "the app to answer ready through a new tunnel")
+
+
+def test_first_deploy_installs_docker_and_serves_health(site):
+    vps_host = site["vps"].testinfra_host()
+    assert vps_host.package("docker.io").is_installed
+    assert vps_host.service("docker").is_running and vps_host.service("docker").is_enabled
+    assert "http://127.0.0.1:3000" in site["first"].stdout
+    live = http("GET", f"{site['base']}/api/health")
+    assert live.status == 200 and live.json()["status"] == "ok"
+    ready = http("GET", f"{site['base']}/api/health/ready")
+    assert ready.status == 200 and ready.json()["status"] == "ready"
+
+
+def test_every_container_healthy_and_app_not_root(site):
+    stack = containers(site["vps"])
+    assert set(stack) == {"app", "db"}
+    for service, c in stack.items():
+        assert c["State"]["Health"]["Status"] == "healthy", service
+    uid = site["vps"].ssh("sudo docker exec example-app-1 id -u").stdout.strip()
+    assert uid != "0"
+    top = site["vps"].ssh("sudo docker top example-app-1 -o user,args").stdout
+    node_lines = [ln for ln in top.splitlines() if "server.js" in ln]
+    assert node_lines and all(not ln.startswith("root") for ln in node_lines)
+
+
+def test_postgres_not_published(site):
+    stack = containers(site["vps"])
+    assert not stack["db"]["HostConfig"]["PortBindings"]
+    listeners = site["vps"].ssh("ss -Hltn").stdout
+    assert ":5432 " not in listeners
+    app_ports = stack["app"]["HostConfig"]["PortBindings"]["3000/tcp"]
+    assert [p["HostIp"] for p in app_ports] == ["127.0.0.1"]
+
+
+def test_server_env_file_is_private(site):
+    f = site["vps"].testinfra_host().file(f"{APP_DIR}/.env")
+    assert f.mode == 0o600 and f.user == "deploy"
+
+
+def test_second_run_changes_nothing(site, env_file):
+    before = {s: (c["Id"], c["State"]["StartedAt"]) for s, c in containers(site["vps"]).items()}
+    again = pyinfra(site["vps"], env_file)
+    assert again.returncode == 0, again.stdout[-3000:]
+    rows = results(again.stdout)
+    assert rows and all(success == "-" and nochange == "1" for success, _, nochange in rows.values()), rows
+    after = {s: (c["Id"], c["State"]["StartedAt"]) for s, c in containers(site["vps"]).items()}
+    assert after == before
+
+
+def test_dry_run_shows_what_would_change(site, env_file):
+    dry = pyinfra(site["vps"], env_file, "--dry", "--data", "app_memory_limit=700m")
+    assert dry.returncode == 0
+    assert "Push docker-compose.yml" in dry.stdout
+    compose = site["vps"].ssh(f"sudo cat {APP_DIR}/docker-compose.yml").stdout
+    assert "700m" not in compose
+
+
+def test_memory_limit_change_recreates_only_the_app(site, env_file):
+    before = containers(site["vps"])
+    changed = pyinfra(site["vps"], env_file, "--data", "app_memory_limit=768m")
+    assert changed.returncode == 0, changed.stdout[-3000:]
+    after = containers(site["vps"])
+    assert after["db"]["Id"] == before["db"]["Id"]
+    assert after["app"]["Id"] != before["app"]["Id"]
+    assert after["app"]["HostConfig"]["Memory"] == 768 * 1024 * 1024
+    reopen_tunnel(site)
+
+
+@pytest.fixture(scope="module")
+def content(site):
+    """A post and an uploaded media file, created through the REST API."""
+    base = site["base"]
+    creds = {"email": "ops@example.com", "password": "a long enough password"}
+    assert http("POST", f"{base}/api/users/first-register", creds).status in (200, 201)
+    token = http("POST", f"{base}/api/users/login", creds).json()["token"]
+    auth = {"Authorization": f"JWT {token}"}
+    post = http("POST", f"{base}/api/posts", {"title": "Survives everything"}, headers=auth)
+    assert post.status == 201, post.body[:300]
+    data = os.urandom(8192)
+    body, ctype = multipart({"_payload": '{"alt": "blob"}'}, {"file": ("blob.bin", data, "application/octet-stream")})
+    media = http("POST", f"{base}/api/media", body, headers={**auth, "Content-Type": ctype})
+    assert media.status == 201, media.body[:300]
+    return {"auth": creds, "post": post.json()["doc"]["id"], "media": media.json()["doc"],
+            "sha": hashlib.sha256(data).hexdigest()}
+
+
+def assert_content(site, content) -> None:
+    base = site["base"]
+    token = http("POST", f"{base}/api/users/login", content["auth"]).json()["token"]
+    auth = {"Authorization": f"JWT {token}"}
+    post = http("GET", f"{base}/api/posts/{content['post']}", headers=auth)
+    assert post.status == 200 and post.json()["title"] == "Survives everything"
+    blob = http("GET", f"{base}{content['media']['url']}", headers=auth)
+    assert blob.status == 200 and hashlib.sha256(blob.body).hexdigest() == content["sha"]
+
+
+def test_data_survives_compose_restart(site, content):
+    site["vps"].ssh(f"cd {APP_DIR} && sudo docker compose restart", timeout=180)
+    reopen_tunnel(site)
+    assert_content(site, content)
+
+
+def test_data_survives_down_and_up(site, content):
+    site["vps"].ssh(f"cd {APP_DIR} && sudo docker compose down && sudo docker compose up -d --wait", timeout=300)
+    reopen_tunnel(site)
+    assert_content(site, content)
+
+
+def test_data_survives_a_reboot_of_the_vps(site, content):
+    site["vps"].restart()
+    # Nobody runs compose after the reboot: systemd starts Docker, Docker's restart policy the stack.
+    wait_until(lambda: all(c["State"]["Health"]["Status"] == "healthy" for c in containers(site["vps"]).values()),
+               240, "the stack to come back healthy by itself after the reboot")
+    reopen_tunnel(site)
+    assert_content(site, content)
+
+
+def test_data_survives_a_redeploy_of_a_new_version(site, env_file, content):
+    redeploy = pyinfra(site["vps"], env_file, "--data", "app_version=e2e-v2", "--data", "app_memory_limit=768m")
+    assert redeploy.returncode == 0, redeploy.stdout[-3000:]
+    reopen_tunnel(site)
+    assert http("GET", f"{site['base']}/api/health").json()["version"] == "e2e-v2"
+    assert_content(site, content)
