@@ -35,6 +35,7 @@ postgres_db = "payload"  # database name
 app_memory_limit = "1g"  # memory limit of the app container (Docker format: 512m, 1g)
 app_cpu_limit = "1.0"  # CPU limit of the app container, in CPUs
 db_memory_limit = "512m"  # memory limit of the database container
+db_cpu_limit = "1.0"  # CPU limit of the database container, in CPUs
 db_stop_grace_period = "60s"  # time postgres gets to shut down cleanly before it is killed
 
 # --- Logs

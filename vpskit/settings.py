@@ -108,6 +108,7 @@ CHECKS = {
     "app_memory_limit": _str(_MEM, "use a Docker memory size such as 512m or 1g"),
     "app_cpu_limit": _cpus,
     "db_memory_limit": _str(_MEM, "use a Docker memory size such as 256m or 1g"),
+    "db_cpu_limit": _cpus,
     "db_stop_grace_period": _str(_DURATION, "use a duration such as 60s or 2m"),
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),

@@ -1,0 +1,42 @@
+"""hadolint on the rendered Dockerfile and compose-lint on the rendered compose file: nothing above low
+severity, except what templates/.compose-lint.yml waives with a reason."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vpskit import settings
+from vpskit.render import render
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+VARIANTS = [{}, {"publish_port": 0, "proxy_network": "web", "domain": "cms.example.com", "traefik_labels": True}]
+
+
+def ctx(**overrides):
+    s = settings.load(overrides)
+    s.update(app_image="example:abc123", app_version="abc123")
+    return s
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_hadolint_finds_nothing(tmp_path, overrides):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(render("Dockerfile", **ctx(**overrides)))
+    out = subprocess.run([BIN / "hadolint", "--failure-threshold", "info", str(dockerfile)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_compose_lint_nothing_above_low(tmp_path, overrides):
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(render("docker-compose.yml", **ctx(**overrides)))
+    (tmp_path / ".env").write_text(render(".env", app_name="x", env={"POSTGRES_USER": "u", "POSTGRES_DB": "d"}))
+    out = subprocess.run([BIN / "compose-lint", "check", "--strict-config", "--fail-on", "medium", "--config",
+                          str(ROOT / "templates" / ".compose-lint.yml"), str(compose)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASS" in out.stdout

@@ -1,0 +1,129 @@
+"""vpskit operations in pyinfra's own test style: facts in, commands out."""
+
+from __future__ import annotations
+
+import pytest
+from pyinfra.api import FunctionCommand
+from pyinfra.context import ctx_host
+
+from vpskit import commands, images, operations
+from vpskit.facts import ComposeStack, DockerImageId, parse_compose_state
+
+
+class FakeHost:
+    """Answers get_fact from a table keyed by (fact, kwargs); records noop messages."""
+
+    print_prefix = "[fake] "
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.noops: list[str] = []
+
+    def get_fact(self, cls, **kwargs):
+        key = (cls, tuple(sorted(kwargs.items())))
+        return self.facts.get(key, cls().default())
+
+    def noop(self, message: str) -> None:
+        self.noops.append(message)
+
+
+def run(op, facts: dict, **kwargs) -> tuple[list, FakeHost]:
+    fake = FakeHost(facts)
+    with ctx_host.use(fake):
+        cmds = list(op._inner(**kwargs))
+    return cmds, fake
+
+
+def image_fact(ref: str, value: str):
+    return {(DockerImageId, (("ref", ref),)): value}
+
+
+def stack_fact(services: dict):
+    return {(ComposeStack, (("app_dir", "/opt/example"), ("project", "example"))): services}
+
+
+HEALTHY = {
+    "app": {"desired": "h1", "container": "c1", "hash": "h1", "image": "sha256:app", "state": "running",
+            "health": "healthy"},
+    "db": {"desired": "h2", "container": "c2", "hash": "h2", "image": "sha256:pg", "state": "running",
+           "health": "healthy"},
+}
+IMAGES = {**image_fact("example:v1", "sha256:app"), **image_fact("postgres:17", "sha256:pg")}
+STACK_ARGS = {"app_dir": "/opt/example", "project": "example",
+              "images_by_service": {"app": "example:v1", "db": "postgres:17"}, "timeout": 120}
+
+
+def test_stack_as_desired_yields_nothing():
+    cmds, fake = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS)
+    assert cmds == []
+    assert "every service running as configured" in fake.noops[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"app": {**HEALTHY["app"], "desired": "h9"}}, "configuration changed"),
+        ({"db": {**HEALTHY["db"], "state": "exited"}}, "exited"),
+        ({"app": {"desired": "h1"}}, "not created"),
+    ],
+)
+def test_stack_that_differs_is_brought_up_and_waited_for(change, why):
+    cmds, _ = run(operations.stack_applied, {**stack_fact({**HEALTHY, **change}), **IMAGES}, **STACK_ARGS)
+    assert cmds[0].startswith(commands.compose_up("/opt/example", 120))
+    assert "--wait --wait-timeout 120" in cmds[0]
+    assert isinstance(cmds[1], FunctionCommand)
+
+
+def test_new_image_under_the_same_tag_recreates():
+    facts = {**stack_fact(HEALTHY), **IMAGES, **image_fact("example:v1", "sha256:rebuilt")}
+    cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS)
+    assert len(cmds) == 2
+
+
+def test_fresh_server_gets_the_whole_stack():
+    cmds, _ = run(operations.stack_applied, {}, **STACK_ARGS)
+    assert "docker compose up -d --remove-orphans --wait" in cmds[0]
+
+
+def test_registry_image_pulled_only_when_absent():
+    cmds, _ = run(operations.image_present, {}, ref="postgres:17", transport="registry")
+    assert cmds == ["docker pull --quiet postgres:17"]
+    cmds, fake = run(operations.image_present, image_fact("postgres:17", "sha256:pg"), ref="postgres:17",
+                     transport="registry")
+    assert cmds == [] and fake.noops
+
+
+def test_shipped_image_skipped_when_the_server_has_the_same_id(monkeypatch):
+    monkeypatch.setattr(images, "local_image_id", lambda ref: "sha256:pg")
+    cmds, _ = run(operations.image_present, image_fact("postgres:17", "sha256:pg"), ref="postgres:17")
+    assert cmds == []
+
+
+def test_shipped_image_sent_when_the_server_differs(monkeypatch):
+    monkeypatch.setattr(images, "local_image_id", lambda ref: "sha256:new")
+    cmds, _ = run(operations.image_present, image_fact("example:v1", "sha256:old"), ref="example:v1")
+    assert [c.function.__name__ for c in cmds] == ["_ship"]
+
+
+def test_missing_local_image_is_built_then_shipped(monkeypatch):
+    monkeypatch.setattr(images, "local_image_id", lambda ref: "")
+    build = images.LocalBuild("example:v2", None, "FROM scratch")
+    cmds, _ = run(operations.image_present, {}, ref="example:v2", build=build)
+    assert [c.function.__name__ for c in cmds] == ["_build", "_ship"]
+
+
+def test_compose_state_output_parsed():
+    lines = ["desired app h1", "desired db h2",
+             "container app c1 h1 sha256:app running healthy", "container db c2 h0 sha256:pg exited none"]
+    assert parse_compose_state(lines) == {
+        "app": {"desired": "h1", "container": "c1", "hash": "h1", "image": "sha256:app", "state": "running",
+                "health": "healthy"},
+        "db": {"desired": "h2", "container": "c2", "hash": "h0", "image": "sha256:pg", "state": "exited",
+               "health": "none"},
+    }
+
+
+def test_command_lines_quote_their_arguments():
+    assert commands.compose("/opt/my app", "ps") == "cd '/opt/my app' && docker compose ps"
+    assert commands.image_id("x:1") == "docker image inspect -f '{{.Id}}' x:1 2>/dev/null || true"
+    assert "label=com.docker.compose.project=example" in commands.compose_state("/opt/example", "example")

@@ -1,0 +1,70 @@
+"""Templates rendered from default and non-default settings: valid YAML, the documented behaviour."""
+
+import yaml
+
+from vpskit import settings
+from vpskit.render import dotenv_quote, render
+
+
+def ctx(**overrides):
+    s = settings.load(overrides)
+    s.update(app_image="example:abc123", app_version="abc123")
+    return s
+
+
+def compose(**overrides):
+    return yaml.safe_load(render("docker-compose.yml", **ctx(**overrides)))
+
+
+def test_default_compose():
+    c = compose()
+    app, db = c["services"]["app"], c["services"]["db"]
+    assert c["name"] == "example"
+    assert app["image"] == "example:abc123"
+    assert app["ports"] == ["127.0.0.1:3000:3000"]
+    assert "ports" not in db
+    assert app["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert app["restart"] == db["restart"] == "unless-stopped"
+    assert "/api/health/ready" in " ".join(app["healthcheck"]["test"])
+    assert "pg_isready -h 127.0.0.1" in db["healthcheck"]["test"][1]
+    assert app["deploy"]["resources"]["limits"] == {"cpus": "1.0", "memory": "1g"}
+    assert app["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+    assert db["stop_grace_period"] == "60s"
+    assert set(c["volumes"]) == {"db-data", "media"}
+    assert app["read_only"] is True and app["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in app["security_opt"]
+    assert "traefik.enable" not in str(app)
+
+
+def test_compose_behind_a_traefik_network():
+    c = compose(publish_port=0, proxy_network="web", domain="cms.example.com", traefik_labels=True,
+                app_memory_limit="768m", app_cpu_limit="0.5")
+    app = c["services"]["app"]
+    assert "ports" not in app
+    assert app["networks"] == ["internal", "proxy"]
+    assert c["networks"]["proxy"] == {"name": "web", "external": True}
+    assert app["labels"]["traefik.http.routers.example.rule"] == "Host(`cms.example.com`)"
+    assert app["labels"]["traefik.http.services.example.loadbalancer.server.port"] == "3000"
+    assert app["deploy"]["resources"]["limits"] == {"cpus": "0.5", "memory": "768m"}
+
+
+def test_compose_published_publicly_when_asked():
+    assert compose(publish_host="0.0.0.0", publish_port=8080)["services"]["app"]["ports"] == ["0.0.0.0:8080:3000"]
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
+    text = render("Dockerfile", **ctx(node_image="node:22-bookworm-slim", app_port=4000))
+    froms = [ln for ln in text.splitlines() if ln.startswith("FROM ")]
+    assert froms == ["FROM node:22-bookworm-slim AS deps", "FROM node:22-bookworm-slim AS build",
+                     "FROM node:22-bookworm-slim AS runtime"]
+    assert "USER 1000:1000" in text
+    assert "NODE_ENV=production" in text and "PORT=4000" in text
+    assert "HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3" in text
+    assert "ARG " not in text and "SECRET" not in text
+
+
+def test_server_env_quotes_every_value_literally():
+    text = render(".env", app_name="x", env={"A": "pa$$ w'o\"rd \\ `x`", "B": "plain"})
+    assert 'A="pa\\$\\$ w\'o\\"rd \\\\ `x`"' in text
+    assert 'B="plain"' in text
+    assert dotenv_quote("${HOME}") == '"\\${HOME}"'
