@@ -36,3 +36,10 @@ test: install testbed lint
 clean:
 	$(BIN)/python tests/testbed/vps.py cleanup || true
 	rm -rf .pytest_cache .ruff_cache
+
+demo: install testbed
+	bash tests/testbed/demo.sh
+
+demo-down:
+	$(BIN)/python tests/testbed/vps.py stop vpskit-demo
+	rm -f .testbed/demo.env

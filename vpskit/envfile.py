@@ -19,8 +19,16 @@ GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_u
 KIT_PREFIX = "VPSKIT_"
 
 
+DEMO_ENV = Path(__file__).resolve().parent.parent / ".testbed" / "demo.env"
+
+
 def env_file_path() -> Path:
-    return Path(os.environ.get("VPSKIT_ENV_FILE", ".env"))
+    """VPSKIT_ENV_FILE, else ./.env, else the demo's generated secrets when `make demo` made them."""
+    if "VPSKIT_ENV_FILE" in os.environ:
+        return Path(os.environ["VPSKIT_ENV_FILE"])
+    if not Path(".env").exists() and DEMO_ENV.exists():
+        return DEMO_ENV
+    return Path(".env")
 
 
 def read(path: Path | None = None) -> dict[str, str]:

@@ -15,6 +15,7 @@ from vpskit.settings import CHECKS, SettingsError
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".testbed" / "vps" / "vpskit-demo"
 DEMO_PORT = 2222
+DEMO_HTTP_PORT = 8080
 GROUPS = ("production", "staging")
 
 
@@ -40,7 +41,10 @@ def hosts() -> dict[str, list]:
         cfg.setdefault("VPSKIT_SSH_USER", "deploy")
         cfg.setdefault("VPSKIT_SSH_KEY", str(DEMO / "id_ed25519"))
         cfg.setdefault("VPSKIT_SSH_KNOWN_HOSTS", str(DEMO / "known_hosts"))
-        data.setdefault("image_transport", "ssh")  # the demo VPS has no registry to pull from
+        # The demo VPS has no registry to pull from, and its port 3000 is this machine's 127.0.0.1:8080.
+        data.setdefault("image_transport", "ssh")
+        data.setdefault("publish_host", "0.0.0.0")  # noqa: S104 - inside the VPS, published on 127.0.0.1 only
+        data.setdefault("public_url", f"http://127.0.0.1:{DEMO_HTTP_PORT}")
         host = "127.0.0.1"
     group = cfg.get("VPSKIT_GROUP", "production")
     if group not in GROUPS:

@@ -115,7 +115,7 @@ def _wait(what: str, check, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def start(name: str, port: int | None = None, session: str = "manual") -> VPS:
+def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = ()) -> VPS:
     """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key."""
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
@@ -128,11 +128,12 @@ def start(name: str, port: int | None = None, session: str = "manual") -> VPS:
         check=True,
     )
     docker("volume", "create", "--label", f"{LABEL}.session={session}", f"{name}-docker")
-    publish = f"127.0.0.1:{port}:22" if port else "127.0.0.1::22"
+    publish_ssh = f"127.0.0.1:{port}:22" if port else "127.0.0.1::22"
     docker(
         "run", "-d", "--name", name, "--hostname", name,
         "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
-        *RUN_FLAGS, "-v", f"{name}-docker:/var/lib/docker", "-p", publish, IMAGE,
+        *RUN_FLAGS, "-v", f"{name}-docker:/var/lib/docker", "-p", publish_ssh,
+        *[a for p in publish for a in ("-p", f"127.0.0.1:{p}")], IMAGE,
     )  # fmt: skip
     _wait(f"systemd in {name}", lambda: _system_state(name) in ("running", "degraded"), BOOT_TIMEOUT)
     docker(
@@ -150,6 +151,17 @@ def start(name: str, port: int | None = None, session: str = "manual") -> VPS:
     vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts)
     _wait(f"SSH login to {name}", lambda: vps.ssh("true", check=False, timeout=10).returncode == 0, BOOT_TIMEOUT)
     return vps
+
+
+def running(name: str) -> VPS | None:
+    """The VPS `name` if it is up with its keys in place (so `make demo` can run again without a new VPS)."""
+    state = STATE / name
+    up = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip() == "true"
+    if not (up and (state / "known_hosts").exists()):
+        return None
+    port = int(docker("port", name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+    vps = VPS(name=name, port=port, key=state / "id_ed25519", known_hosts=state / "known_hosts")
+    return vps if vps.ssh("true", check=False, timeout=10).returncode == 0 else None
 
 
 def _system_state(name: str) -> str:
@@ -179,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("name")
     p_start.add_argument("--port", type=int, help="SSH port on 127.0.0.1 (default: any free port)")
     p_start.add_argument("--session", default="manual")
+    p_start.add_argument("--publish", action="append", default=[], metavar="HOSTPORT:PORT",
+                         help="also publish a VPS port on 127.0.0.1 (repeatable)")
+    p_start.add_argument("--reuse", action="store_true", help="keep a VPS of that name that is already up")
     p_stop = sub.add_parser("stop", help="remove a VPS with its volume and keys")
     p_stop.add_argument("name")
     sub.add_parser("cleanup", help="remove every test VPS except the demo")
     args = parser.parse_args(argv)
     if args.cmd == "start":
         t0 = time.monotonic()
-        vps = start(args.name, args.port, args.session)
+        vps = (args.reuse and running(args.name)) or start(args.name, args.port, args.session, tuple(args.publish))
         for k, v in vps.env().items():
             print(f"{k}={v}")
         print(f"# {args.name} ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
