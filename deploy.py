@@ -9,4 +9,5 @@ steps.log_plan(settings)
 steps.docker_engine(settings)
 steps.artifacts(settings)
 steps.images_on_server(settings)
-steps.stack(settings)
+steps.stack(settings)  # backup first when the app changes; rolls back when the new version is not ready
+steps.backup_timer(settings)

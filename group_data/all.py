@@ -38,6 +38,14 @@ db_memory_limit = "512m"  # memory limit of the database container
 db_cpu_limit = "1.0"  # CPU limit of the database container, in CPUs
 db_stop_grace_period = "60s"  # time postgres gets to shut down cleanly before it is killed
 
+# --- Backups
+backup_root = "/var/backups"  # backups live in {backup_root}/{app_name}/<timestamp>/ on the server
+backup_keep_daily = 7  # newest backup of each of the last N days kept
+backup_keep_weekly = 4  # newest backup of each of the last N ISO weeks kept
+backup_keep_monthly = 6  # newest backup of each of the last N months kept
+backup_schedule = "*-*-* 03:15:00"  # systemd OnCalendar of the daily backup timer; empty = no timer
+backup_before_update = True  # take a backup before a deploy changes a running app
+
 # --- Logs
 log_max_size = "10m"  # json-file log size before rotation
 log_max_file = 3  # rotated json-file logs kept per container

@@ -13,25 +13,33 @@ def compose(app_dir: str, *args: str) -> str:
     return f"cd {q(app_dir)} && docker compose {' '.join(q(a) for a in args)}"
 
 
-def compose_up(app_dir: str, timeout: int) -> str:
-    """Creates or updates the stack and waits until every service is healthy (or fails after `timeout`)."""
-    return compose(app_dir, "up", "-d", "--remove-orphans", "--wait", "--wait-timeout", str(timeout))
-
-
 def compose_state(app_dir: str, project: str) -> str:
-    """Prints the desired config hash per service, then one line per existing container of the project:
-    service, container id, config hash, image id, state, health."""
+    """Prints the hash of the compose file and .env now on the server, the hash recorded by the last
+    successful apply, then one line per existing container of the project: service, container id, image
+    id, state, health. (Compose's own `config --hash` does not match its container labels on every
+    version, so vpskit records what it applied.)"""
     fmt = (
-        '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} '
-        '{{index .Config.Labels "com.docker.compose.config-hash"}} {{.Image}} {{.State.Status}} '
+        '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.Image}} {{.State.Status}} '
         "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
     )
+    d = q(app_dir)
     ids = f"docker ps -aq --filter label=com.docker.compose.project={q(project)}"
     return (
-        f"if [ -f {q(app_dir)}/docker-compose.yml ] && command -v docker >/dev/null; then "
-        f"(cd {q(app_dir)} && docker compose config --hash '*' 2>/dev/null | sed 's/^/desired /'); "
+        f"if [ -f {d}/docker-compose.yml ] && command -v docker >/dev/null; then "
+        f"echo files $({files_hash(app_dir)}); echo applied $(cat {d}/.applied 2>/dev/null); "
         f"for c in $({ids}); do docker inspect -f {q(fmt)} $c | sed 's/^/container /'; done; fi"
     )
+
+
+def files_hash(app_dir: str) -> str:
+    """The hash of what `up` applies: the compose file and the .env beside it."""
+    return f"cat {q(app_dir)}/docker-compose.yml {q(app_dir)}/.env | sha256sum | cut -c1-64"
+
+
+def release_up(app_dir: str, version: str, timeout: int, keep: int) -> str:
+    """Applies the stack through release.sh: waits for health, rolls back to the previous release when the
+    new one does not get ready, records the release and prunes old images."""
+    return f"{q(app_dir)}/bin/release.sh up {q(app_dir)} {q(version)} {int(timeout)} {int(keep)}"
 
 
 def image_id(ref: str) -> str:

@@ -24,33 +24,32 @@ class DockerImageId(FactBase):
 
 
 class ComposeStack(FactBase):
-    """The running stack of a compose project: per service the desired config hash (from the files on the
-    server) and its container (id, config hash, image id, state, health).
+    """The stack of a compose project as it runs: the hash of the files on the server against the hash
+    of the files last applied, and per service its container (id, image id, state, health).
 
     host.get_fact(ComposeStack, app_dir="/opt/example", project="example", _sudo=True) ->
-        {"app": {"desired": "ab12..", "container": "c0ff..", "hash": "ab12..", "image": "sha256:..",
-                 "state": "running", "health": "healthy"}, ...}
+        {"files": "ab12..", "applied": "ab12..",
+         "services": {"app": {"container": "c0ff..", "image": "sha256:..", "state": "running",
+                              "health": "healthy"}, ...}}
     """
 
     def command(self, app_dir: str, project: str) -> str:
         return commands.compose_state(app_dir, project)
 
-    def process(self, output) -> dict[str, dict[str, str]]:
+    def process(self, output) -> dict:
         return parse_compose_state(output)
 
     def default(self) -> dict:
-        return {}
+        return {"files": "", "applied": "", "services": {}}
 
 
-def parse_compose_state(lines) -> dict[str, dict[str, str]]:
-    services: dict[str, dict[str, str]] = {}
+def parse_compose_state(lines) -> dict:
+    state: dict = {"files": "", "applied": "", "services": {}}
     for line in lines:
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "desired":
-            services.setdefault(parts[1], {})["desired"] = parts[2]
-        elif len(parts) == 7 and parts[0] == "container":
-            _, service, cid, chash, image, state, health = parts
-            services.setdefault(service, {}).update(
-                container=cid, hash=chash, image=image, state=state, health=health
-            )
-    return services
+        if parts and parts[0] in ("files", "applied"):
+            state[parts[0]] = parts[1] if len(parts) > 1 else ""
+        elif len(parts) == 6 and parts[0] == "container":
+            _, service, cid, image, status, health = parts
+            state["services"][service] = {"container": cid, "image": image, "state": status, "health": health}
+    return state

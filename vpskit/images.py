@@ -55,9 +55,10 @@ def version(app_path: Path, explicit: str = "") -> str:
     has uncommitted changes), else a content hash. The same sources always give the same version."""
     if explicit:
         return explicit
-    rev = subprocess.run(["git", "-C", str(app_path), "rev-parse", "--short=10", "HEAD"],
+    # The last commit that touched the app, so commits elsewhere in the repository make no new version.
+    rev = subprocess.run(["git", "-C", str(app_path), "log", "-1", "--format=%h", "--abbrev=10", "--", "."],
                          capture_output=True, text=True)
-    if rev.returncode != 0:
+    if rev.returncode != 0 or not rev.stdout.strip():
         return f"c{content_hash(app_path)}"
     dirty = subprocess.run(["git", "-C", str(app_path), "status", "--porcelain", "--", "."],
                            capture_output=True, text=True).stdout.strip()

@@ -58,28 +58,30 @@ def _ship(state, host, ref: str) -> bool:
 
 
 @operation()
-def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str], timeout: int = 180,
-                  url: str = ""):
+def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str], version: str,
+                  timeout: int = 180, keep: int = 3, url: str = ""):
     """
     Bring the compose stack in ``app_dir`` to its desired state and wait until every service is healthy.
 
-    + app_dir: directory on the server holding docker-compose.yml and .env
+    + app_dir: directory on the server holding docker-compose.yml, .env and bin/release.sh
     + project: compose project name (labels of its containers)
     + images_by_service: service name -> image reference the service must run
-    + timeout: seconds to wait for health before failing with the services' state and logs
+    + version: the app version being released (recorded for rollback)
+    + timeout: seconds to wait for health; past it the previous release is put back and the operation fails
+    + keep: app image versions kept on the server
     + url: where the app answers, for the closing message
 
-    Changes nothing when every service has a container that is running with the desired config hash and
-    image id; otherwise runs ``docker compose up -d --wait``, which recreates only the services that differ.
+    Changes nothing when the compose file and .env are the ones last applied and every service runs its
+    image; otherwise applies them (compose recreates only the services that differ).
     """
     stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project)
     reasons = []
+    if not stack["applied"] or stack["files"] != stack["applied"]:
+        reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
     for service, ref in images_by_service.items():
-        current = stack.get(service, {})
+        current = stack["services"].get(service, {})
         if "container" not in current:
             reasons.append(f"{service}: not created")
-        elif current.get("desired") != current.get("hash"):
-            reasons.append(f"{service}: configuration changed")
         elif current["image"] != host.get_fact(DockerImageId, ref=ref):
             reasons.append(f"{service}: new image")
         elif current["state"] != "running":
@@ -88,11 +90,57 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
         host.noop(f"stack {project}: every service running as configured; the app answers at {url}")
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; applying and waiting up to {timeout}s")
-    up = commands.compose_up(app_dir, timeout)
-    yield f"{up} || {{ status=$?; {{ {commands.unhealthy_report(app_dir)} ; }} >&2; exit $status; }}"
+    yield commands.release_up(app_dir, version, timeout, keep)
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
+
+
+@operation()
+def backup_before_update(app_dir: str, project: str, app_ref: str, command: str):
+    """
+    Take a backup when a running app is about to get a new image; nothing on a first deploy or when the
+    app's image is unchanged.
+
+    + app_dir: the app's directory on the server
+    + project: compose project name
+    + app_ref: the image reference the app is about to run
+    + command: the backup command (files/backup.sh with its arguments)
+    """
+    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project)
+    app = stack["services"].get("app")
+    db = stack["services"].get("db")
+    if not app or not db or db["state"] != "running":
+        host.noop("no running app to back up")
+        return
+    if app["image"] == host.get_fact(DockerImageId, ref=app_ref):
+        host.noop("the app's image is unchanged")
+        return
+    yield command
 
 
 def _announce(state, host, message: str) -> bool:
     logger.info(f"{host.print_prefix}{message}")
     return True
+
+
+@operation(is_idempotent=False)
+def report(command: str, failure: str = "failed", follow: bool = False):
+    """
+    Run a read-only check on the server and print its output line by line, whatever the result; the
+    operation (and the pyinfra run) fails when the command exits non-zero.
+
+    + command: the shell command (run with the operation's _sudo)
+    + failure: the message logged on failure, before the command's last line
+    + follow: stream the output as it comes (for commands that run until interrupted)
+    """
+    yield FunctionCommand(_report, (command, failure, follow), {})
+
+
+def _report(state, host, command: str, failure: str, follow: bool) -> bool:
+    ok, out = host.run_shell_command(command, _sudo=True, print_output=follow)
+    if not follow:
+        for line in out.stdout_lines:
+            logger.info(f"{host.print_prefix}{line}")
+    if not ok:
+        last = (out.stdout_lines or out.stderr_lines or ["no output"])[-1]
+        logger.error(f"{host.print_prefix}{failure}: {last}")
+    return ok

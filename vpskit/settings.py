@@ -110,6 +110,13 @@ CHECKS = {
     "db_memory_limit": _str(_MEM, "use a Docker memory size such as 256m or 1g"),
     "db_cpu_limit": _cpus,
     "db_stop_grace_period": _str(_DURATION, "use a duration such as 60s or 2m"),
+    "backup_root": _str(_ABS, "use an absolute path such as /var/backups"),
+    "backup_keep_daily": _int(1, 3650),
+    "backup_keep_weekly": _int(0, 520),
+    "backup_keep_monthly": _int(0, 120),
+    "backup_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
+                            "'*-*-* 03:15:00' or daily, or empty for no timer", empty=True),
+    "backup_before_update": _bool,
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
     "health_timeout": _int(10, 3600),

@@ -11,9 +11,10 @@ from pyinfra.api import FactBase, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
 
-from vpskit import app_check, envfile, images, settings
-from vpskit.operations import image_present, stack_applied
+from vpskit import app_check, envfile, images, settings, tasks
+from vpskit.operations import backup_before_update, image_present, stack_applied
 from vpskit.render import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def _plan(data_items: tuple) -> dict:
     s["app_path_abs"] = app_path
     s["app_version"] = images.version(app_path, s["app_version"])
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
-    s["app_dir"] = f"{s['app_root'].rstrip('/')}/{s['app_name']}"
+    tasks.paths(s)
     s["env"] = envfile.server_env(envfile.read(), s)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
     return s
@@ -90,6 +91,7 @@ def artifacts(s: dict) -> None:
     for name in ("docker-compose.yml", "Dockerfile"):
         files.put(name=f"Push {name}", src=StringIO(render(name, **s)), dest=f"{s['app_dir']}/{name}",
                   user="root", group="root", mode="644", **SUDO)
+    tasks.scripts(s)
     user = host.data.get("ssh_user") or "root"
     files.put(name="Push .env (secrets, mode 600)", src=StringIO(render(".env", **s)), dest=f"{s['app_dir']}/.env",
               user=user, group=user, mode="600", **SUDO)
@@ -122,10 +124,34 @@ def server_build(s: dict):
 
 
 def stack(s: dict) -> None:
-    """Compose applied only where it differs, then a wait until every service is healthy."""
+    """A backup when a running app is about to change, then compose applied only where it differs, a wait
+    until every service is healthy, and the previous release put back when the new one does not get ready."""
+    if s["backup_before_update"]:
+        backup_before_update(name="Backup before the update", app_dir=s["app_dir"], project=s["app_name"],
+                             app_ref=s["app_image"], command=tasks.backup_command(s), **SUDO)
     stack_applied(name="Stack up and healthy", app_dir=s["app_dir"], project=s["app_name"],
-                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]},
-                  timeout=s["health_timeout"], url=s["url"], **SUDO)
+                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]}, version=s["app_version"],
+                  timeout=s["health_timeout"], keep=s["keep_images"], url=s["url"], **SUDO)
+
+
+def backup_timer(s: dict) -> None:
+    """A systemd timer for the daily backup (removed when backup_schedule is empty)."""
+    unit = f"vpskit-backup-{s['app_name']}"
+    if not s["backup_schedule"]:
+        systemd.service(name="No backup timer", service=f"{unit}.timer", running=False, enabled=False, **SUDO)
+        return
+    service = (f"[Unit]\nDescription=vpskit backup of {s['app_name']}\nAfter=docker.service\n\n"
+               f"[Service]\nType=oneshot\nExecStart={tasks.backup_command(s)}\n")
+    timer = (f"[Unit]\nDescription=Daily vpskit backup of {s['app_name']}\n\n[Timer]\n"
+             f"OnCalendar={s['backup_schedule']}\nPersistent=true\nRandomizedDelaySec=600\n\n"
+             "[Install]\nWantedBy=timers.target\n")
+    service_put = files.put(name="Backup service unit", src=StringIO(service),
+                            dest=f"/etc/systemd/system/{unit}.service", mode="644", **SUDO)
+    timer_put = files.put(name="Backup timer unit", src=StringIO(timer), dest=f"/etc/systemd/system/{unit}.timer",
+                          mode="644", **SUDO)
+    systemd.daemon_reload(name="Reload systemd for the backup units", _if=any_changed(service_put, timer_put),
+                          **SUDO)
+    systemd.service(name="Backup timer enabled", service=f"{unit}.timer", running=True, enabled=True, **SUDO)
 
 
 def log_plan(s: dict) -> None:

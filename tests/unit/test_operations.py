@@ -43,14 +43,21 @@ def stack_fact(services: dict):
 
 
 HEALTHY = {
-    "app": {"desired": "h1", "container": "c1", "hash": "h1", "image": "sha256:app", "state": "running",
-            "health": "healthy"},
-    "db": {"desired": "h2", "container": "c2", "hash": "h2", "image": "sha256:pg", "state": "running",
-           "health": "healthy"},
+    "files": "f1", "applied": "f1",
+    "services": {
+        "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
+        "db": {"container": "c2", "image": "sha256:pg", "state": "running", "health": "healthy"},
+    },
 }
 IMAGES = {**image_fact("example:v1", "sha256:app"), **image_fact("postgres:17", "sha256:pg")}
 STACK_ARGS = {"app_dir": "/opt/example", "project": "example",
-              "images_by_service": {"app": "example:v1", "db": "postgres:17"}, "timeout": 120}
+              "images_by_service": {"app": "example:v1", "db": "postgres:17"}, "version": "v1", "timeout": 120,
+              "keep": 3}
+
+
+def with_service(service: str, **changes) -> dict:
+    services = {**HEALTHY["services"], service: {**HEALTHY["services"][service], **changes}}
+    return {**HEALTHY, "services": services}
 
 
 def test_stack_as_desired_yields_nothing():
@@ -60,17 +67,16 @@ def test_stack_as_desired_yields_nothing():
 
 
 @pytest.mark.parametrize(
-    ("change", "why"),
+    "stack",
     [
-        ({"app": {**HEALTHY["app"], "desired": "h9"}}, "configuration changed"),
-        ({"db": {**HEALTHY["db"], "state": "exited"}}, "exited"),
-        ({"app": {"desired": "h1"}}, "not created"),
+        {**HEALTHY, "files": "f2"},  # compose file or .env differ from what was applied
+        with_service("db", state="exited"),
+        {**HEALTHY, "services": {"app": HEALTHY["services"]["app"]}},  # db container missing
     ],
 )
-def test_stack_that_differs_is_brought_up_and_waited_for(change, why):
-    cmds, _ = run(operations.stack_applied, {**stack_fact({**HEALTHY, **change}), **IMAGES}, **STACK_ARGS)
-    assert cmds[0].startswith(commands.compose_up("/opt/example", 120))
-    assert "--wait --wait-timeout 120" in cmds[0]
+def test_stack_that_differs_is_released_and_waited_for(stack):
+    cmds, _ = run(operations.stack_applied, {**stack_fact(stack), **IMAGES}, **STACK_ARGS)
+    assert cmds[0] == "/opt/example/bin/release.sh up /opt/example v1 120 3"
     assert isinstance(cmds[1], FunctionCommand)
 
 
@@ -82,7 +88,22 @@ def test_new_image_under_the_same_tag_recreates():
 
 def test_fresh_server_gets_the_whole_stack():
     cmds, _ = run(operations.stack_applied, {}, **STACK_ARGS)
-    assert "docker compose up -d --remove-orphans --wait" in cmds[0]
+    assert cmds[0].startswith("/opt/example/bin/release.sh up")
+
+
+BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "example:v2", "command": "backup.sh"}
+
+
+def test_backup_before_an_update_of_a_running_app():
+    facts = {**stack_fact(HEALTHY), **image_fact("example:v2", "sha256:v2")}
+    cmds, _ = run(operations.backup_before_update, facts, **BACKUP_ARGS)
+    assert cmds == ["backup.sh"]
+
+
+def test_no_backup_on_first_deploy_or_unchanged_image():
+    assert run(operations.backup_before_update, {}, **BACKUP_ARGS)[0] == []
+    facts = {**stack_fact(HEALTHY), **image_fact("example:v2", "sha256:app")}
+    assert run(operations.backup_before_update, facts, **BACKUP_ARGS)[0] == []
 
 
 def test_registry_image_pulled_only_when_absent():
@@ -113,13 +134,14 @@ def test_missing_local_image_is_built_then_shipped(monkeypatch):
 
 
 def test_compose_state_output_parsed():
-    lines = ["desired app h1", "desired db h2",
-             "container app c1 h1 sha256:app running healthy", "container db c2 h0 sha256:pg exited none"]
+    lines = ["files f1", "applied", "container app c1 sha256:app running healthy",
+             "container db c2 sha256:pg exited none"]
     assert parse_compose_state(lines) == {
-        "app": {"desired": "h1", "container": "c1", "hash": "h1", "image": "sha256:app", "state": "running",
-                "health": "healthy"},
-        "db": {"desired": "h2", "container": "c2", "hash": "h0", "image": "sha256:pg", "state": "exited",
-               "health": "none"},
+        "files": "f1", "applied": "",
+        "services": {
+            "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
+            "db": {"container": "c2", "image": "sha256:pg", "state": "exited", "health": "none"},
+        },
     }
 
 

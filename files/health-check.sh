@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# vpskit health check for one app, run on the server as root (tasks/health.py, cron or monitoring).
+#
+#   health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]
+#
+# One line per check, "ok   <check>: <detail>" or "FAIL <check>: <detail>"; exits 1 naming what failed.
+set -uo pipefail
+
+APP_DIR=${1:?usage: health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]}
+BACKUP_DIR=${2:?}
+PORT=${3:?}
+MAX_AGE_H=${4:-26}
+failed=()
+
+report() { # report ok|FAIL check detail
+  printf '%-4s %s: %s\n' "$1" "$2" "$3"
+  [ "$1" = ok ] || failed+=("$2")
+}
+
+http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH, or 000
+  local line
+  line=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null)
+  echo "${line:-x 000}" | awk '{print $2}'
+}
+
+cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
+
+for service in $(docker compose config --services 2>/dev/null); do
+  id=$(docker compose ps -q "$service" 2>/dev/null)
+  if [ -z "$id" ]; then report FAIL "$service" "no container (stack not up?)"; continue; fi
+  state=$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+  case "$state" in
+    "running healthy"|"running none") report ok "$service" "$state" ;;
+    *) report FAIL "$service" "container $state" ;;
+  esac
+done
+
+for path in /api/health /api/health/ready; do
+  code=$(http_status "$path")
+  if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code"; fi
+done
+
+read -r avail_kb pct < <(df -Pk /var/lib/docker 2>/dev/null | awk 'NR==2 {print $4, 100 - $5}')
+if [ "${avail_kb:-0}" -ge 1048576 ] || [ "${pct:-0}" -ge 10 ]; then
+  report ok disk "$((avail_kb / 1024)) MB free (${pct}%)"
+else
+  report FAIL disk "only $((avail_kb / 1024)) MB free (${pct}%): prune images or grow the disk"
+fi
+
+read -r mem_total mem_avail < <(awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t, a}' /proc/meminfo)
+if [ $((mem_avail * 100 / mem_total)) -ge 5 ]; then
+  report ok memory "$((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
+else
+  report FAIL memory "only $((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
+fi
+
+last=$(ls -1 "$BACKUP_DIR" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort | tail -1)
+if [ -z "$last" ]; then
+  report FAIL backup "no backup in $BACKUP_DIR yet: run tasks/backup.py"
+else
+  age_h=$(( ($(date -u +%s) - $(date -u -d "${last:0:4}-${last:4:2}-${last:6:2} ${last:9:2}:${last:11:2}:${last:13:2}" +%s)) / 3600 ))
+  if [ "$age_h" -le "$MAX_AGE_H" ]; then report ok backup "last $last (${age_h}h ago)"
+  else report FAIL backup "last $last is ${age_h}h old (limit ${MAX_AGE_H}h)"; fi
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "unhealthy: ${failed[*]}"
+  exit 1
+fi
+echo "healthy"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# vpskit releases for one app, run on the server as root by deploy.py and tasks/rollback.py.
+#
+#   release.sh up APP_DIR VERSION TIMEOUT KEEP    apply docker-compose.yml and wait until healthy; when the
+#                                                 new version does not get ready, put the previous release
+#                                                 back and exit 1. On success, record it and prune images
+#                                                 beyond the KEEP newest releases.
+#   release.sh rollback APP_DIR [VERSION] TIMEOUT go back to VERSION (default: the release before the
+#                                                 current one)
+#   release.sh list APP_DIR                       the recorded releases, oldest first, current marked
+#
+# Each successful release leaves releases/<version>.yml (its compose file); `current` names the live one.
+set -Eeuo pipefail
+
+log() { echo "vpskit release: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+cmd=${1:?usage: release.sh up|rollback|list APP_DIR ...}
+APP_DIR=${2:?usage: release.sh up|rollback|list APP_DIR ...}
+cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
+mkdir -p releases
+
+up() { docker compose up -d --remove-orphans --wait --wait-timeout "$1"; }
+report() { { docker compose ps -a; docker compose logs --no-color --tail 40 app; } >&2 || true; }
+releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
+
+record() { # record VERSION KEEP
+  cat docker-compose.yml .env | sha256sum | cut -c1-64 > .applied
+  cp docker-compose.yml "releases/$1.yml"
+  touch "releases/$1.yml"
+  echo "$1" > current
+  local project keep=$2 n
+  project=$(docker compose config --format json | grep -m1 '"name"' | sed 's/.*"name": *"\([^"]*\)".*/\1/')
+  n=$(releases | wc -l)
+  for old in $(releases | head -n $(( n > keep ? n - keep : 0 ))); do
+    [ "$old" = "$1" ] && continue
+    rm -f "releases/$old.yml"
+    docker image rm "$project:$old" >/dev/null 2>&1 && log "pruned image $project:$old" || true
+  done
+}
+
+case "$cmd" in
+  up)
+    VERSION=${3:?}; TIMEOUT=${4:?}; KEEP=${5:?}
+    previous=$(cat current 2>/dev/null || true)
+    if up "$TIMEOUT"; then
+      record "$VERSION" "$KEEP"
+      exit 0
+    fi
+    report
+    if [ -n "$previous" ] && [ "$previous" != "$VERSION" ] && [ -f "releases/$previous.yml" ]; then
+      log "version $VERSION did not become healthy within ${TIMEOUT}s: rolling back to $previous"
+      cp "releases/$previous.yml" docker-compose.yml
+      if up "$TIMEOUT"; then
+        die "version $VERSION failed its readiness check; rolled back to $previous, which is healthy"
+      fi
+      die "version $VERSION failed and the rollback to $previous is not healthy either: see the logs above"
+    fi
+    die "version $VERSION did not become healthy within ${TIMEOUT}s and there is no previous release to go back to"
+    ;;
+  rollback)
+    TARGET=${3:-}; TIMEOUT=${4:-180}
+    current=$(cat current 2>/dev/null || true)
+    if [ -z "$TARGET" ]; then
+      TARGET=$(releases | grep -vx "$current" | tail -1 || true)
+      [ -n "$TARGET" ] || die "no earlier release to roll back to (releases: $(releases | tr '\n' ' '))"
+    fi
+    [ -f "releases/$TARGET.yml" ] || die "no release $TARGET (releases: $(releases | tr '\n' ' '))"
+    cp "releases/$TARGET.yml" docker-compose.yml
+    up "$TIMEOUT" || { report; die "release $TARGET did not become healthy"; }
+    cat docker-compose.yml .env | sha256sum | cut -c1-64 > .applied
+    echo "$TARGET" > current
+    touch "releases/$TARGET.yml"
+    log "rolled back from ${current:-none} to $TARGET"
+    ;;
+  list)
+    current=$(cat current 2>/dev/null || true)
+    for r in $(releases); do if [ "$r" = "$current" ]; then echo "$r (current)"; else echo "$r"; fi; done
+    ;;
+  *) die "unknown command $cmd: use up, rollback or list" ;;
+esac

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# vpskit restore for one app, run on the server as root by tasks/restore.py.
+#
+#   restore.sh APP_DIR BACKUP_ROOT NAME
+#
+# Refuses a backup whose checksums or dump do not verify, touching nothing. Otherwise: a safety backup of
+# the live data, the dump restored into a scratch database, then swapped in for the live one (a failed
+# restore leaves the live database as it was), the media volume replaced, the app started and waited for.
+set -Eeuo pipefail
+
+APP_DIR=${1:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
+ROOT=${2:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
+NAME=${3:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+log() { echo "vpskit restore: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+if [ "$NAME" = latest ]; then
+  NAME=$(ls -1 "$ROOT" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort | tail -1 || true)
+  [ -n "$NAME" ] || die "no backup in $ROOT to restore: take one with tasks/backup.py"
+fi
+[[ $NAME =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "'$NAME' is not a backup name (like 20261128T201500Z): list them with tasks/backup.py --data list=true"
+src="$ROOT/$NAME"
+[ -d "$src" ] || die "no backup $NAME in $ROOT"
+cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
+
+log "verifying $NAME"
+(cd "$src" && sha256sum --quiet -c SHA256SUMS) >&2 || die "backup $NAME is corrupt (checksum mismatch): nothing was changed"
+compose() { docker compose "$@"; }
+db_id=$(compose ps -q db)
+[ -n "$db_id" ] || die "the db service is not running: start the stack first"
+compose exec -T db sh -c 'pg_restore --list' < "$src/db.dump" > /dev/null \
+  || die "backup $NAME has an unreadable dump: nothing was changed"
+
+log "safety backup of the live data first"
+safety=$("$HERE/backup.sh" "$APP_DIR" "$ROOT" 100000 100000 100000)
+log "safety backup: $safety"
+
+exec 9>"$ROOT/.lock"
+flock -n 9 || die "a backup is running (lock $ROOT/.lock): try again when it ends"
+
+project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
+psql() { compose exec -T db sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d postgres "$@"' psql "$@"; }
+live=$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')
+scratch="${live}_restore"
+old="${live}_before_restore"
+
+log "restoring into scratch database $scratch"
+psql -c "DROP DATABASE IF EXISTS \"$scratch\"" -c "CREATE DATABASE \"$scratch\""
+# shellcheck disable=SC2016
+if ! compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\" --no-owner --exit-on-error" < "$src/db.dump"; then
+  psql -c "DROP DATABASE IF EXISTS \"$scratch\""
+  die "pg_restore into the scratch database failed: the live database is unchanged"
+fi
+
+log "swapping the restored database in"
+compose stop app >&2
+psql -c "DROP DATABASE IF EXISTS \"$old\"" \
+     -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
+     -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
+     -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
+
+log "restoring media"
+docker run --rm --network none -i -v "${project}_media:/media" --entrypoint sh "$(docker inspect -f '{{.Config.Image}}' "$db_id")" -c '
+  set -e
+  rm -rf /media/.restore && mkdir /media/.restore
+  tar -C /media/.restore -xf -
+  find /media -mindepth 1 -maxdepth 1 ! -name .restore -exec rm -rf {} +
+  cp -a /media/.restore/. /media/
+  rm -rf /media/.restore' < "$src/media.tar"
+
+log "starting the app"
+if ! compose up -d --wait --wait-timeout "${VPSKIT_HEALTH_TIMEOUT:-180}" app >&2; then
+  die "the app did not become ready on the restored data; the previous database is kept as $old"
+fi
+psql -c "DROP DATABASE IF EXISTS \"$old\""
+log "restored $NAME (safety backup of the data before: $safety)"

@@ -1,0 +1,64 @@
+"""What the day-2 task files share: settings without the deploy's app checks, the server scripts, and
+options given as `--data key=value`."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.operations import files
+
+from vpskit import settings
+from vpskit.settings import SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh")
+SUDO = {"_sudo": True}
+BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
+
+
+def plan() -> dict:
+    keys = [d.key for d in settings.defaults()]
+    s = settings.load({k: host.data.get(k) for k in keys})
+    return paths(s)
+
+
+def paths(s: dict) -> dict:
+    s["app_dir"] = f"{s['app_root'].rstrip('/')}/{s['app_name']}"
+    s["backup_dir"] = f"{s['backup_root'].rstrip('/')}/{s['app_name']}"
+    return s
+
+
+def option(name: str, default=None):
+    """A task option from `--data name=value` (pyinfra puts it in host data)."""
+    value = host.data.get(name)
+    return default if value is None else value
+
+
+def backup_name(value: str) -> str:
+    if value == "latest" or BACKUP_NAME.match(value):
+        return value
+    raise SettingsError(f"backup={value!r} is not a backup name: use latest or a name such as 20261128T031500Z "
+                        "(see `pyinfra inventory.py tasks/backup.py --data list=true`)")
+
+
+def scripts(s: dict) -> None:
+    """The server-side scripts in {app_dir}/bin, pushed only when they differ."""
+    files.directory(name="Scripts directory", path=f"{s['app_dir']}/bin", user="root", group="root", mode="755",
+                    **SUDO)
+    for script in SCRIPTS:
+        path = ROOT / "files" / script
+        files.put(name=f"Push {script}", src=StringIO(path.read_text()), dest=f"{s['app_dir']}/bin/{script}",
+                  user="root", group="root", mode="755", **SUDO)
+
+
+def backup_command(s: dict) -> str:
+    return (f"{s['app_dir']}/bin/backup.sh {s['app_dir']} {s['backup_dir']} {s['backup_keep_daily']} "
+            f"{s['backup_keep_weekly']} {s['backup_keep_monthly']}")
+
+
+def fail(message: str) -> None:
+    logger.error(f"vpskit: {message}")
+    raise SystemExit(2)
