@@ -59,7 +59,7 @@ def _ship(state, host, ref: str) -> bool:
 
 @operation()
 def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str], version: str,
-                  timeout: int = 180, keep: int = 3, url: str = ""):
+                  timeout: int = 180, keep: int = 3, url: str = "", files_hash: str = ""):
     """
     Bring the compose stack in ``app_dir`` to its desired state and wait until every service is healthy.
 
@@ -70,13 +70,15 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
     + timeout: seconds to wait for health; past it the previous release is put back and the operation fails
     + keep: app image versions kept on the server
     + url: where the app answers, for the closing message
+    + files_hash: sha256 of the compose file and .env as rendered here, so that --dry sees a change before
+      the files reach the server (default: the hash of the files on the server)
 
     Changes nothing when the compose file and .env are the ones last applied and every service runs its
     image; otherwise applies them (compose recreates only the services that differ).
     """
     stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project)
     reasons = []
-    if not stack["applied"] or stack["files"] != stack["applied"]:
+    if not stack["applied"] or (files_hash or stack["files"]) != stack["applied"]:
         reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
     for service, ref in images_by_service.items():
         current = stack["services"].get(service, {})

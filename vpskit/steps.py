@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from io import BytesIO, StringIO
 from pathlib import Path
@@ -131,7 +132,12 @@ def stack(s: dict) -> None:
                              app_ref=s["app_image"], command=tasks.backup_command(s), **SUDO)
     stack_applied(name="Stack up and healthy", app_dir=s["app_dir"], project=s["app_name"],
                   images_by_service={"app": s["app_image"], "db": s["postgres_image"]}, version=s["app_version"],
-                  timeout=s["health_timeout"], keep=s["keep_images"], url=s["url"], **SUDO)
+                  timeout=s["health_timeout"], keep=s["keep_images"], url=s["url"], files_hash=_files_hash(s),
+                  **SUDO)
+
+
+def _files_hash(s: dict) -> str:
+    return hashlib.sha256((render("docker-compose.yml", **s) + render(".env", **s)).encode()).hexdigest()
 
 
 def backup_timer(s: dict) -> None:

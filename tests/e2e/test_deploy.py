@@ -26,7 +26,8 @@ APP_DIR = "/opt/example"
 def pyinfra(vps, env_file: Path, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
     env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh"}
     env.pop("VPSKIT_GROUP", None)
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), "-y", "inventory.py", "deploy.py", *extra],
+    yes = [] if "--dry" in extra else ["-y"]  # -y would skip the change detection --dry is for
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", "deploy.py", *extra],
                           cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=timeout)
 
@@ -130,7 +131,10 @@ def test_second_run_changes_nothing(site, env_file):
 def test_dry_run_shows_what_would_change(site, env_file):
     dry = pyinfra(site["vps"], env_file, "--dry", "--data", "app_memory_limit=700m")
     assert dry.returncode == 0
-    assert "Push docker-compose.yml" in dry.stdout
+    changed = [ln.split("  ")[0].strip() for ln in dry.stdout.split("Detected changes:")[1].splitlines()
+               if "(127.0.0.1:" in ln]
+    assert "Push docker-compose.yml" in changed and "Stack up and healthy" in changed
+    assert "Push .env (secrets, mode 600)" not in changed
     compose = site["vps"].ssh(f"sudo cat {APP_DIR}/docker-compose.yml").stdout
     assert "700m" not in compose
 

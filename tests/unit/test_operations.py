@@ -80,6 +80,12 @@ def test_stack_that_differs_is_released_and_waited_for(stack):
     assert isinstance(cmds[1], FunctionCommand)
 
 
+def test_files_rendered_here_but_not_yet_pushed_count_as_a_change():
+    cmds, _ = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f9")
+    assert cmds and cmds[0].startswith("/opt/example/bin/release.sh up")
+    assert run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f1")[0] == []
+
+
 def test_new_image_under_the_same_tag_recreates():
     facts = {**stack_fact(HEALTHY), **IMAGES, **image_fact("example:v1", "sha256:rebuilt")}
     cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS)

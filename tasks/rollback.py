@@ -1,0 +1,21 @@
+"""Go back to an earlier release: `pyinfra inventory.py tasks/rollback.py [--data version=VERSION]`
+(default: the release before the current one). `--data list=true` lists the releases kept on the server."""
+
+import re
+
+from vpskit import tasks
+from vpskit.operations import report
+
+s = tasks.plan()
+version = str(tasks.option("version", ""))
+if version and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", version):
+    tasks.fail(f"version={version!r} is not a release name: list them with --data list=true")
+
+tasks.scripts(s)
+release = f"{s['app_dir']}/bin/release.sh"
+if str(tasks.option("list", "false")).lower() == "true":
+    report(name="Releases", command=f"{release} list {s['app_dir']}", failure="vpskit releases", _sudo=True)
+else:
+    report(name=f"Roll back to {version or 'the previous release'}",
+           command=f"{release} rollback {s['app_dir']} {version or chr(39) + chr(39)} {s['health_timeout']} 2>&1",
+           failure="vpskit rollback", _sudo=True)
