@@ -70,7 +70,11 @@ trap - ERR
 log "backup $NOW complete: db $(stat -c %s "$dest/db.dump") bytes, media $(stat -c %s "$dest/media.tar") bytes"
 
 # Retention: the newest backup of each of the last KEEP_DAILY days, KEEP_WEEKLY ISO weeks and KEEP_MONTHLY
-# months survives; so does the newest backup whatever the counts.
+# months survives; so does every backup of the last 24 hours (a pre-update backup next to the daily one)
+# and the newest whatever the counts. KEEP_DAILY=none skips pruning (the safety backup of a restore).
+[ "$KEEP_DAILY" = none ] && { echo "$NOW"; exit 0; }
+stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +%s; }
+recent=$(( $(stamp "$NOW") - 86400 ))
 declare -A day_seen week_seen month_seen
 days=0 weeks=0 months=0 newest=1
 for b in $(ls -1 "$ROOT" | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort -r); do
@@ -79,6 +83,7 @@ for b in $(ls -1 "$ROOT" | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort -r); do
   m=${b:0:6}
   keep=$newest
   newest=0
+  [ "$(stamp "$b")" -gt "$recent" ] && keep=1
   if [ -z "${day_seen[$d]:-}" ] && [ "$days" -lt "$KEEP_DAILY" ]; then day_seen[$d]=1; days=$((days + 1)); keep=1; fi
   if [ -z "${week_seen[$w]:-}" ] && [ "$weeks" -lt "$KEEP_WEEKLY" ]; then week_seen[$w]=1; weeks=$((weeks + 1)); keep=1; fi
   if [ -z "${month_seen[$m]:-}" ] && [ "$months" -lt "$KEEP_MONTHLY" ]; then month_seen[$m]=1; months=$((months + 1)); keep=1; fi

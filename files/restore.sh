@@ -34,7 +34,7 @@ compose exec -T db sh -c 'pg_restore --list' < "$src/db.dump" > /dev/null \
   || die "backup $NAME has an unreadable dump: nothing was changed"
 
 log "safety backup of the live data first"
-safety=$("$HERE/backup.sh" "$APP_DIR" "$ROOT" 100000 100000 100000)
+safety=$("$HERE/backup.sh" "$APP_DIR" "$ROOT" none)
 log "safety backup: $safety"
 
 exec 9>"$ROOT/.lock"

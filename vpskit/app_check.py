@@ -8,7 +8,7 @@ from pathlib import Path
 from vpskit.settings import SettingsError
 
 STANDALONE = re.compile(r"""output\s*:\s*['"]standalone['"]""")
-HEALTH_ROUTES = {"api/health": "liveness", "api/health/ready": "readiness"}
+HEALTH_ROUTES = {"api/health": "liveness route /api/health", "api/health/ready": "readiness route /api/health/ready"}
 
 
 def _first(paths):
@@ -38,5 +38,5 @@ def check(app_path: Path) -> None:
     app_dir = _first([app_path / "src" / "app", app_path / "app"])
     for route, what in HEALTH_ROUTES.items():
         if app_dir is None or _first(app_dir / route / f"route.{ext}" for ext in ("ts", "js", "tsx")) is None:
-            raise SettingsError(f"{app_path} has no {what} route /{route}: copy files/app/{route}/route.ts "
+            raise SettingsError(f"{app_path} has no {what}: copy files/app/{route}/route.ts "
                                 "from vpskit into src/app/")

@@ -137,7 +137,7 @@ def ship_over_ssh(host, ref: str) -> bool:
     channel.close()
     if save.returncode not in (0, -9) or status != 0:
         reason = err.decode(errors="replace").strip() or f"exit status {status}"
-        print(f"    shipping {ref} failed: {reason}", file=sys.stderr)
+        print(f"    shipping {ref} to the server failed: {reason}", file=sys.stderr)
         return False
     del out
     secs = time.monotonic() - t0

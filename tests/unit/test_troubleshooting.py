@@ -1,0 +1,23 @@
+"""Every message docs/TROUBLESHOOTING.md quotes is printed by the kit: it stands in the code."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = [*ROOT.glob("vpskit/*.py"), *ROOT.glob("files/*.sh"), *ROOT.glob("tasks/*.py"), ROOT / "inventory.py"]
+
+
+def quoted_messages() -> list[str]:
+    text = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    return [m.group(1) for m in re.finditer(r"^Message: `(.+)`", text, flags=re.M)]
+
+
+def test_at_least_fifteen_failure_modes():
+    assert len(quoted_messages()) >= 15
+
+
+def test_every_quoted_message_is_in_the_code():
+    code = "\n".join(p.read_text() for p in SOURCES)
+    # Messages span f-string pieces in the code; each run between placeholders must be there verbatim.
+    missing = [m for m in quoted_messages() if m not in code]
+    assert not missing, f"messages quoted in TROUBLESHOOTING.md but printed nowhere: {missing}"
