@@ -121,7 +121,7 @@ def test_damaged_backup_is_refused_and_nothing_changes(site, damage):
     name = backups(site["vps"])[0]
     bad = f"{BACKUPS}/{name}"
     if damage == "truncate":
-        site["vps"].ssh(f"sudo truncate -s 50% {bad}/db.dump")
+        site["vps"].ssh(f"sudo sh -c 'truncate -s $(( $(stat -c %s {bad}/db.dump) / 2 )) {bad}/db.dump'")
     else:
         site["vps"].ssh(f"sudo sh -c 'printf \"\\\\377\" | dd of={bad}/media.tar bs=1 seek=700 conv=notrunc'")
     before = snapshot(site)
