@@ -20,7 +20,25 @@ APP_DIR=${2:?usage: release.sh up|rollback|list APP_DIR ...}
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p releases
 
-up() { docker compose up -d --remove-orphans --wait --wait-timeout "$1"; }
+# Our own wait rather than `up --wait`: Compose 2.26 returned success with a service still "starting".
+wait_healthy() { # wait_healthy SECONDS: every service running, and healthy where it has a healthcheck
+  local limit=$1 start=$SECONDS shown=$SECONDS states all id st s
+  while :; do
+    states="" all=1
+    for s in $(docker compose config --services); do
+      id=$(docker compose ps -q "$s")
+      st=missing
+      [ -n "$id" ] && st=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+      states="$states $s=$st"
+      case "$st" in running/healthy|running/none) ;; *) all=0 ;; esac
+    done
+    if [ "$all" = 1 ]; then log "healthy after $((SECONDS - start))s:$states"; return 0; fi
+    if (( SECONDS - start >= limit )); then log "not healthy after ${limit}s:$states"; return 1; fi
+    if (( SECONDS - shown >= 10 )); then log "waiting for health, $((SECONDS - start))s of ${limit}s:$states"; shown=$SECONDS; fi
+    sleep 2
+  done
+}
+up() { docker compose up -d --remove-orphans >&2 || return 1; wait_healthy "$1"; }
 report() { { docker compose ps -a; docker compose logs --no-color --tail 40 app; } >&2 || true; }
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
 

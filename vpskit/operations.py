@@ -92,7 +92,7 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
         host.noop(f"stack {project}: every service running as configured; the app answers at {url}")
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; applying and waiting up to {timeout}s")
-    yield commands.release_up(app_dir, version, timeout, keep)
+    yield FunctionCommand(_run_visibly, (commands.release_up(app_dir, version, timeout, keep),), {})
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
 
 
@@ -117,6 +117,12 @@ def backup_before_update(app_dir: str, project: str, app_ref: str, command: str)
         host.noop("the app's image is unchanged")
         return
     yield command
+
+
+def _run_visibly(state, host, command: str) -> bool:
+    """Runs a long command with its output shown as it comes (progress while waiting for health)."""
+    ok, _ = host.run_shell_command(command, _sudo=True, print_output=True)
+    return ok
 
 
 def _announce(state, host, message: str) -> bool:

@@ -76,13 +76,13 @@ def test_stack_as_desired_yields_nothing():
 )
 def test_stack_that_differs_is_released_and_waited_for(stack):
     cmds, _ = run(operations.stack_applied, {**stack_fact(stack), **IMAGES}, **STACK_ARGS)
-    assert cmds[0] == "/opt/example/bin/release.sh up /opt/example v1 120 3"
+    assert cmds[0].args == ("/opt/example/bin/release.sh up /opt/example v1 120 3",)
     assert isinstance(cmds[1], FunctionCommand)
 
 
 def test_files_rendered_here_but_not_yet_pushed_count_as_a_change():
     cmds, _ = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f9")
-    assert cmds and cmds[0].startswith("/opt/example/bin/release.sh up")
+    assert cmds and cmds[0].args[0].startswith("/opt/example/bin/release.sh up")
     assert run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f1")[0] == []
 
 
@@ -94,7 +94,7 @@ def test_new_image_under_the_same_tag_recreates():
 
 def test_fresh_server_gets_the_whole_stack():
     cmds, _ = run(operations.stack_applied, {}, **STACK_ARGS)
-    assert cmds[0].startswith("/opt/example/bin/release.sh up")
+    assert cmds[0].args[0].startswith("/opt/example/bin/release.sh up")
 
 
 BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "example:v2", "command": "backup.sh"}
