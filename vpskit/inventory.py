@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from vpskit import preflight
 from vpskit.envfile import env_file_path
 from vpskit.settings import CHECKS, SettingsError
 
@@ -57,11 +58,13 @@ def hosts() -> dict[str, list]:
         ssh_hostname=host,
         ssh_port=port,
         ssh_user=cfg.get("VPSKIT_SSH_USER", "deploy"),
-        ssh_strict_host_key_checking="yes",
+        # Host keys are always verified; first contact with a new server is an explicit opt-in.
+        ssh_strict_host_key_checking="accept-new" if cfg.get("VPSKIT_SSH_ACCEPT_NEW", "").lower() == "true" else "yes",
     )
     if cfg.get("VPSKIT_SSH_KEY"):
         data["ssh_key"] = cfg["VPSKIT_SSH_KEY"]
     if cfg.get("VPSKIT_SSH_KNOWN_HOSTS"):
         data["ssh_known_hosts_file"] = cfg["VPSKIT_SSH_KNOWN_HOSTS"]
     name = host if port == 22 else f"{host}:{port}"
+    preflight.check(group, data)
     return {g: ([(name, data)] if g == group else []) for g in GROUPS}

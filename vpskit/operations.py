@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from io import BytesIO
+
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, operation
+from pyinfra.facts.files import File, Sha256File
 
 from vpskit import commands, images
 from vpskit.facts import ComposeStack, DockerImageId
@@ -55,6 +59,36 @@ def _build(state, host, build) -> bool:
 
 def _ship(state, host, ref: str) -> bool:
     return images.ship_over_ssh(host, ref)
+
+
+@operation()
+def secret_file(content: str, dest: str, user: str, group: str, mode: str = "600"):
+    """
+    Upload a file of secrets: like files.put, but it never shows the content (no diff, not even with
+    --diff) and the file is created with its final mode before the content is moved in.
+
+    + content: the file's text
+    + dest: path on the server
+    + user, group, mode: owner and permissions the file must have
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(name="Push .env", content=text, dest="/opt/app/.env", user="deploy", group="deploy",
+                    _sudo=True)
+    """
+    want = hashlib.sha256(content.encode()).hexdigest()
+    if host.get_fact(Sha256File, path=dest) != want:
+        tmp = host.get_temp_filename(dest)
+        yield FileUploadCommand(BytesIO(content.encode()), tmp, remote_temp_filename=host.get_temp_filename(tmp))
+        yield f"chown {user}:{group} {tmp} && chmod {mode} {tmp} && mv -f {tmp} {dest}"
+        return
+    info = host.get_fact(File, path=dest) or {}
+    if info.get("user") != user or info.get("group") != group or f"{info.get('mode')}" != mode:
+        yield f"chown {user}:{group} {dest} && chmod {mode} {dest}"
+    else:
+        host.noop(f"{dest} is up to date")
 
 
 @operation()

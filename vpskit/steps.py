@@ -15,7 +15,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from vpskit import app_check, envfile, images, settings, tasks
-from vpskit.operations import backup_before_update, image_present, stack_applied
+from vpskit.operations import backup_before_update, image_present, secret_file, stack_applied
 from vpskit.render import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +94,8 @@ def artifacts(s: dict) -> None:
                   user="root", group="root", mode="644", **SUDO)
     tasks.scripts(s)
     user = host.data.get("ssh_user") or "root"
-    files.put(name="Push .env (secrets, mode 600)", src=StringIO(render(".env", **s)), dest=f"{s['app_dir']}/.env",
-              user=user, group=user, mode="600", **SUDO)
+    secret_file(name="Push .env (secrets, mode 600)", content=render(".env", **s), dest=f"{s['app_dir']}/.env",
+                user=user, group=user, mode="600", **SUDO)
 
 
 def images_on_server(s: dict) -> None:

@@ -1,0 +1,185 @@
+"""Bad input: each case gets one line naming the problem and the fix, a non-zero exit, and a server that
+is exactly as it was (checked from outside the SSH path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_ENV = "POSTGRES_PASSWORD=pw\nPAYLOAD_SECRET=bad-input-secret-0123456789abcdef\n"
+WRONG_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDk9PaD55q3xc6X1soEQeYCBy6+NSy2b3L1XapQuXi2n"
+
+
+@pytest.fixture(scope="module")
+def vps(vps_factory):
+    return vps_factory("badinput")
+
+
+def server_state(vps) -> str:
+    """What a run could have changed: the app and backup folders, Docker's packages, systemd units."""
+    return vps.exec("sh", "-c", "ls -laR /opt /var/backups 2>&1; dpkg -l | grep -i docker; "
+                    "ls /etc/systemd/system; ls -la /tmp").stdout
+
+
+def run(vps, tmp_path, deploy_file="deploy.py", env_text=GOOD_ENV, env=None, args=()):
+    env_file = tmp_path / ".env"
+    env_file.write_text(env_text)
+    full_env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
+                **(env or {})}
+    return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", deploy_file, *args], cwd=ROOT,
+                          env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+
+
+def broken_app(tmp_path, breakage) -> str:
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "example", app, ignore=shutil.ignore_patterns("node_modules", ".next", "media"))
+    breakage(app)
+    return str(app)
+
+
+SETTINGS = [
+    ("app_memory_limit=1GB", "app_memory_limit='1GB' is not valid: use a Docker memory size such as 512m or 1g"),
+    ("app_cpu_limit=two", "app_cpu_limit='two' is not a number of CPUs: use e.g. 0.5 or 1.0"),
+    ("publish_port=70000", "publish_port=70000 is out of range: set it between 0 and 65535"),
+    ("publish_port=http", "publish_port='http' is not a whole number: set it between 0 and 65535"),
+    ("domain=https://cms.example.com", "domain='https://cms.example.com' is not valid: use a domain name"),
+    ("app_name=My App", "app_name='My App' is not valid: use lowercase letters"),
+    ("build_on=cloud", "build_on='cloud' is not valid: use one of local, server"),
+    ("traefik_labels=true", "traefik_labels=true needs proxy_network and domain"),
+    ("publish_port=0", "publish_port=0 leaves the app unreachable: set publish_port or proxy_network"),
+    ("app_root=opt/apps", "app_root='opt/apps' is not valid: use an absolute path such as /opt"),
+    ("postgres_user=robert'); drop table", "postgres_user=\"robert'); drop table\" is not valid"),
+    ("backup_schedule=daily; rm -rf /", "backup_schedule='daily; rm -rf /' is not valid: use a systemd OnCalendar"),
+    ("health_timeout=1", "health_timeout=1 is out of range: set it between 10 and 3600"),
+    ("db_stop_grace_period=forever", "db_stop_grace_period='forever' is not valid: use a duration such as 60s"),
+    ("app_path=/nonexistent/app", "app_path=/nonexistent/app: no such directory"),
+    ("log_max_file=0", "log_max_file=0 is out of range: set it between 1 and 100"),
+]
+
+ENV_FILES = [
+    ("POSTGRES_PASSWORD=pw\n", "PAYLOAD_SECRET is missing from"),
+    ("POSTGRES_PASSWORD=pw\nPAYLOAD_SECRET=short\n", "PAYLOAD_SECRET in "),
+    ("PAYLOAD_SECRET=bad-input-secret-0123456789abcdef\n", "POSTGRES_PASSWORD is missing from"),
+    ('POSTGRES_PASSWORD="two\\nlines"\nPAYLOAD_SECRET=bad-input-secret-0123456789abcdef\n',
+     "POSTGRES_PASSWORD in "),
+    ("POSTGRES_PASSWORD=\nPAYLOAD_SECRET=bad-input-secret-0123456789abcdef\n", "POSTGRES_PASSWORD is missing"),
+]
+
+ENVIRONMENT = [
+    ({"VPSKIT_GROUP": "prod"}, "VPSKIT_GROUP='prod' is not valid: use production or staging"),
+    ({"VPSKIT_SSH_PORT": "ssh"}, "VPSKIT_SSH_PORT='ssh' is not a port number: use e.g. 22"),
+    ({"VPSKIT_SSH_KEY": "/nonexistent/id_ed25519"}, "VPSKIT_SSH_KEY=/nonexistent/id_ed25519: no such key file"),
+    ({"VPSKIT_ENV_FILE": "/nonexistent/.env"}, "/nonexistent/.env: no such file; copy .env.production.example"),
+    ({"VPSKIT_APP_MEMORY_LIMIT": "lots"}, "app_memory_limit='lots' is not valid"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_bad_setting(vps, tmp_path, data, message):
+    before = server_state(vps)
+    out = run(vps, tmp_path, args=("--data", data))
+    assert out.returncode == 2, out.stdout[-2000:]
+    assert f"vpskit: {message}" in out.stdout
+    assert "Connecting to hosts" not in out.stdout  # refused before any connection
+    assert server_state(vps) == before
+
+
+@pytest.mark.parametrize(("text", "message"), ENV_FILES, ids=["no-secret", "short-secret", "no-password",
+                                                              "newline", "empty-password"])
+def test_bad_operator_env(vps, tmp_path, text, message):
+    before = server_state(vps)
+    out = run(vps, tmp_path, env_text=text)
+    assert out.returncode == 2
+    assert message in out.stdout and "vpskit: " in out.stdout
+    assert server_state(vps) == before
+
+
+@pytest.mark.parametrize(("env", "message"), ENVIRONMENT, ids=[next(iter(e[0])) for e in ENVIRONMENT])
+def test_bad_environment(vps, tmp_path, env, message):
+    before = server_state(vps)
+    out = run(vps, tmp_path, env=env)
+    assert out.returncode == 2
+    assert f"vpskit: {message}" in out.stdout
+    assert server_state(vps) == before
+
+
+APPS = [
+    (lambda a: (a / "next.config.mjs").write_text("export default {}\n"), "does not set output: 'standalone'"),
+    (lambda a: (a / "src/payload.config.ts").write_text("export default {}\n"), "does not use @payloadcms/db-postgres"),
+    (lambda a: shutil.rmtree(a / "src/app/api/health"), "liveness route /api/health"),
+]
+
+
+@pytest.mark.parametrize(("breakage", "message"), APPS, ids=["not-standalone", "not-postgres", "no-health"])
+def test_app_that_cannot_be_deployed(vps, tmp_path, breakage, message):
+    before = server_state(vps)
+    out = run(vps, tmp_path, args=("--data", f"app_path={broken_app(tmp_path, breakage)}"))
+    assert out.returncode == 2
+    assert message in out.stdout
+    assert server_state(vps) == before
+
+
+def test_unreachable_host(vps, tmp_path):
+    from tests.support import free_port
+
+    port = free_port()  # nothing listens there
+    out = run(vps, tmp_path, env={"VPSKIT_SSH_PORT": str(port)})
+    assert out.returncode == 2
+    assert f"vpskit: cannot reach 127.0.0.1:{port} (Connection refused): check VPSKIT_HOST" in out.stdout
+
+
+def test_unknown_host_key(vps, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    before = server_state(vps)
+    out = run(vps, tmp_path, env={"VPSKIT_SSH_KNOWN_HOSTS": str(empty)})
+    assert out.returncode == 2
+    assert f"vpskit: no host key for [127.0.0.1]:{vps.port} in {empty}: check the server's fingerprint" in out.stdout
+    assert server_state(vps) == before
+
+
+def test_changed_host_key_is_refused(vps, tmp_path):
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{vps.port} {WRONG_KEY}\n")
+    before = server_state(vps)
+    out = run(vps, tmp_path, env={"VPSKIT_SSH_KNOWN_HOSTS": str(wrong)})
+    assert out.returncode != 0
+    assert "SSH host key error (Host key for 127.0.0.1 does not match.)" in out.stdout
+    assert server_state(vps) == before
+
+
+@pytest.mark.parametrize("what", ["key", "user"])
+def test_refused_login(vps, tmp_path, what):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    env = {"VPSKIT_SSH_KEY": str(other)} if what == "key" else {"VPSKIT_SSH_USER": "nobody"}
+    before = server_state(vps)
+    out = run(vps, tmp_path, env=env)
+    assert out.returncode != 0
+    assert "Authentication error (username=" in out.stdout
+    assert server_state(vps) == before
+
+
+TASKS = [
+    ("tasks/restore.py", "backup=../../etc/shadow", "backup='../../etc/shadow' is not a backup name"),
+    ("tasks/logs.py", "service=web", "service='web' is not a service of the stack: use app or db"),
+    ("tasks/logs.py", "lines=all", "lines='all' is not a number: use e.g. --data lines=200"),
+    ("tasks/stop.py", "purge=everything", "purge='everything' does not name this app"),
+    ("tasks/rollback.py", "version=v1;reboot", "version='v1;reboot' is not a release name"),
+]
+
+
+@pytest.mark.parametrize(("task", "data", "message"), TASKS, ids=[f"{t[0]}:{t[1]}" for t in TASKS])
+def test_bad_task_option(vps, tmp_path, task, data, message):
+    before = server_state(vps)
+    out = run(vps, tmp_path, deploy_file=task, args=("--data", data))
+    assert out.returncode != 0
+    assert f"vpskit: {message}" in out.stdout
+    assert server_state(vps) == before
