@@ -6,6 +6,7 @@ from vpskit import steps
 settings = steps.plan()  # validated here, before any change is made
 
 steps.log_plan(settings)
+steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
 steps.artifacts(settings)
 steps.images_on_server(settings)

@@ -10,6 +10,7 @@ app_port = 3000  # port the app listens on inside its container
 
 # --- Server
 app_root = "/opt"  # the app's files live in {app_root}/{app_name} on the server
+firewall = False  # ufw allowing only SSH (the port in use), 80 and 443; SSH is allowed before ufw is enabled
 docker_source = "distro"  # where Docker comes from: "distro" (Debian/Ubuntu packages) or "docker" (Docker's apt repo)
 
 # --- Publishing

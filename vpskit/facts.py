@@ -53,3 +53,28 @@ def parse_compose_state(lines) -> dict:
             _, service, cid, image, status, health = parts
             state["services"][service] = {"container": cid, "image": image, "state": status, "health": health}
     return state
+
+
+class UfwStatus(FactBase):
+    """ufw's state: {"installed": bool, "active": bool, "rules": {"22/tcp", ...}} (rules allowed in)."""
+
+    def command(self) -> str:
+        return "if command -v ufw >/dev/null; then echo installed; ufw status; fi"
+
+    def process(self, output) -> dict:
+        lines = [line.strip() for line in output]
+        rules = {line.split()[0] for line in lines if " ALLOW" in line and "(v6)" not in line}
+        return {"installed": "installed" in lines, "active": "Status: active" in lines, "rules": rules}
+
+    def default(self) -> dict:
+        return {"installed": False, "active": False, "rules": set()}
+
+
+class SshServerPort(FactBase):
+    """The port this SSH connection reached on the server (what a firewall must allow), from SSH_CONNECTION."""
+
+    def command(self) -> str:
+        return "echo ${SSH_CONNECTION:-x x x 22} | awk '{print $4}'"
+
+    def process(self, output) -> int:
+        return int(output[0].strip())

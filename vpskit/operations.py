@@ -10,7 +10,7 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
 from vpskit import commands, images
-from vpskit.facts import ComposeStack, DockerImageId
+from vpskit.facts import ComposeStack, DockerImageId, SshServerPort, UfwStatus
 
 
 @operation()
@@ -89,6 +89,26 @@ def secret_file(content: str, dest: str, user: str, group: str, mode: str = "600
         yield f"chown {user}:{group} {dest} && chmod {mode} {dest}"
     else:
         host.noop(f"{dest} is up to date")
+
+
+@operation()
+def firewall(ports: tuple[int, ...] = (80, 443)):
+    """
+    ufw enabled, allowing only the SSH port in use and ``ports`` in. The SSH rule is added before ufw is
+    enabled, in the same command, so the operator cannot be locked out by this operation.
+
+    + ports: other TCP ports to allow (HTTP and HTTPS by default); the SSH port is read from the server's
+      side of this very connection
+    """
+    status = host.get_fact(UfwStatus)
+    ssh_port = host.get_fact(SshServerPort)
+    wanted = [f"{p}/tcp" for p in (ssh_port, *ports)]
+    missing = [r for r in wanted if r not in status["rules"]]
+    if not missing and status["active"]:
+        host.noop(f"ufw active, allowing {', '.join(wanted)}")
+        return
+    allow = " && ".join(f"ufw allow {r}" for r in missing) or "true"
+    yield f"{allow} && ufw --force enable"
 
 
 @operation()

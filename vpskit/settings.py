@@ -90,6 +90,7 @@ CHECKS = {
     "app_version": _str(_TAG, "use letters, digits, '.', '-' and '_' (a Docker tag)", empty=True),
     "app_port": _int(1, 65535),
     "app_root": _str(_ABS, "use an absolute path such as /opt"),
+    "firewall": _bool,
     "docker_source": _choice("distro", "docker"),
     "publish_host": _str(re.compile(r"^(127\.0\.0\.1|0\.0\.0\.0|[0-9]{1,3}(\.[0-9]{1,3}){3})$"),
                          "use 127.0.0.1 (default), 0.0.0.0 or one of the server's IPv4 addresses"),

@@ -16,6 +16,7 @@ from pyinfra.operations.util import any_changed
 
 from vpskit import app_check, envfile, images, settings, tasks
 from vpskit.operations import backup_before_update, image_present, secret_file, stack_applied
+from vpskit.operations import firewall as ufw
 from vpskit.render import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,15 @@ class _Codename(FactBase):
 
     def process(self, output):
         return output[0].strip()
+
+
+def firewall(s: dict) -> None:
+    """Optional ufw: SSH (the port in use), 80 and 443 only. Docker's published ports bypass ufw, which is
+    why the app is published on 127.0.0.1 unless publish_host says otherwise."""
+    if not s["firewall"]:
+        return
+    apt.packages(name="Install ufw", packages=["ufw"], no_recommends=True, **SUDO)
+    ufw(name="Firewall: SSH, HTTP and HTTPS only", **SUDO)
 
 
 def artifacts(s: dict) -> None:

@@ -313,3 +313,14 @@ def test_health_passes_then_names_the_database_when_it_is_down(site):
         assert "unhealthy: db" in bad.stdout
     finally:
         site["vps"].ssh("cd /opt/example && sudo docker compose start db")
+
+
+def test_firewall_opt_in_keeps_ssh_and_the_site(site):
+    out = pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", "firewall=true")
+    assert out.returncode == 0, out.stdout[-3000:]
+    status = site["vps"].ssh("sudo ufw status").stdout
+    assert "Status: active" in status
+    assert {"22/tcp", "80/tcp", "443/tcp"} <= {ln.split()[0] for ln in status.splitlines() if " ALLOW " in ln}
+    again = pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", "firewall=true")  # SSH still gets in
+    assert again.returncode == 0 and "Firewall: SSH, HTTP and HTTPS only" in again.stdout
+    reopen(site)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def env_file(tmp_path_factory):
 def site(vps_factory, env_file):
     """A fresh VPS after one deploy, with an SSH tunnel to the app's published port."""
     vps = vps_factory("deploy")
-    first = pyinfra(vps, env_file)
+    first = pyinfra(vps, env_file, "--debug")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     local = free_port()
     tunnel = vps.forward(3000, local)
@@ -116,6 +117,45 @@ def test_postgres_not_published(site):
 def test_server_env_file_is_private(site):
     f = site["vps"].testinfra_host().file(f"{APP_DIR}/.env")
     assert f.mode == 0o600 and f.user == "deploy"
+
+
+def test_app_container_is_hardened(site):
+    app = containers(site["vps"])["app"]["HostConfig"]
+    assert "no-new-privileges:true" in app["SecurityOpt"]
+    assert app["CapDrop"] == ["ALL"] and not app["CapAdd"]
+    assert app["ReadonlyRootfs"] is True
+    db = containers(site["vps"])["db"]["HostConfig"]
+    assert "no-new-privileges:true" in db["SecurityOpt"] and db["CapDrop"] == ["ALL"]
+
+
+def test_secrets_appear_nowhere(site, env_file):
+    """After a full deploy and a backup: not in pyinfra's --debug output, the image's history or files, the
+    containers' logs."""
+    from urllib.parse import quote
+
+    secrets = [PASSWORD, quote(PASSWORD, safe=""), SECRET]
+    backup = subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "--debug", "inventory.py", "tasks/backup.py"],
+                            cwd=ROOT, env={**os.environ, **site["vps"].env(), "VPSKIT_ENV_FILE": str(env_file)},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert backup.returncode == 0, backup.stdout[-2000:]
+    image = containers(site["vps"])["app"]["Config"]["Image"]
+    vps = site["vps"]
+    places = {
+        "deploy --debug output": site["first"].stdout,
+        "backup --debug output": backup.stdout,
+        "docker history": vps.ssh(f"sudo docker history --no-trunc {image}").stdout,
+        "image config": vps.ssh(f"sudo docker image inspect {image}").stdout,
+        "container logs": vps.ssh("cd /opt/example && sudo docker compose logs --no-color").stdout,
+    }
+    for where, text in places.items():
+        assert text, where
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in the {where}"
+    # The image's files: export a container made from it and search every byte.
+    for secret in secrets:
+        found = vps.ssh(f"c=$(sudo docker create {image}) && sudo docker export $c | grep -a -c -F -- "
+                        f"{shlex.quote(secret)}; sudo docker rm $c >/dev/null", check=False).stdout.split()
+        assert found and found[0] == "0", "a secret appears in the image's filesystem"
 
 
 def test_second_run_changes_nothing(site, env_file):

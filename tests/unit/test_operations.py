@@ -155,3 +155,19 @@ def test_command_lines_quote_their_arguments():
     assert commands.compose("/opt/my app", "ps") == "cd '/opt/my app' && docker compose ps"
     assert commands.image_id("x:1") == "docker image inspect -f '{{.Id}}' x:1 2>/dev/null || true"
     assert "label=com.docker.compose.project=example" in commands.compose_state("/opt/example", "example")
+
+
+def test_firewall_allows_ssh_before_enabling():
+    from vpskit.facts import SshServerPort, UfwStatus
+
+    facts = {(UfwStatus, ()): {"installed": True, "active": False, "rules": set()}, (SshServerPort, ()): 2222}
+    cmds, _ = run(operations.firewall, facts)
+    assert cmds == ["ufw allow 2222/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw --force enable"]
+
+
+def test_firewall_as_desired_yields_nothing():
+    from vpskit.facts import SshServerPort, UfwStatus
+
+    facts = {(UfwStatus, ()): {"installed": True, "active": True, "rules": {"22/tcp", "80/tcp", "443/tcp"}},
+             (SshServerPort, ()): 22}
+    assert run(operations.firewall, facts)[0] == []
