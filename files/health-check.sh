@@ -26,7 +26,7 @@ http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
 
 for service in $(docker compose config --services 2>/dev/null); do
-  id=$(docker compose ps -q "$service" 2>/dev/null)
+  id=$(docker compose ps -a -q "$service" 2>/dev/null)
   if [ -z "$id" ]; then report FAIL "$service" "no container (stack not up?)"; continue; fi
   state=$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
   case "$state" in
