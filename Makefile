@@ -41,5 +41,5 @@ demo: install testbed
 	bash tests/testbed/demo.sh
 
 demo-down:
-	$(BIN)/python tests/testbed/vps.py stop vpskit-demo
-	rm -f .testbed/demo.env
+	$(BIN)/python tests/testbed/vps.py stop $${VPSKIT_DEMO_NAME:-vpskit-demo}
+	rm -f .testbed/$${VPSKIT_DEMO_NAME:-vpskit-demo}.env

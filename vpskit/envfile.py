@@ -19,7 +19,8 @@ GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_u
 KIT_PREFIX = "VPSKIT_"
 
 
-DEMO_ENV = Path(__file__).resolve().parent.parent / ".testbed" / "demo.env"
+DEMO_ENV = Path(__file__).resolve().parent.parent / ".testbed" / (os.environ.get("VPSKIT_DEMO_NAME", "vpskit-demo")
+                                                                + ".env")
 
 
 def env_file_path() -> Path:

@@ -14,9 +14,10 @@ from vpskit.envfile import env_file_path
 from vpskit.settings import CHECKS, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".testbed" / "vps" / "vpskit-demo"
-DEMO_PORT = 2222
-DEMO_HTTP_PORT = 8080
+# The local demo VPS of `make demo` (the names and ports can be moved, e.g. by a test running next to it).
+DEMO = ROOT / ".testbed" / "vps" / os.environ.get("VPSKIT_DEMO_NAME", "vpskit-demo")
+DEMO_PORT = int(os.environ.get("VPSKIT_DEMO_SSH_PORT", "2222"))
+DEMO_HTTP_PORT = int(os.environ.get("VPSKIT_DEMO_HTTP_PORT", "8080"))
 GROUPS = ("production", "staging")
 
 

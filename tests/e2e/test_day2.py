@@ -285,6 +285,23 @@ def test_purge_needs_the_app_name(site):
     assert "example_db-data" in site["vps"].ssh("sudo docker volume ls -q").stdout
 
 
+def test_backup_list_and_download(site):
+    listed = pyinfra(site["vps"], site["env_file"], "tasks/backup.py", "--data", "list=true")
+    assert listed.returncode == 0
+    names = backups(site["vps"])
+    assert all(n in listed.stdout for n in names) and "postgres 17." in listed.stdout
+    got = pyinfra(site["vps"], site["env_file"], "tasks/backup.py", "--data", "download=true")
+    assert got.returncode == 0, got.stdout[-2000:]
+    newest = backups(site["vps"])[-1]
+    local = ROOT / "backups" / "example" / newest
+    try:
+        assert sorted(p.name for p in local.iterdir()) == ["SHA256SUMS", "db.dump", "manifest.json", "media.tar"]
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=local, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        shutil.rmtree(ROOT / "backups", ignore_errors=True)
+
+
 def test_logs_filters(site):
     out = pyinfra(site["vps"], site["env_file"], "tasks/logs.py", "--data", "service=db", "--data", "lines=50",
                   "--data", "grep=database system is ready")
@@ -292,7 +309,7 @@ def test_logs_filters(site):
     lines = [ln for ln in out.stdout.splitlines() if "database system is ready" in ln]
     assert lines and all("db-1" in ln for ln in lines)
     app_only = pyinfra(site["vps"], site["env_file"], "tasks/logs.py", "--data", "service=app", "--data",
-                       "grep=database system is ready")
+                       "since=1h", "--data", "grep=database system is ready")
     assert not [ln for ln in app_only.stdout.splitlines() if "database system is ready" in ln]
     bad = pyinfra(site["vps"], site["env_file"], "tasks/logs.py", "--data", "service=web")
     assert bad.returncode != 0 and "service='web' is not a service of the stack: use app or db" in bad.stdout

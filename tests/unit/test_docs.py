@@ -12,3 +12,11 @@ def test_readme_configuration_reference_matches_the_defaults():
     assert docs.readme_with_reference(text) == text, "README drifted: run `python -m vpskit.docs --write`"
     for line in docs.reference().splitlines():
         assert line in text
+
+
+def test_reference_command_prints_the_same_reference():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vpskit.docs"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == docs.reference().strip()
