@@ -163,5 +163,8 @@ def load(data: Any) -> dict[str, Any]:
 def _check_together(s: dict[str, Any]) -> None:
     if s["traefik_labels"] and not (s["proxy_network"] and s["domain"]):
         raise SettingsError("traefik_labels=true needs proxy_network and domain: set both, or traefik_labels=false")
+    if s["publish_port"] in (22, 80, 443) and s["publish_host"] != "127.0.0.1":
+        raise SettingsError(f"publish_port={s['publish_port']} clashes with SSH or the reverse proxy on the server: "
+                            "pick another port, e.g. 3000")
     if s["publish_port"] == 0 and not s["proxy_network"]:
         raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port or proxy_network")

@@ -60,6 +60,7 @@ SETTINGS = [
     ("health_timeout=1", "health_timeout=1 is out of range: set it between 10 and 3600"),
     ("db_stop_grace_period=forever", "db_stop_grace_period='forever' is not valid: use a duration such as 60s"),
     ("app_path=/nonexistent/app", "app_path=/nonexistent/app: no such directory"),
+    ("publish_host=0.0.0.0 --data publish_port=443", "publish_port=443 clashes with SSH or the reverse proxy"),
     ("log_max_file=0", "log_max_file=0 is out of range: set it between 1 and 100"),
 ]
 
@@ -84,7 +85,7 @@ ENVIRONMENT = [
 @pytest.mark.parametrize(("data", "message"), SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_bad_setting(vps, tmp_path, data, message):
     before = server_state(vps)
-    out = run(vps, tmp_path, args=("--data", data))
+    out = run(vps, tmp_path, args=tuple(a for part in data.split(" --data ") for a in ("--data", part)))
     assert out.returncode == 2, out.stdout[-2000:]
     assert f"vpskit: {message}" in out.stdout
     assert "Connecting to hosts" not in out.stdout  # refused before any connection
@@ -153,6 +154,16 @@ def test_changed_host_key_is_refused(vps, tmp_path):
     assert out.returncode != 0
     assert "SSH host key error (Host key for 127.0.0.1 does not match.)" in out.stdout
     assert server_state(vps) == before
+
+
+def test_first_contact_is_an_explicit_opt_in(vps, tmp_path):
+    """With VPSKIT_SSH_ACCEPT_NEW=true an unknown host key is accepted once and recorded."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    out = run(vps, tmp_path, deploy_file="tasks/stop.py",
+              env={"VPSKIT_SSH_KNOWN_HOSTS": str(empty), "VPSKIT_SSH_ACCEPT_NEW": "true"})
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert f"[127.0.0.1]:{vps.port}" in empty.read_text()
 
 
 @pytest.mark.parametrize("what", ["key", "user"])

@@ -245,3 +245,17 @@ def test_data_survives_a_redeploy_of_a_new_version(site, env_file, content):
     reopen_tunnel(site)
     assert http("GET", f"{site['base']}/api/health").json()["version"] == "e2e-v2"
     assert_content(site, content)
+
+
+def test_rotated_secret_never_shown_even_with_diff(site, env_file):
+    """Changing a secret pushes the new .env and recreates the app; --diff and --debug show neither value."""
+    new_secret = "rotated-payload-secret-abcdefghijklmnopqrstuvwxyz"
+    env_file.write_text(env_file.read_text().replace(SECRET, new_secret))
+    out = pyinfra(site["vps"], env_file, "--diff", "--debug", "--data", "app_version=e2e-v2",
+                  "--data", "app_memory_limit=768m")
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "Push .env (secrets, mode 600)" in out.stdout
+    for secret in (SECRET, new_secret, PASSWORD):
+        assert secret not in out.stdout
+    assert f"PAYLOAD_SECRET=\"{new_secret}\"" in site["vps"].ssh(f"sudo cat {APP_DIR}/.env").stdout
+    reopen_tunnel(site)

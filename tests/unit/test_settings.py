@@ -50,3 +50,5 @@ def test_settings_that_only_work_together():
     with pytest.raises(SettingsError, match="publish_port=0 leaves the app unreachable"):
         settings.load({"publish_port": 0})
     assert settings.load({"publish_port": 0, "proxy_network": "traefik"})["publish_port"] == 0
+    with pytest.raises(SettingsError, match="publish_port=22 clashes with SSH or the reverse proxy"):
+        settings.load({"publish_port": 22, "publish_host": "0.0.0.0"})
