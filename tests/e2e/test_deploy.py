@@ -171,7 +171,7 @@ def test_second_run_changes_nothing(site, env_file):
 def test_dry_run_shows_what_would_change(site, env_file):
     dry = pyinfra(site["vps"], env_file, "--dry", "--data", "app_memory_limit=700m")
     assert dry.returncode == 0
-    changed = [ln.split("  ")[0].strip() for ln in dry.stdout.split("Detected changes:")[1].splitlines()
+    changed = [ln.strip().split("  ")[0] for ln in dry.stdout.split("Detected changes:")[1].splitlines()
                if "(127.0.0.1:" in ln]
     assert "Push docker-compose.yml" in changed and "Stack up and healthy" in changed
     assert "Push .env (secrets, mode 600)" not in changed
