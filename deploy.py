@@ -8,7 +8,7 @@ settings = steps.plan()  # validated here, before any change is made
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
-steps.artifacts(settings)
+pushed = steps.artifacts(settings)
 steps.images_on_server(settings)
 steps.stack(settings)  # backup first when the app changes; rolls back when the new version is not ready
-steps.backup_timer(settings)
+steps.backup_timer(settings, pushed)

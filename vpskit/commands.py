@@ -13,22 +13,33 @@ def compose(app_dir: str, *args: str) -> str:
     return f"cd {q(app_dir)} && docker compose {' '.join(q(a) for a in args)}"
 
 
-def compose_state(app_dir: str, project: str) -> str:
+def compose_state(app_dir: str, project: str, refs: tuple[str, ...] = ()) -> str:
     """Prints the hash of the compose file and .env now on the server, the hash recorded by the last
     successful apply, then one line per existing container of the project: service, container id, image
-    id, state, health. (Compose's own `config --hash` does not match its container labels on every
-    version, so vpskit records what it applied.)"""
+    id, state, health; then the image id on the server of each of `refs`. (Compose's own `config --hash`
+    does not match its container labels on every version, so vpskit records what it applied.)"""
     fmt = (
         '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.Image}} {{.State.Status}} '
         "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
     )
     d = q(app_dir)
     ids = f"docker ps -aq --filter label=com.docker.compose.project={q(project)}"
+    images = "".join(f"echo image {q(r)} $({image_id(r)}); " for r in refs)
     return (
-        f"if [ -f {d}/docker-compose.yml ] && command -v docker >/dev/null; then "
+        "if command -v docker >/dev/null; then "
+        f"if [ -f {d}/docker-compose.yml ]; then "
         f"echo files $({files_hash(app_dir)}); echo applied $(cat {d}/.applied 2>/dev/null); "
-        f"for c in $({ids}); do docker inspect -f {q(fmt)} $c | sed 's/^/container /'; done; fi"
+        f"for c in $({ids}); do docker inspect -f {q(fmt)} $c | sed 's/^/container /'; done; fi; "
+        f"{images}fi"
     )
+
+
+def file_states(paths) -> str:
+    """One line per path: `path sha256 mode user group`, or `path missing`."""
+    checks = " ".join(q(p) for p in paths)
+    return (f"for f in {checks}; do if [ -f \"$f\" ]; then printf '%s %s ' \"$f\" "
+            f"\"$(sha256sum < \"$f\" | cut -c1-64)\"; stat -c '%a %U %G' \"$f\"; "
+            f"else echo \"$f missing\"; fi; done")
 
 
 def files_hash(app_dir: str) -> str:

@@ -24,35 +24,63 @@ class DockerImageId(FactBase):
 
 
 class ComposeStack(FactBase):
-    """The stack of a compose project as it runs: the hash of the files on the server against the hash
-    of the files last applied, and per service its container (id, image id, state, health).
+    """The stack of a compose project as it runs, in one round trip: the hash of the files on the server
+    against the hash of the files last applied, per service its container (id, image id, state, health),
+    and the image id of each of ``refs`` on the server ("" when absent).
 
-    host.get_fact(ComposeStack, app_dir="/opt/example", project="example", _sudo=True) ->
-        {"files": "ab12..", "applied": "ab12..",
+    host.get_fact(ComposeStack, app_dir="/opt/example", project="example", refs=("example:v1",), _sudo=True) ->
+        {"files": "ab12..", "applied": "ab12..", "images": {"example:v1": "sha256:.."},
          "services": {"app": {"container": "c0ff..", "image": "sha256:..", "state": "running",
                               "health": "healthy"}, ...}}
     """
 
-    def command(self, app_dir: str, project: str) -> str:
-        return commands.compose_state(app_dir, project)
+    def command(self, app_dir: str, project: str, refs: tuple[str, ...] = ()) -> str:
+        return commands.compose_state(app_dir, project, refs)
 
     def process(self, output) -> dict:
         return parse_compose_state(output)
 
     def default(self) -> dict:
-        return {"files": "", "applied": "", "services": {}}
+        return {"files": "", "applied": "", "images": {}, "services": {}}
 
 
 def parse_compose_state(lines) -> dict:
-    state: dict = {"files": "", "applied": "", "services": {}}
+    state: dict = {"files": "", "applied": "", "images": {}, "services": {}}
     for line in lines:
         parts = line.split()
         if parts and parts[0] in ("files", "applied"):
             state[parts[0]] = parts[1] if len(parts) > 1 else ""
+        elif parts and parts[0] == "image" and len(parts) >= 2:
+            state["images"][parts[1]] = parts[2] if len(parts) > 2 else ""
         elif len(parts) == 6 and parts[0] == "container":
             _, service, cid, image, status, health = parts
             state["services"][service] = {"container": cid, "image": image, "state": status, "health": health}
     return state
+
+
+class FileStates(FactBase):
+    """sha256, mode and owner of each of ``paths`` in one round trip; None for a missing file.
+
+    host.get_fact(FileStates, paths=("/opt/example/.env",), _sudo=True) ->
+        {"/opt/example/.env": {"sha256": "..", "mode": "600", "user": "deploy", "group": "deploy"}}
+    """
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return commands.file_states(paths)
+
+    def process(self, output) -> dict:
+        states: dict = {}
+        for line in output:
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == "missing":
+                states[parts[0]] = None
+            elif len(parts) == 5:
+                path, digest, mode, user, group = parts
+                states[path] = {"sha256": digest, "mode": mode, "user": user, "group": group}
+        return states
+
+    def default(self) -> dict:
+        return {}
 
 
 class UfwStatus(FactBase):

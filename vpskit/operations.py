@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
+from dataclasses import dataclass
 from io import BytesIO
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, operation
-from pyinfra.facts.files import File, Sha256File
 
 from vpskit import commands, images
-from vpskit.facts import ComposeStack, DockerImageId, SshServerPort, UfwStatus
+from vpskit.facts import ComposeStack, DockerImageId, FileStates, SshServerPort, UfwStatus
 
 
 @operation()
@@ -61,34 +62,48 @@ def _ship(state, host, ref: str) -> bool:
     return images.ship_over_ssh(host, ref)
 
 
-@operation()
-def secret_file(content: str, dest: str, user: str, group: str, mode: str = "600"):
-    """
-    Upload a file of secrets: like files.put, but it never shows the content (no diff, not even with
-    --diff) and the file is created with its final mode before the content is moved in.
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: str = "644"
+    user: str = "root"
+    group: str = "root"
 
-    + content: the file's text
-    + dest: path on the server
-    + user, group, mode: owner and permissions the file must have
+
+@operation()
+def files_in_place(files: list[ManagedFile]):
+    """
+    Put many small files on the server in one step: a single fact reads every file's sha256, mode and
+    owner, and only the files that differ are uploaded. No content is ever shown (not even with --diff),
+    and each file gets its final owner and mode before it is moved into place, so a secret is never
+    readable by others at its final path.
+
+    + files: ``ManagedFile`` (path, content, mode, user, group) for each file; missing parent
+      directories are created (755, root)
 
     **Example:**
 
     .. code:: python
 
-        secret_file(name="Push .env", content=text, dest="/opt/app/.env", user="deploy", group="deploy",
-                    _sudo=True)
+        files_in_place(name="App files", files=[ManagedFile("/opt/app/.env", text, "600", "deploy", "deploy")],
+                       _sudo=True)
     """
-    want = hashlib.sha256(content.encode()).hexdigest()
-    if host.get_fact(Sha256File, path=dest) != want:
-        tmp = host.get_temp_filename(dest)
-        yield FileUploadCommand(BytesIO(content.encode()), tmp, remote_temp_filename=host.get_temp_filename(tmp))
-        yield f"chown {user}:{group} {tmp} && chmod {mode} {tmp} && mv -f {tmp} {dest}"
-        return
-    info = host.get_fact(File, path=dest) or {}
-    if info.get("user") != user or info.get("group") != group or f"{info.get('mode')}" != mode:
-        yield f"chown {user}:{group} {dest} && chmod {mode} {dest}"
-    else:
-        host.noop(f"{dest} is up to date")
+    states = host.get_fact(FileStates, paths=tuple(f.path for f in files))
+    changed = 0
+    for f in files:
+        now = states.get(f.path)
+        if now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest():
+            tmp = host.get_temp_filename(f.path)
+            yield FileUploadCommand(BytesIO(f.content.encode()), tmp, remote_temp_filename=host.get_temp_filename(tmp))
+            yield (f"chown {f.user}:{f.group} {tmp} && chmod {f.mode} {tmp} && "
+                   f"mkdir -p -m 755 {posixpath.dirname(f.path)} && mv -f {tmp} {f.path}")
+            changed += 1
+        elif (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0", f.user, f.group):
+            yield f"chown {f.user}:{f.group} {f.path} && chmod {f.mode} {f.path}"
+            changed += 1
+    if not changed:
+        host.noop(f"{len(files)} files up to date")
 
 
 @operation()
@@ -130,7 +145,7 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
     Changes nothing when the compose file and .env are the ones last applied and every service runs its
     image; otherwise applies them (compose recreates only the services that differ).
     """
-    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project)
+    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=tuple(images_by_service.values()))
     reasons = []
     if not stack["applied"] or (files_hash or stack["files"]) != stack["applied"]:
         reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
@@ -138,7 +153,7 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
         current = stack["services"].get(service, {})
         if "container" not in current:
             reasons.append(f"{service}: not created")
-        elif current["image"] != host.get_fact(DockerImageId, ref=ref):
+        elif current["image"] != stack["images"].get(ref):
             reasons.append(f"{service}: new image")
         elif current["state"] != "running":
             reasons.append(f"{service}: {current['state']}")
@@ -161,13 +176,13 @@ def backup_before_update(app_dir: str, project: str, app_ref: str, command: str)
     + app_ref: the image reference the app is about to run
     + command: the backup command (files/backup.sh with its arguments)
     """
-    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project)
+    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=(app_ref,))
     app = stack["services"].get("app")
     db = stack["services"].get("db")
     if not app or not db or db["state"] != "running":
         host.noop("no running app to back up")
         return
-    if app["image"] == host.get_fact(DockerImageId, ref=app_ref):
+    if app["image"] == stack["images"].get(app_ref):
         host.noop("the app's image is unchanged")
         return
     yield command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cache
-from io import BytesIO, StringIO
+from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host, logger
@@ -12,10 +12,9 @@ from pyinfra.api import FactBase, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
 
 from vpskit import app_check, envfile, images, settings, tasks
-from vpskit.operations import backup_before_update, image_present, secret_file, stack_applied
+from vpskit.operations import ManagedFile, backup_before_update, files_in_place, image_present, stack_applied
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
 
@@ -97,15 +96,31 @@ def firewall(s: dict) -> None:
 
 
 def artifacts(s: dict) -> None:
-    """The app's directory with the rendered compose file and Dockerfile, and its .env (mode 600)."""
-    files.directory(name="App directory", path=s["app_dir"], user="root", group="root", mode="755", **SUDO)
-    for name in ("docker-compose.yml", "Dockerfile"):
-        files.put(name=f"Push {name}", src=StringIO(render(name, **s)), dest=f"{s['app_dir']}/{name}",
-                  user="root", group="root", mode="644", **SUDO)
-    tasks.scripts(s)
+    """In one step: the rendered compose file and Dockerfile, the server's .env (mode 600, the deploy user's),
+    the server-side scripts and the backup timer's units; only what differs is uploaded."""
     user = host.data.get("ssh_user") or "root"
-    secret_file(name="Push .env (secrets, mode 600)", content=render(".env", **s), dest=f"{s['app_dir']}/.env",
-                user=user, group=user, mode="600", **SUDO)
+    app = s["app_dir"]
+    managed = [
+        ManagedFile(f"{app}/docker-compose.yml", render("docker-compose.yml", **s)),
+        ManagedFile(f"{app}/Dockerfile", render("Dockerfile", **s)),
+        ManagedFile(f"{app}/.env", render(".env", **s), "600", user, user),
+        *[ManagedFile(f"{app}/bin/{name}", (ROOT / "files" / name).read_text(), "755") for name in tasks.SCRIPTS],
+        *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
+    ]
+    return files_in_place(name="App files, .env (mode 600), scripts and units", files=managed, **SUDO)
+
+
+def backup_units(s: dict) -> dict[str, str]:
+    if not s["backup_schedule"]:
+        return {}
+    unit = f"vpskit-backup-{s['app_name']}"
+    return {
+        f"{unit}.service": (f"[Unit]\nDescription=vpskit backup of {s['app_name']}\nAfter=docker.service\n\n"
+                            f"[Service]\nType=oneshot\nExecStart={tasks.backup_command(s)}\n"),
+        f"{unit}.timer": (f"[Unit]\nDescription=Daily vpskit backup of {s['app_name']}\n\n[Timer]\n"
+                          f"OnCalendar={s['backup_schedule']}\nPersistent=true\nRandomizedDelaySec=600\n\n"
+                          "[Install]\nWantedBy=timers.target\n"),
+    }
 
 
 def images_on_server(s: dict) -> None:
@@ -150,24 +165,14 @@ def _files_hash(s: dict) -> str:
     return hashlib.sha256((render("docker-compose.yml", **s) + render(".env", **s)).encode()).hexdigest()
 
 
-def backup_timer(s: dict) -> None:
-    """A systemd timer for the daily backup (removed when backup_schedule is empty)."""
-    unit = f"vpskit-backup-{s['app_name']}"
+def backup_timer(s: dict, pushed) -> None:
+    """The daily backup timer enabled (or disabled when backup_schedule is empty)."""
+    unit = f"vpskit-backup-{s['app_name']}.timer"
     if not s["backup_schedule"]:
-        systemd.service(name="No backup timer", service=f"{unit}.timer", running=False, enabled=False, **SUDO)
+        systemd.service(name="No backup timer", service=unit, running=False, enabled=False, **SUDO)
         return
-    service = (f"[Unit]\nDescription=vpskit backup of {s['app_name']}\nAfter=docker.service\n\n"
-               f"[Service]\nType=oneshot\nExecStart={tasks.backup_command(s)}\n")
-    timer = (f"[Unit]\nDescription=Daily vpskit backup of {s['app_name']}\n\n[Timer]\n"
-             f"OnCalendar={s['backup_schedule']}\nPersistent=true\nRandomizedDelaySec=600\n\n"
-             "[Install]\nWantedBy=timers.target\n")
-    service_put = files.put(name="Backup service unit", src=StringIO(service),
-                            dest=f"/etc/systemd/system/{unit}.service", mode="644", **SUDO)
-    timer_put = files.put(name="Backup timer unit", src=StringIO(timer), dest=f"/etc/systemd/system/{unit}.timer",
-                          mode="644", **SUDO)
-    systemd.daemon_reload(name="Reload systemd for the backup units", _if=any_changed(service_put, timer_put),
-                          **SUDO)
-    systemd.service(name="Backup timer enabled", service=f"{unit}.timer", running=True, enabled=True, **SUDO)
+    systemd.daemon_reload(name="Reload systemd when the units changed", _if=pushed.did_change, **SUDO)
+    systemd.service(name="Backup timer enabled", service=unit, running=True, enabled=True, **SUDO)
 
 
 def log_plan(s: dict) -> None:

@@ -4,11 +4,9 @@ options given as `--data key=value`."""
 from __future__ import annotations
 
 import re
-from io import StringIO
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.operations import files
 
 from vpskit import settings
 from vpskit.settings import SettingsError
@@ -45,13 +43,12 @@ def backup_name(value: str) -> str:
 
 
 def scripts(s: dict) -> None:
-    """The server-side scripts in {app_dir}/bin, pushed only when they differ."""
-    files.directory(name="Scripts directory", path=f"{s['app_dir']}/bin", user="root", group="root", mode="755",
-                    **SUDO)
-    for script in SCRIPTS:
-        path = ROOT / "files" / script
-        files.put(name=f"Push {script}", src=StringIO(path.read_text()), dest=f"{s['app_dir']}/bin/{script}",
-                  user="root", group="root", mode="755", **SUDO)
+    """The server-side scripts in {app_dir}/bin, uploaded only when they differ."""
+    from vpskit.operations import ManagedFile, files_in_place
+
+    managed = [ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
+               for name in SCRIPTS]
+    files_in_place(name="Server scripts", files=managed, **SUDO)
 
 
 def backup_command(s: dict) -> str:

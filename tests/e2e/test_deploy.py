@@ -173,8 +173,7 @@ def test_dry_run_shows_what_would_change(site, env_file):
     assert dry.returncode == 0
     changed = [ln.strip().split("  ")[0] for ln in dry.stdout.split("Detected changes:")[1].splitlines()
                if "(127.0.0.1:" in ln]
-    assert "Push docker-compose.yml" in changed and "Stack up and healthy" in changed
-    assert "Push .env (secrets, mode 600)" not in changed
+    assert changed == ["App files, .env (mode 600), scripts and units", "Stack up and healthy"]
     compose = site["vps"].ssh(f"sudo cat {APP_DIR}/docker-compose.yml").stdout
     assert "700m" not in compose
 
@@ -254,7 +253,7 @@ def test_rotated_secret_never_shown_even_with_diff(site, env_file):
     out = pyinfra(site["vps"], env_file, "--diff", "--debug", "--data", "app_version=e2e-v2",
                   "--data", "app_memory_limit=768m")
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "Push .env (secrets, mode 600)" in out.stdout
+    assert "App files, .env (mode 600), scripts and units" in out.stdout
     for secret in (SECRET, new_secret, PASSWORD):
         assert secret not in out.stdout
     assert f"PAYLOAD_SECRET=\"{new_secret}\"" in site["vps"].ssh(f"sudo cat {APP_DIR}/.env").stdout

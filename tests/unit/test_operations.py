@@ -38,12 +38,12 @@ def image_fact(ref: str, value: str):
     return {(DockerImageId, (("ref", ref),)): value}
 
 
-def stack_fact(services: dict):
-    return {(ComposeStack, (("app_dir", "/opt/example"), ("project", "example"))): services}
+def stack_fact(stack: dict, refs=("example:v1", "postgres:17")):
+    return {(ComposeStack, (("app_dir", "/opt/example"), ("project", "example"), ("refs", refs))): stack}
 
 
 HEALTHY = {
-    "files": "f1", "applied": "f1",
+    "files": "f1", "applied": "f1", "images": {"example:v1": "sha256:app", "postgres:17": "sha256:pg"},
     "services": {
         "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
         "db": {"container": "c2", "image": "sha256:pg", "state": "running", "health": "healthy"},
@@ -87,7 +87,7 @@ def test_files_rendered_here_but_not_yet_pushed_count_as_a_change():
 
 
 def test_new_image_under_the_same_tag_recreates():
-    facts = {**stack_fact(HEALTHY), **IMAGES, **image_fact("example:v1", "sha256:rebuilt")}
+    facts = stack_fact({**HEALTHY, "images": {**HEALTHY["images"], "example:v1": "sha256:rebuilt"}})
     cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS)
     assert len(cmds) == 2
 
@@ -101,14 +101,14 @@ BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "exam
 
 
 def test_backup_before_an_update_of_a_running_app():
-    facts = {**stack_fact(HEALTHY), **image_fact("example:v2", "sha256:v2")}
+    facts = stack_fact({**HEALTHY, "images": {"example:v2": "sha256:v2"}}, refs=("example:v2",))
     cmds, _ = run(operations.backup_before_update, facts, **BACKUP_ARGS)
     assert cmds == ["backup.sh"]
 
 
 def test_no_backup_on_first_deploy_or_unchanged_image():
     assert run(operations.backup_before_update, {}, **BACKUP_ARGS)[0] == []
-    facts = {**stack_fact(HEALTHY), **image_fact("example:v2", "sha256:app")}
+    facts = stack_fact({**HEALTHY, "images": {"example:v2": "sha256:app"}}, refs=("example:v2",))
     assert run(operations.backup_before_update, facts, **BACKUP_ARGS)[0] == []
 
 
@@ -141,9 +141,9 @@ def test_missing_local_image_is_built_then_shipped(monkeypatch):
 
 def test_compose_state_output_parsed():
     lines = ["files f1", "applied", "container app c1 sha256:app running healthy",
-             "container db c2 sha256:pg exited none"]
+             "container db c2 sha256:pg exited none", "image postgres:17 sha256:pg", "image example:v9"]
     assert parse_compose_state(lines) == {
-        "files": "f1", "applied": "",
+        "files": "f1", "applied": "", "images": {"postgres:17": "sha256:pg", "example:v9": ""},
         "services": {
             "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
             "db": {"container": "c2", "image": "sha256:pg", "state": "exited", "health": "none"},
@@ -155,6 +155,31 @@ def test_command_lines_quote_their_arguments():
     assert commands.compose("/opt/my app", "ps") == "cd '/opt/my app' && docker compose ps"
     assert commands.image_id("x:1") == "docker image inspect -f '{{.Id}}' x:1 2>/dev/null || true"
     assert "label=com.docker.compose.project=example" in commands.compose_state("/opt/example", "example")
+    assert "echo image 'my img:1' $(docker image inspect" in commands.compose_state("/o", "p", ("my img:1",))
+
+
+def test_files_in_place_uploads_only_what_differs():
+    import hashlib
+
+    from vpskit.facts import FileStates
+    from vpskit.operations import ManagedFile
+
+    same = ManagedFile("/opt/example/a", "same\n")
+    other = ManagedFile("/opt/example/.env", "SECRET=x\n", "600", "deploy", "deploy")
+    chmod_only = ManagedFile("/opt/example/bin/x.sh", "#!/bin/sh\n", "755")
+    digest = {f.path: hashlib.sha256(f.content.encode()).hexdigest() for f in (same, other, chmod_only)}
+    states = {same.path: {"sha256": digest[same.path], "mode": "644", "user": "root", "group": "root"},
+              other.path: None,
+              chmod_only.path: {"sha256": digest[chmod_only.path], "mode": "644", "user": "root", "group": "root"}}
+    fake = FakeHost({(FileStates, (("paths", (same.path, other.path, chmod_only.path)),)): states})
+    fake.get_temp_filename = lambda path: "/tmp/pyinfra-" + hashlib.sha256(path.encode()).hexdigest()[:8]
+    with ctx_host.use(fake):
+        cmds = list(operations.files_in_place._inner(files=[same, other, chmod_only]))
+    assert type(cmds[0]).__name__ == "FileUploadCommand"
+    assert "chown deploy:deploy" in cmds[1] and "chmod 600" in cmds[1] and cmds[1].endswith("/opt/example/.env")
+    assert cmds[2] == "chown root:root /opt/example/bin/x.sh && chmod 755 /opt/example/bin/x.sh"
+    assert len(cmds) == 3
+    assert "SECRET" not in " ".join(str(c) for c in cmds)
 
 
 def test_firewall_allows_ssh_before_enabling():
