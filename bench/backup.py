@@ -46,8 +46,10 @@ def main() -> int:
                 sys.exit(deploy.stdout[-3000:] + deploy.stderr[-3000:])
             rows = int(args.gb * 1024 * 1024 * 1.05)  # rows of ~1 KiB
             t0 = time.monotonic()
+            # Random hex, so neither TOAST nor pg_dump's compression makes the data unrealistically small.
             host.ssh(f"{PSQL} \"create table filler (id int, body text); insert into filler select g, "  # noqa: S608
-                     f"repeat(md5(g::text), 32) from generate_series(1, {rows}) g\"", timeout=1800)
+                     f"(select string_agg(md5(random()::text || g || i), '') from generate_series(1, 32) i) "
+                     f"from generate_series(1, {rows}) g\"", timeout=3600)
             size = int(host.ssh(f"{PSQL} 'select pg_database_size(current_database())'").stdout.strip())
             print(f"database: {size / 1e9:.2f} GB (filled in {time.monotonic() - t0:.0f}s)")
 
