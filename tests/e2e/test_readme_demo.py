@@ -31,7 +31,8 @@ def test_make_demo(testbed):
         assert http("GET", f"{url}/admin").status == 200
         again = subprocess.run(["make", "demo"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=600)
         assert again.returncode == 0
-        assert re.search(r"Grand total\s+\d+\s+-\s+-\s+\d+", again.stdout), again.stdout[-2000:]
+        output = again.stdout + again.stderr  # pyinfra reports on stderr
+        assert re.search(r"Grand total\s+\d+\s+-\s+-\s+\d+", output), output[-2000:]
     finally:
         down = subprocess.run(["make", "demo-down"], cwd=ROOT, env=env, text=True, capture_output=True)
     assert down.returncode == 0
