@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.testbed.vps import LABEL, docker
+from tests.testbed.vps import LABEL, docker, published_port
 
 
 def free_port() -> int:
@@ -97,7 +99,7 @@ class Postgres:
             "-e", f"POSTGRES_DB={self.db}", "-v", f"{self.volume}:/var/lib/postgresql/data",
             "-p", f"127.0.0.1:{self.port or ''}:5432", self.image,
         )  # fmt: skip
-        self.port = int(docker("port", self.name, "5432/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
+        self.port = published_port(self.name, "5432/tcp")
         return self
 
     @property
@@ -141,3 +143,19 @@ def remove_session_leftovers(session: str) -> None:
 
 def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, text=True, capture_output=True, timeout=timeout, **kw)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_pyinfra(vps, env_file: Path, deploy_file: str = "deploy.py", *extra: str, env: dict | None = None,
+                timeout: float = 1500) -> subprocess.CompletedProcess:
+    """pyinfra as an operator runs it against `vps` (images shipped over SSH, no registry here); stdout holds
+    pyinfra's whole output. `--dry` runs without -y, which would skip the change detection it is for."""
+    full_env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
+                **(env or {})}
+    full_env.pop("VPSKIT_GROUP", None)
+    yes = [] if "--dry" in extra else ["-y"]
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", deploy_file, *extra],
+                          cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout)

@@ -58,15 +58,5 @@ def image_id(ref: str) -> str:
     return f"docker image inspect -f '{{{{.Id}}}}' {q(ref)} 2>/dev/null || true"
 
 
-def image_load() -> str:
-    """Reads a `docker save` stream (optionally gzip'd) on stdin into the server's image store."""
-    return "docker load"
-
-
 def image_pull(ref: str) -> str:
     return f"docker pull --quiet {q(ref)}"
-
-
-def unhealthy_report(app_dir: str, lines: int = 40) -> str:
-    """What to show when the stack does not become healthy: the state and the last log lines."""
-    return compose(app_dir, "ps", "-a") + " ; " + compose(app_dir, "logs", "--no-color", "--tail", str(lines))

@@ -33,6 +33,8 @@ def _plan(data_items: tuple) -> dict:
     tasks.paths(s)
     s["env"] = envfile.server_env(envfile.read(), s)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
+    # Rendered once: pushed by artifacts(), hashed by stack(), built from by images_on_server().
+    s["rendered"] = {name: render(name, **s) for name in ("docker-compose.yml", "Dockerfile", ".env")}
     return s
 
 
@@ -101,9 +103,9 @@ def artifacts(s: dict) -> None:
     user = host.data.get("ssh_user") or "root"
     app = s["app_dir"]
     managed = [
-        ManagedFile(f"{app}/docker-compose.yml", render("docker-compose.yml", **s)),
-        ManagedFile(f"{app}/Dockerfile", render("Dockerfile", **s)),
-        ManagedFile(f"{app}/.env", render(".env", **s), "600", user, user),
+        ManagedFile(f"{app}/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
+        ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
+        ManagedFile(f"{app}/.env", s["rendered"][".env"], "600", user, user),
         *[ManagedFile(f"{app}/bin/{name}", (ROOT / "files" / name).read_text(), "755") for name in tasks.SCRIPTS],
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
     ]
@@ -128,7 +130,7 @@ def images_on_server(s: dict) -> None:
     image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                   transport=s["image_transport"], **SUDO)
     if s["build_on"] == "local":
-        build = images.LocalBuild(s["app_image"], s["app_path_abs"], render("Dockerfile", **s))
+        build = images.LocalBuild(s["app_image"], s["app_path_abs"], s["rendered"]["Dockerfile"])
         image_present(name=f"Image {s['app_image']} built here and shipped", ref=s["app_image"], transport="ssh",
                       build=build, **SUDO)
     else:
@@ -143,7 +145,7 @@ def server_build(s: dict):
     if host.get_fact(DockerImageId, ref=s["app_image"]):
         host.noop(f"image {s['app_image']} is on the server")
         return
-    context = images.context_tar(s["app_path_abs"], render("Dockerfile", **s))
+    context = images.context_tar(s["app_path_abs"], s["rendered"]["Dockerfile"])
     tmp = f"{s['app_dir']}/build-context.tar"
     yield from files.put._inner(src=BytesIO(context), dest=tmp, mode="600")
     yield f"docker build -t {s['app_image']} - < {tmp} && rm -f {tmp}"
@@ -162,7 +164,7 @@ def stack(s: dict) -> None:
 
 
 def _files_hash(s: dict) -> str:
-    return hashlib.sha256((render("docker-compose.yml", **s) + render(".env", **s)).encode()).hexdigest()
+    return hashlib.sha256((s["rendered"]["docker-compose.yml"] + s["rendered"][".env"]).encode()).hexdigest()
 
 
 def backup_timer(s: dict, pushed) -> None:

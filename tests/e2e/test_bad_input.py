@@ -3,12 +3,13 @@ is exactly as it was (checked from outside the SSH path)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support import run_pyinfra
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +32,7 @@ def server_state(vps) -> str:
 def run(vps, tmp_path, deploy_file="deploy.py", env_text=GOOD_ENV, env=None, args=()):
     env_file = tmp_path / ".env"
     env_file.write_text(env_text)
-    full_env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
-                **(env or {})}
-    return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", deploy_file, *args], cwd=ROOT,
-                          env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    return run_pyinfra(vps, env_file, deploy_file, *args, env=env, timeout=300)
 
 
 def broken_app(tmp_path, breakage) -> str:

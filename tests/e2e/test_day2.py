@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, http, multipart, wait_until
+from tests.support import free_port, http, multipart, run_pyinfra, wait_until
 from tests.testbed.vps import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -24,10 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BACKUPS = "/var/backups/example"
 
 
-def pyinfra(vps, env_file: Path, deploy_file: str, *extra: str, timeout: float = 1500):
-    env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh"}
-    return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", deploy_file, *extra], cwd=ROOT,
-                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+pyinfra = run_pyinfra
 
 
 def backups(vps) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, http, multipart, wait_until
+from tests.support import free_port, http, multipart, run_pyinfra, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -24,13 +24,8 @@ SECRET = "e2e-payload-secret-0123456789abcdefghijkl"
 APP_DIR = "/opt/example"
 
 
-def pyinfra(vps, env_file: Path, *extra: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh"}
-    env.pop("VPSKIT_GROUP", None)
-    yes = [] if "--dry" in extra else ["-y"]  # -y would skip the change detection --dry is for
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", "deploy.py", *extra],
-                          cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=timeout)
+def pyinfra(vps, env_file: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_pyinfra(vps, env_file, "deploy.py", *extra)
 
 
 def results(out: str) -> dict[str, tuple[str, str, str]]:
@@ -134,9 +129,7 @@ def test_secrets_appear_nowhere(site, env_file):
     from urllib.parse import quote
 
     secrets = [PASSWORD, quote(PASSWORD, safe=""), SECRET]
-    backup = subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "--debug", "inventory.py", "tasks/backup.py"],
-                            cwd=ROOT, env={**os.environ, **site["vps"].env(), "VPSKIT_ENV_FILE": str(env_file)},
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    backup = run_pyinfra(site["vps"], env_file, "tasks/backup.py", "--debug")
     assert backup.returncode == 0, backup.stdout[-2000:]
     image = containers(site["vps"])["app"]["Config"]["Image"]
     vps = site["vps"]

@@ -4,7 +4,7 @@ behave on the test bed as they will with the real image."""
 import pytest
 
 from tests.support import Postgres
-from tests.testbed.vps import docker
+from tests.testbed.vps import docker, published_port
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def test_data_survives_sigint_stop_and_a_new_container(pg):
     assert "database system is shut down" in pg.logs()
 
     docker("start", pg.name)
-    pg.port = int(docker("port", pg.name, "5432/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
+    pg.port = published_port(pg.name, "5432/tcp")
     pg.wait_ready()
     with pg.connect() as conn:
         assert conn.execute("select body from notes").fetchall() == [("kept",)]

@@ -39,6 +39,11 @@ def docker(*args: str, input: str | None = None, check: bool = True) -> subproce
     return subprocess.run(["docker", *args], input=input, text=True, capture_output=True, check=check)
 
 
+def published_port(container: str, port: str) -> int:
+    """The host port (on 127.0.0.1) Docker published `port` (e.g. "22/tcp") of `container` on."""
+    return int(docker("port", container, port).stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+
+
 @dataclass
 class VPS:
     name: str
@@ -84,7 +89,7 @@ class VPS:
         """Restarts the VPS like a reboot: systemd boots again; the published SSH port may change."""
         docker("restart", "-t", "30", self.name)
         _wait(f"systemd in {self.name}", lambda: _system_state(self.name) in ("running", "degraded"), BOOT_TIMEOUT)
-        self.port = int(docker("port", self.name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+        self.port = published_port(self.name, "22/tcp")
         host_key = self.known_hosts.read_text().split()[1:3]
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(host_key)}\n")
         _wait(f"SSH login to {self.name}", lambda: self.ssh("true", check=False, timeout=10).returncode == 0,
@@ -145,7 +150,7 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
     _wait(f"sshd in {name}", lambda: docker("exec", name, "test", "-s", "/etc/ssh/ssh_host_ed25519_key.pub",
                                              check=False).returncode == 0, BOOT_TIMEOUT)
     host_key = docker("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-    actual_port = int(docker("port", name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+    actual_port = published_port(name, "22/tcp")
     known_hosts = state / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{actual_port} {host_key[0]} {host_key[1]}\n")
     vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts)
@@ -159,7 +164,7 @@ def running(name: str) -> VPS | None:
     up = docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip() == "true"
     if not (up and (state / "known_hosts").exists()):
         return None
-    port = int(docker("port", name, "22/tcp").stdout.strip().splitlines()[0].rsplit(":", 1)[1])
+    port = published_port(name, "22/tcp")
     vps = VPS(name=name, port=port, key=state / "id_ed25519", known_hosts=state / "known_hosts")
     return vps if vps.ssh("true", check=False, timeout=10).returncode == 0 else None
 
