@@ -152,9 +152,9 @@ def run_pyinfra(vps, env_file: Path, deploy_file: str = "deploy.py", *extra: str
                 timeout: float = 1500) -> subprocess.CompletedProcess:
     """pyinfra as an operator runs it against `vps` (images shipped over SSH, no registry here); stdout holds
     pyinfra's whole output. `--dry` runs without -y, which would skip the change detection it is for."""
-    full_env = {**os.environ, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
+    outer = {k: v for k, v in os.environ.items() if k != "VPSKIT_GROUP"}  # the default group unless `env` says
+    full_env = {**outer, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
                 **(env or {})}
-    full_env.pop("VPSKIT_GROUP", None)
     yes = [] if "--dry" in extra else ["-y"]
     return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", deploy_file, *extra],
                           cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
