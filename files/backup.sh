@@ -37,7 +37,8 @@ work="$dest.partial"
 [ -e "$dest" ] && die "backup $NOW exists already"
 rm -rf "$work"
 mkdir -m 700 "$work"
-trap 'rm -rf "$work"' ERR
+# Whatever ends this script before the rename (an error, a die, a signal) takes the partial folder with it.
+trap 'rm -rf "$work"' EXIT
 
 t0=$(date +%s)
 # shellcheck disable=SC2016 # expanded inside the container, where the variables are set
@@ -50,24 +51,30 @@ docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar 
 (cd "$work" && sha256sum db.dump media.tar > SHA256SUMS)
 pg_version=$(compose exec -T db postgres --version | awk '{print $NF}')
 app_image=$(docker inspect -f '{{.Config.Image}}' "$(compose ps -q app)" 2>/dev/null || echo "")
+# Every value is read before the manifest is written, so a failing read stops the backup (set -e) instead
+# of leaving an empty field in invalid JSON.
+db_bytes=$(stat -c %s "$work/db.dump")
+media_bytes=$(stat -c %s "$work/media.tar")
+created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+[[ $db_bytes =~ ^[0-9]+$ && $media_bytes =~ ^[0-9]+$ ]] || die "could not read the sizes of the backup files"
 cat > "$work/manifest.json" <<EOF
 {
   "name": "$NOW",
-  "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "created": "$created",
   "project": "$project",
   "app_image": "$app_image",
   "app_version": "${app_image##*:}",
   "postgres_version": "$pg_version",
-  "db_dump_bytes": $(stat -c %s "$work/db.dump"),
-  "media_tar_bytes": $(stat -c %s "$work/media.tar"),
+  "db_dump_bytes": $db_bytes,
+  "media_tar_bytes": $media_bytes,
   "seconds": $(( $(date +%s) - t0 ))
 }
 EOF
 sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
-trap - ERR
-log "backup $NOW complete: db $(stat -c %s "$dest/db.dump") bytes, media $(stat -c %s "$dest/media.tar") bytes"
+trap - EXIT
+log "backup $NOW complete: db $db_bytes bytes, media $media_bytes bytes"
 
 # Retention: the newest backup of each of the last KEEP_DAILY days, KEEP_WEEKLY ISO weeks and KEEP_MONTHLY
 # months survives; so does every backup of the last 24 hours (a pre-update backup next to the daily one)

@@ -10,6 +10,9 @@ APP_DIR=${1:?usage: health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_
 BACKUP_DIR=${2:?}
 PORT=${3:?}
 MAX_AGE_H=${4:-26}
+MIN_FREE_MB=1024  # disk: FAIL below 1 GiB free or below 10 % of the disk (docs/DOCKER-DEPLOYMENT.md says so)
+MIN_FREE_PCT=10
+HERE=$(cd "$(dirname "$0")" && pwd)
 failed=()
 
 report() { # report ok|FAIL check detail
@@ -24,16 +27,19 @@ http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH
 }
 
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
+# shellcheck source=files/stack-health.sh
+. "$HERE/stack-health.sh"  # the one definition of healthy
 
-for service in $(docker compose config --services 2>/dev/null); do
-  id=$(docker compose ps -a -q "$service" 2>/dev/null)
-  if [ -z "$id" ]; then report FAIL "$service" "no container (stack not up?)"; continue; fi
-  state=$(docker inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+states=$(stack_states)
+[ -n "$states" ] || report FAIL stack "no services (is docker-compose.yml valid? run deploy.py)"
+while read -r service state; do
+  [ -n "$service" ] || continue
   case "$state" in
-    "running healthy"|"running none") report ok "$service" "$state" ;;
-    *) report FAIL "$service" "container $state" ;;
+    missing) report FAIL "$service" "no container (stack not up?)" ;;
+    *) if is_healthy "$state"; then report ok "$service" "${state/\// }"
+       else report FAIL "$service" "container ${state/\// }"; fi ;;
   esac
-done
+done <<< "$states"
 
 for path in /api/health /api/health/ready; do
   code=$(http_status "$path")
@@ -41,10 +47,10 @@ for path in /api/health /api/health/ready; do
 done
 
 read -r avail_kb pct < <(df -Pk /var/lib/docker 2>/dev/null | awk 'NR==2 {print $4, 100 - $5}')
-if [ "${avail_kb:-0}" -ge 1048576 ] || [ "${pct:-0}" -ge 10 ]; then
+if [ "${avail_kb:-0}" -ge $((MIN_FREE_MB * 1024)) ] && [ "${pct:-0}" -ge "$MIN_FREE_PCT" ]; then
   report ok disk "$((avail_kb / 1024)) MB free (${pct}%)"
 else
-  report FAIL disk "only $((avail_kb / 1024)) MB free (${pct}%): prune images or grow the disk"
+  report FAIL disk "only $((avail_kb / 1024)) MB free (${pct}%, below ${MIN_FREE_MB} MB or ${MIN_FREE_PCT}%): prune images or grow the disk"
 fi
 
 read -r mem_total mem_avail < <(awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t, a}' /proc/meminfo)

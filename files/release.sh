@@ -15,30 +15,16 @@ set -Eeuo pipefail
 log() { echo "vpskit release: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:?usage: release.sh up|rollback|list APP_DIR ...}
 APP_DIR=${2:?usage: release.sh up|rollback|list APP_DIR ...}
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p releases
 
+# shellcheck source=files/stack-health.sh
+. "$HERE/stack-health.sh"  # wait_healthy: the one definition of healthy
 # Our own wait rather than `up --wait`: Compose 2.26 returned success with a service still "starting".
-wait_healthy() { # wait_healthy SECONDS: every service running, and healthy where it has a healthcheck
-  local limit=$1 start=$SECONDS shown=$SECONDS states all id st s
-  while :; do
-    states="" all=1
-    for s in $(docker compose config --services); do
-      id=$(docker compose ps -q "$s")
-      st=missing
-      [ -n "$id" ] && st=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
-      states="$states $s=$st"
-      case "$st" in running/healthy|running/none) ;; *) all=0 ;; esac
-    done
-    if [ "$all" = 1 ]; then log "healthy after $((SECONDS - start))s:$states"; return 0; fi
-    if (( SECONDS - start >= limit )); then log "not healthy after ${limit}s:$states"; return 1; fi
-    if (( SECONDS - shown >= 10 )); then log "waiting for health, $((SECONDS - start))s of ${limit}s:$states"; shown=$SECONDS; fi
-    sleep 2
-  done
-}
-up() { docker compose up -d --remove-orphans >&2 || return 1; wait_healthy "$1"; }
+up() { docker compose up -d --remove-orphans >&2 || return 1; wait_healthy "$1" release; }
 report() { { docker compose ps -a; docker compose logs --no-color --tail 40 app; } >&2 || true; }
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
 
@@ -47,13 +33,17 @@ record() { # record VERSION KEEP
   cp docker-compose.yml "releases/$1.yml"
   touch "releases/$1.yml"
   echo "$1" > current
-  local project keep=$2 n
+  local project keep=$2 n ref
   project=$(docker compose config --format json | grep -m1 '"name"' | sed 's/.*"name": *"\([^"]*\)".*/\1/')
   n=$(releases | wc -l)
   for old in $(releases | head -n $(( n > keep ? n - keep : 0 ))); do
     [ "$old" = "$1" ] && continue
     rm -f "releases/$old.yml"
-    docker image rm "$project:$old" >/dev/null 2>&1 && log "pruned image $project:$old" || true
+  done
+  # Every other image of the app goes, failed versions included: only kept releases can be rolled back to.
+  for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$project" | grep -v ':<none>$'); do
+    releases | grep -qxF "${ref##*:}" && continue
+    docker image rm "$ref" >/dev/null 2>&1 && log "pruned image $ref" || true
   done
 }
 

@@ -71,7 +71,9 @@ docker run --rm --network none -i -v "${project}_media:/media" --entrypoint sh "
   rm -rf /media/.restore' < "$src/media.tar"
 
 log "starting the app"
-if ! compose up -d --wait --wait-timeout "${VPSKIT_HEALTH_TIMEOUT:-180}" app >&2; then
+# shellcheck source=files/stack-health.sh
+. "$HERE/stack-health.sh"  # the one definition of healthy
+if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
   die "the app did not become ready on the restored data; the previous database is kept as $old"
 fi
 psql -c "DROP DATABASE IF EXISTS \"$old\""

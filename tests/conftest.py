@@ -32,10 +32,10 @@ def vps_factory(testbed):
     """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the session ends."""
     started: list[str] = []
 
-    def make(tag: str = "vps") -> testbed_vps.VPS:
+    def make(tag: str = "vps", ssh_port: int = 22) -> testbed_vps.VPS:
         name = f"vpskit-{tag}-{os.getpid()}-{len(started)}"
         started.append(name)
-        return testbed_vps.start(name, session=testbed)
+        return testbed_vps.start(name, session=testbed, ssh_port=ssh_port)
 
     yield make
     for name in started:

@@ -148,14 +148,26 @@ def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProce
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_pyinfra(vps, env_file: Path, deploy_file: str = "deploy.py", *extra: str, env: dict | None = None,
-                timeout: float = 1500) -> subprocess.CompletedProcess:
-    """pyinfra as an operator runs it against `vps` (images shipped over SSH, no registry here); stdout holds
-    pyinfra's whole output. `--dry` runs without -y, which would skip the change detection it is for."""
+def pyinfra_command(vps, env_file: Path, deploy_file: str, *extra: str, env: dict | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of pyinfra as an operator runs it against `vps` (images shipped over
+    SSH, no registry here). `--dry` runs without -y, which would skip the change detection it is for."""
     outer = {k: v for k, v in os.environ.items() if k != "VPSKIT_GROUP"}  # the default group unless `env` says
     full_env = {**outer, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
                 **(env or {})}
     yes = [] if "--dry" in extra else ["-y"]
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", deploy_file, *extra],
-                          cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return [str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", deploy_file, *extra], full_env
+
+
+def run_pyinfra(vps, env_file: Path, deploy_file: str = "deploy.py", *extra: str, env: dict | None = None,
+                timeout: float = 1500) -> subprocess.CompletedProcess:
+    """pyinfra run to its end; stdout holds its whole output (stderr merged in)."""
+    argv, full_env = pyinfra_command(vps, env_file, deploy_file, *extra, env=env)
+    return subprocess.run(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=timeout)
+
+
+def popen_pyinfra(vps, env_file: Path, deploy_file: str, *extra: str) -> subprocess.Popen:
+    """pyinfra started in the background (for commands that run until stopped), output on .stdout."""
+    argv, full_env = pyinfra_command(vps, env_file, deploy_file, *extra)
+    return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

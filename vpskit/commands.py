@@ -42,6 +42,12 @@ def file_states(paths) -> str:
             f"else echo \"$f missing\"; fi; done")
 
 
+def private_dir(path: str, owner: str) -> str:
+    """A directory only `owner` and root can enter (700), made afresh, with its parents (755, root)."""
+    return (f"mkdir -p -m 755 {q(path.rsplit('/', 1)[0] or '/')} && rm -rf {q(path)} && "
+            f"install -d -m 700 -o {q(owner)} {q(path)}")
+
+
 def files_hash(app_dir: str) -> str:
     """The hash of what `up` applies: the compose file and the .env beside it."""
     return f"cat {q(app_dir)}/docker-compose.yml {q(app_dir)}/.env | sha256sum | cut -c1-64"
@@ -59,4 +65,7 @@ def image_id(ref: str) -> str:
 
 
 def image_pull(ref: str) -> str:
-    return f"docker pull --quiet {q(ref)}"
+    """Pulls `ref` on the server; when that fails, docker's own reason is followed by one line with the fix."""
+    why = (f"vpskit: could not pull {ref} on the server (the line above says why): check the image name and that "
+           'the server reaches its registry, or set image_transport = "ssh" to ship it from this machine')
+    return f"docker pull --quiet {q(ref)} || {{ echo {q(why)} >&2; exit 1; }}"

@@ -99,10 +99,18 @@ class UfwStatus(FactBase):
 
 
 class SshServerPort(FactBase):
-    """The port this SSH connection reached on the server (what a firewall must allow), from SSH_CONNECTION."""
+    """The port this SSH connection reached on the server (what a firewall must allow), from SSH_CONNECTION;
+    None when it cannot be read. Read it without sudo, which resets the environment and drops the variable:
+
+    host.get_fact(SshServerPort, _sudo=False) -> 2200
+    """
 
     def command(self) -> str:
-        return "echo ${SSH_CONNECTION:-x x x 22} | awk '{print $4}'"
+        return 'echo "ssh ${SSH_CONNECTION:-}"'
 
-    def process(self, output) -> int:
-        return int(output[0].strip())
+    def process(self, output) -> int | None:
+        parts = (output[0] if output else "").split()
+        return int(parts[4]) if len(parts) == 5 and parts[4].isdigit() else None
+
+    def default(self) -> None:
+        return None

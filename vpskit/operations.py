@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, FunctionCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
-from vpskit import commands, images
+from vpskit import commands, health, images
 from vpskit.facts import ComposeStack, DockerImageId, FileStates, SshServerPort, UfwStatus
 
 
@@ -72,32 +72,38 @@ class ManagedFile:
 
 
 @operation()
-def files_in_place(files: list[ManagedFile]):
+def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
     """
     Put many small files on the server in one step: a single fact reads every file's sha256, mode and
-    owner, and only the files that differ are uploaded. No content is ever shown (not even with --diff),
-    and each file gets its final owner and mode before it is moved into place, so a secret is never
-    readable by others at its final path.
+    owner, and only the files that differ are uploaded. No content is ever shown (not even with --diff).
+    A secret is never readable by anyone but its owner and root, not even for an instant: every upload
+    lands in ``staging``, a directory only ``user`` (the SSH user, who uploads) and root can enter, gets its
+    final owner and mode there, and is then moved into place.
 
     + files: ``ManagedFile`` (path, content, mode, user, group) for each file; missing parent
       directories are created (755, root)
+    + staging: the private upload directory (mode 700), best on the same filesystem as the secrets, so
+      that the final move is a rename
+    + user: the SSH user, who owns ``staging`` (uploads go over SFTP as that user, before sudo)
 
     **Example:**
 
     .. code:: python
 
         files_in_place(name="App files", files=[ManagedFile("/opt/app/.env", text, "600", "deploy", "deploy")],
-                       _sudo=True)
+                       staging="/opt/app/.upload", user="deploy", _sudo=True)
     """
     states = host.get_fact(FileStates, paths=tuple(f.path for f in files))
     changed = 0
     for f in files:
         now = states.get(f.path)
         if now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest():
-            tmp = host.get_temp_filename(f.path)
-            yield FileUploadCommand(BytesIO(f.content.encode()), tmp, remote_temp_filename=host.get_temp_filename(tmp))
-            yield (f"chown {f.user}:{f.group} {tmp} && chmod {f.mode} {tmp} && "
-                   f"mkdir -p -m 755 {posixpath.dirname(f.path)} && mv -f {tmp} {f.path}")
+            if not changed:
+                yield commands.private_dir(staging, user)
+            part = f"{staging}/{changed}"
+            yield FileUploadCommand(BytesIO(f.content.encode()), f"{part}.new", remote_temp_filename=f"{part}.part")
+            yield (f"chown {f.user}:{f.group} {part}.new && chmod {f.mode} {part}.new && "
+                   f"mkdir -p -m 755 {posixpath.dirname(f.path)} && mv -f {part}.new {f.path}")
             changed += 1
         elif (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0", f.user, f.group):
             yield f"chown {f.user}:{f.group} {f.path} && chmod {f.mode} {f.path}"
@@ -110,13 +116,24 @@ def files_in_place(files: list[ManagedFile]):
 def firewall(ports: tuple[int, ...] = (80, 443)):
     """
     ufw enabled, allowing only the SSH port in use and ``ports`` in. The SSH rule is added before ufw is
-    enabled, in the same command, so the operator cannot be locked out by this operation.
+    enabled, in the same command, so the operator cannot be locked out by this operation; when the SSH port
+    of this connection cannot be read, the firewall is not enabled at all.
 
     + ports: other TCP ports to allow (HTTP and HTTPS by default); the SSH port is read from the server's
-      side of this very connection
+      side of this very connection (SSH_CONNECTION, read without sudo, which would drop it)
+
+    **Example:**
+
+    .. code:: python
+
+        firewall(name="Firewall: SSH, HTTP and HTTPS only", _sudo=True)
     """
     status = host.get_fact(UfwStatus)
-    ssh_port = host.get_fact(SshServerPort)
+    ssh_port = host.get_fact(SshServerPort, _sudo=False)
+    if not ssh_port:
+        raise OperationError("cannot read the SSH port of this connection (SSH_CONNECTION is empty): the firewall "
+                             "is not enabled, since it could lock you out; allow your SSH port with ufw by hand, "
+                             "or set firewall = False")
     wanted = [f"{p}/tcp" for p in (ssh_port, *ports)]
     missing = [r for r in wanted if r not in status["rules"]]
     if not missing and status["active"]:
@@ -143,7 +160,8 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
       the files reach the server (default: the hash of the files on the server)
 
     Changes nothing when the compose file and .env are the ones last applied and every service runs its
-    image; otherwise applies them (compose recreates only the services that differ).
+    image and is healthy (vpskit.health); otherwise applies them (compose recreates only the services that
+    differ) and waits until the stack is healthy by the same definition.
     """
     stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=tuple(images_by_service.values()))
     reasons = []
@@ -155,10 +173,10 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
             reasons.append(f"{service}: not created")
         elif current["image"] != stack["images"].get(ref):
             reasons.append(f"{service}: new image")
-        elif current["state"] != "running":
-            reasons.append(f"{service}: {current['state']}")
+        elif not health.service_healthy(current["state"], current["health"]):
+            reasons.append(f"{service}: {current['state']}/{current['health']}")
     if not reasons:
-        host.noop(f"stack {project}: every service running as configured; the app answers at {url}")
+        host.noop(f"stack {project}: every service healthy and as configured; the app answers at {url}")
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; applying and waiting up to {timeout}s")
     yield FunctionCommand(_run_visibly, (commands.release_up(app_dir, version, timeout, keep),), {})

@@ -56,16 +56,34 @@ def check(group: str, host_data: dict, argv: list[str] | None = None) -> dict:
     return s
 
 
+BANNER_WAIT = 8.0  # seconds for the SSH server's greeting, which it sends before anything else
+
+
+def _ssh_banner(host: str, port: int) -> bytes:
+    """The first bytes the server sends ("SSH-2.0-..."), or b"" when it sends nothing in BANNER_WAIT."""
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.settimeout(BANNER_WAIT)
+        try:
+            return conn.recv(64)
+        except TimeoutError:
+            return b""
+
+
 def ssh(data: dict) -> None:
     host, port = data["ssh_hostname"], int(data["ssh_port"])
     key = data.get("ssh_key")
     if key and not Path(os.path.expanduser(key)).is_file():
         raise SettingsError(f"VPSKIT_SSH_KEY={key}: no such key file; point it at your private key")
     try:
-        socket.create_connection((host, port), timeout=5).close()
+        banner = _ssh_banner(host, port)
     except OSError as err:
         raise SettingsError(f"cannot reach {host}:{port} ({err.strerror or err}): check VPSKIT_HOST, "
                             "VPSKIT_SSH_PORT and the server's firewall") from None
+    if not banner.startswith(b"SSH-"):
+        what = "no SSH server answered" if not banner else "another service than SSH answered"
+        raise SettingsError(f"{host}:{port} accepts connections but {what} within {BANNER_WAIT:.0f}s: a firewall "
+                            "on the server may be dropping SSH (ufw allowing another port?), or VPSKIT_SSH_PORT "
+                            "names the wrong port")
     known = os.path.expanduser(data.get("ssh_known_hosts_file") or "~/.ssh/known_hosts")
     if data.get("ssh_strict_host_key_checking") == "yes":
         entry = host if port == 22 else f"[{host}]:{port}"

@@ -93,7 +93,9 @@ def firewall(s: dict) -> None:
     why the app is published on 127.0.0.1 unless publish_host says otherwise."""
     if not s["firewall"]:
         return
-    apt.packages(name="Install ufw", packages=["ufw"], no_recommends=True, **SUDO)
+    # A fresh server has no package lists yet: update them first, as for Docker (only when ufw is missing).
+    missing = "ufw" not in (host.get_fact(DebPackages) or {})
+    apt.packages(name="Install ufw", packages=["ufw"], update=missing, no_recommends=True, **SUDO)
     ufw(name="Firewall: SSH, HTTP and HTTPS only", **SUDO)
 
 
@@ -109,7 +111,8 @@ def artifacts(s: dict) -> None:
         *[ManagedFile(f"{app}/bin/{name}", (ROOT / "files" / name).read_text(), "755") for name in tasks.SCRIPTS],
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
     ]
-    return files_in_place(name="App files, .env (mode 600), scripts and units", files=managed, **SUDO)
+    return files_in_place(name="App files, .env (mode 600), scripts and units", files=managed,
+                          staging=tasks.staging_dir(s), user=user, **SUDO)
 
 
 def backup_units(s: dict) -> dict[str, str]:

@@ -12,7 +12,7 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "stack-health.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -48,7 +48,14 @@ def scripts(s: dict) -> None:
 
     managed = [ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
                for name in SCRIPTS]
-    files_in_place(name="Server scripts", files=managed, **SUDO)
+    files_in_place(name="Server scripts", files=managed, staging=staging_dir(s),
+                   user=host.data.get("ssh_user") or "root", **SUDO)
+
+
+def staging_dir(s: dict) -> str:
+    """Where uploads land before they are moved into place: private (700) and inside the app's folder, so
+    the move of a secret to its final path is a rename on the same filesystem."""
+    return f"{s['app_dir']}/.upload"
 
 
 def backup_command(s: dict) -> str:

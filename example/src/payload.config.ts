@@ -23,6 +23,8 @@ export default buildConfig({
   collections: [Users, Posts, Media],
   editor: lexicalEditor(),
   secret: process.env.PAYLOAD_SECRET || '',
+  // No start-up telemetry from servers: Payload otherwise reports to its own host at every boot.
+  telemetry: false,
   typescript: {
     outputFile: path.resolve(dirname, 'payload-types.ts'),
   },

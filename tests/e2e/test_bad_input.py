@@ -192,3 +192,21 @@ def test_bad_task_option(vps, tmp_path, task, data, message):
     assert out.returncode != 0
     assert f"vpskit: {message}" in out.stdout
     assert server_state(vps) == before
+
+
+def test_port_that_answers_without_ssh_gets_one_clear_line(vps, tmp_path):
+    """A port that accepts connections but never speaks SSH (a firewall dropping after the handshake, a
+    wrong port): one vpskit line naming host, port and the likely causes, not pyinfra's "No existing
+    session"."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        out = run(vps, tmp_path, env={"VPSKIT_SSH_PORT": str(port)})
+    assert out.returncode == 2
+    assert (f"vpskit: 127.0.0.1:{port} accepts connections but no SSH server answered within 8s: a firewall on "
+            "the server may be dropping SSH (ufw allowing another port?), or VPSKIT_SSH_PORT names the wrong "
+            "port") in out.stdout
+    assert "No existing session" not in out.stdout

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,10 @@ def site(vps_factory, env_file):
     tunnel = vps.forward(3000, local)
     base = f"http://127.0.0.1:{local}"
     wait_until(lambda: http("GET", f"{base}/api/health", timeout=3).status == 200, 30, "the SSH tunnel")
-    yield {"vps": vps, "base": base, "first": first, "tunnel": tunnel, "local": local}
-    site_tunnel = tunnel
-    site_tunnel.terminate()
-    site_tunnel.wait(timeout=10)
+    state = {"vps": vps, "base": base, "first": first, "tunnel": tunnel, "local": local}
+    yield state
+    state["tunnel"].terminate()  # the tunnel in use now: reopen_tunnel() replaces it
+    state["tunnel"].wait(timeout=10)
 
 
 def reopen_tunnel(site) -> None:
@@ -162,7 +163,7 @@ def test_second_run_changes_nothing(site, env_file):
 
 
 def test_dry_run_shows_what_would_change(site, env_file):
-    dry = pyinfra(site["vps"], env_file, "--dry", "--data", "app_memory_limit=700m")
+    dry = run_pyinfra(site["vps"], env_file, "deploy.py", "--dry", "--data", "app_memory_limit=700m")
     assert dry.returncode == 0
     rows = [re.split(r"\s{2,}", ln.strip()) for ln in dry.stdout.split("Detected changes:")[1].splitlines()
             if "(127.0.0.1:" in ln]
@@ -242,15 +243,98 @@ def test_data_survives_a_redeploy_of_a_new_version(site, env_file, content):
     assert_content(site, content)
 
 
+WATCHER = """
+import os, sys, time
+secret = bytes.fromhex(sys.argv[1])
+deadline = time.monotonic() + float(sys.argv[2])
+seen = set()
+while time.monotonic() < deadline and not os.path.exists("/run/vpskit-watch.stop"):
+    for top in ("/tmp", "/var/tmp", "/opt/example", "/home/deploy"):
+        for folder, _, names in os.walk(top):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as f:
+                        if secret in f.read(1 << 20):
+                            seen.add(path)
+                except OSError:
+                    pass
+print("\\n".join(sorted(seen)), flush=True)
+"""
+
+
+def watch_for_readable_copies(vps, secret: str):
+    """Starts a watcher on the server, as the unprivileged user nobody, that keeps reading every file it may
+    under /tmp, /var/tmp, /opt/example and /home/deploy, and records each one that holds `secret`."""
+    vps.exec("sh", "-c", "cat > /usr/local/lib/vpskit-watch.py && rm -f /run/vpskit-watch.stop "
+             "/run/vpskit-watch.out && touch /run/vpskit-watch.out && chown nobody /run/vpskit-watch.out",
+             input=WATCHER)
+    vps.exec("sh", "-c", "runuser -u nobody -- python3 /usr/local/lib/vpskit-watch.py "
+             f"{secret.encode().hex()} 600 > /run/vpskit-watch.out 2>&1 < /dev/null &")
+
+    def stop() -> list[str]:
+        vps.exec("touch", "/run/vpskit-watch.stop")
+        wait_until(lambda: vps.exec("pgrep", "-f", "vpskit-watch.py", check=False).returncode != 0, 30,
+                   "the watcher to stop")
+        return vps.exec("cat", "/run/vpskit-watch.out").stdout.split()
+
+    return stop
+
+
 def test_rotated_secret_never_shown_even_with_diff(site, env_file):
-    """Changing a secret pushes the new .env and recreates the app; --diff and --debug show neither value."""
+    """Changing a secret pushes the new .env and recreates the app; --diff and --debug show neither value,
+    and no other user on the server can read it at any moment of the upload."""
     new_secret = "rotated-payload-secret-abcdefghijklmnopqrstuvwxyz"
+    before = containers(site["vps"])
     env_file.write_text(env_file.read_text().replace(SECRET, new_secret))
-    out = pyinfra(site["vps"], env_file, "--diff", "--debug", "--data", "app_version=e2e-v2",
-                  "--data", "app_memory_limit=768m")
+    stop_watching = watch_for_readable_copies(site["vps"], new_secret)
+    try:
+        out = pyinfra(site["vps"], env_file, "--diff", "--debug", "--data", "app_version=e2e-v2",
+                      "--data", "app_memory_limit=768m")
+    finally:
+        readable = stop_watching()
     assert out.returncode == 0, out.stdout[-3000:]
+    assert readable == [], f"other users could read the new secret in {readable}"
     assert "App files, .env (mode 600), scripts and units" in out.stdout
     for secret in (SECRET, new_secret, PASSWORD):
         assert secret not in out.stdout
     assert f"PAYLOAD_SECRET=\"{new_secret}\"" in site["vps"].ssh(f"sudo cat {APP_DIR}/.env").stdout
+    after = containers(site["vps"])
+    assert after["app"]["Id"] != before["app"]["Id"]  # the app now runs with the new secret
+    assert f"PAYLOAD_SECRET={new_secret}" in after["app"]["Config"]["Env"]
+    assert after["db"]["Id"] == before["db"]["Id"]
     reopen_tunnel(site)
+
+
+def test_uploads_land_in_a_private_folder(site):
+    """Every upload (the .env included) lands in a folder only the SSH user and root can enter."""
+    assert site["vps"].exec("stat", "-c", "%a %U", f"{APP_DIR}/.upload").stdout.split() == ["700", "deploy"]
+    assert site["vps"].exec("ls", "-A", f"{APP_DIR}/.upload").stdout == ""
+
+
+def test_no_start_up_telemetry_leaves_the_server(site):
+    """Payload reports to telemetry.payloadcms.com when it starts and when the admin loads, unless its config
+    says telemetry: false. A listener answers that name on a test network joined to the app container: a
+    request made on purpose reaches it (so the trap works), a restart of the app and a visit to the admin
+    must not."""
+    vps = site["vps"]
+    app = containers(vps)["app"]
+    net, listener = "vpskit-telemetry-test", "vpskit-telemetry-listener"
+    count = f"sudo docker logs {listener} 2>&1 | grep -c connection || true"
+    vps.ssh(f"sudo docker network create {net}")
+    try:
+        vps.ssh(f"sudo docker run -d --name {listener} --network {net} --network-alias telemetry.payloadcms.com "
+                f"--user 0 --entrypoint node {app['Config']['Image']} -e "
+                "\"require('net').createServer(s => { console.log('connection'); s.destroy() }).listen(443)\"")
+        vps.ssh(f"sudo docker network connect {net} {app['Id']}")
+        vps.ssh(f"sudo docker exec {app['Id']} node -e "
+                "\"fetch('https://telemetry.payloadcms.com/events', {method: 'POST'}).catch(() => {})\"")
+        wait_until(lambda: vps.ssh(count).stdout.strip() == "1", 30, "the listener to see the control request")
+        vps.ssh(f"sudo docker restart {app['Id']}", timeout=120)
+        reopen_tunnel(site)
+        assert http("GET", f"{site['base']}/admin", timeout=30).status == 200
+        time.sleep(5)  # what would be sent goes out at init and on the admin's first load, both done by now
+        assert vps.ssh(count).stdout.strip() == "1", "the app reached telemetry.payloadcms.com"
+    finally:
+        vps.ssh(f"sudo docker network disconnect {net} {app['Id']}; sudo docker rm -f {listener}; "
+                f"sudo docker network rm {net}", check=False)

@@ -35,8 +35,11 @@ RUN_FLAGS = [
 ]  # fmt: skip
 
 
-def docker(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], input=input, text=True, capture_output=True, check=check)
+def docker(*args: str, input: str | None = None, check: bool = True, timeout: float = 300
+           ) -> subprocess.CompletedProcess:
+    """`docker ARGS`, bounded: a hung engine or stand-in fails the caller after `timeout` seconds."""
+    return subprocess.run(["docker", *args], input=input, text=True, capture_output=True, check=check,
+                          timeout=timeout)
 
 
 def published_port(container: str, port: str) -> int:
@@ -52,6 +55,7 @@ class VPS:
     known_hosts: Path
     host: str = "127.0.0.1"
     user: str = "deploy"
+    ssh_port: int = 22  # the port sshd listens on inside the VPS (published on 127.0.0.1:port)
 
     @property
     def volume(self) -> str:
@@ -71,9 +75,9 @@ class VPS:
             [*self.ssh_args(), command], text=True, capture_output=True, check=check, timeout=timeout
         )
 
-    def exec(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def exec(self, *command: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Runs a command on the VPS as root through `docker exec` (for checks outside the SSH path)."""
-        return docker("exec", self.name, *command, check=check)
+        return docker("exec", *(["-i"] if input is not None else []), self.name, *command, check=check, input=input)
 
     def testinfra_host(self):
         import testinfra
@@ -89,7 +93,7 @@ class VPS:
         """Restarts the VPS like a reboot: systemd boots again; the published SSH port may change."""
         docker("restart", "-t", "30", self.name)
         _wait(f"systemd in {self.name}", lambda: _system_state(self.name) in ("running", "degraded"), BOOT_TIMEOUT)
-        self.port = published_port(self.name, "22/tcp")
+        self.port = published_port(self.name, f"{self.ssh_port}/tcp")
         host_key = self.known_hosts.read_text().split()[1:3]
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(host_key)}\n")
         _wait(f"SSH login to {self.name}", lambda: self.ssh("true", check=False, timeout=10).returncode == 0,
@@ -120,8 +124,10 @@ def _wait(what: str, check, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = ()) -> VPS:
-    """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key."""
+def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = (),
+          ssh_port: int = 22) -> VPS:
+    """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key; its sshd listens
+    on `ssh_port` inside (like a server whose SSH was moved off 22)."""
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
     remove(name)
@@ -133,7 +139,7 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
         check=True,
     )
     docker("volume", "create", "--label", f"{LABEL}.session={session}", f"{name}-docker")
-    publish_ssh = f"127.0.0.1:{port}:22" if port else "127.0.0.1::22"
+    publish_ssh = f"127.0.0.1:{port or ''}:{ssh_port}"
     docker(
         "run", "-d", "--name", name, "--hostname", name,
         "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
@@ -149,11 +155,14 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
     )  # fmt: skip
     _wait(f"sshd in {name}", lambda: docker("exec", name, "test", "-s", "/etc/ssh/ssh_host_ed25519_key.pub",
                                              check=False).returncode == 0, BOOT_TIMEOUT)
+    if ssh_port != 22:
+        docker("exec", name, "sh", "-c", f"echo 'Port {ssh_port}' > /etc/ssh/sshd_config.d/port.conf "
+               "&& systemctl restart ssh")
     host_key = docker("exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-    actual_port = published_port(name, "22/tcp")
+    actual_port = published_port(name, f"{ssh_port}/tcp")
     known_hosts = state / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{actual_port} {host_key[0]} {host_key[1]}\n")
-    vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts)
+    vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts, ssh_port=ssh_port)
     _wait(f"SSH login to {name}", lambda: vps.ssh("true", check=False, timeout=10).returncode == 0, BOOT_TIMEOUT)
     return vps
 

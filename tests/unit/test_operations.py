@@ -11,7 +11,8 @@ from vpskit.facts import ComposeStack, DockerImageId, parse_compose_state
 
 
 class FakeHost:
-    """Answers get_fact from a table keyed by (fact, kwargs); records noop messages."""
+    """Answers get_fact from a table keyed by (fact, kwargs), global arguments such as _sudo included; a fact
+    the table does not hold fails the test (a wrong key must not pass for a fresh server). Records noops."""
 
     print_prefix = "[fake] "
 
@@ -21,7 +22,9 @@ class FakeHost:
 
     def get_fact(self, cls, **kwargs):
         key = (cls, tuple(sorted(kwargs.items())))
-        return self.facts.get(key, cls().default())
+        if key not in self.facts:
+            raise KeyError(f"the operation read a fact the test did not give: {key}")
+        return self.facts[key]
 
     def noop(self, message: str) -> None:
         self.noops.append(message)
@@ -50,6 +53,7 @@ HEALTHY = {
     },
 }
 IMAGES = {**image_fact("example:v1", "sha256:app"), **image_fact("postgres:17", "sha256:pg")}
+FRESH_STACK = ComposeStack().default()
 STACK_ARGS = {"app_dir": "/opt/example", "project": "example",
               "images_by_service": {"app": "example:v1", "db": "postgres:17"}, "version": "v1", "timeout": 120,
               "keep": 3}
@@ -63,7 +67,7 @@ def with_service(service: str, **changes) -> dict:
 def test_stack_as_desired_yields_nothing():
     cmds, fake = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS)
     assert cmds == []
-    assert "every service running as configured" in fake.noops[0]
+    assert "every service healthy and as configured" in fake.noops[0]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +76,8 @@ def test_stack_as_desired_yields_nothing():
         {**HEALTHY, "files": "f2"},  # compose file or .env differ from what was applied
         with_service("db", state="exited"),
         {**HEALTHY, "services": {"app": HEALTHY["services"]["app"]}},  # db container missing
+        with_service("app", health="unhealthy"),  # running but failing its healthcheck
+        with_service("app", health="starting"),
     ],
 )
 def test_stack_that_differs_is_released_and_waited_for(stack):
@@ -93,7 +99,7 @@ def test_new_image_under_the_same_tag_recreates():
 
 
 def test_fresh_server_gets_the_whole_stack():
-    cmds, _ = run(operations.stack_applied, {}, **STACK_ARGS)
+    cmds, _ = run(operations.stack_applied, stack_fact(FRESH_STACK), **STACK_ARGS)
     assert cmds[0].args[0].startswith("/opt/example/bin/release.sh up")
 
 
@@ -107,14 +113,15 @@ def test_backup_before_an_update_of_a_running_app():
 
 
 def test_no_backup_on_first_deploy_or_unchanged_image():
-    assert run(operations.backup_before_update, {}, **BACKUP_ARGS)[0] == []
+    assert run(operations.backup_before_update, stack_fact(FRESH_STACK, refs=("example:v2",)), **BACKUP_ARGS)[0] == []
     facts = stack_fact({**HEALTHY, "images": {"example:v2": "sha256:app"}}, refs=("example:v2",))
     assert run(operations.backup_before_update, facts, **BACKUP_ARGS)[0] == []
 
 
 def test_registry_image_pulled_only_when_absent():
-    cmds, _ = run(operations.image_present, {}, ref="postgres:17", transport="registry")
-    assert cmds == ["docker pull --quiet postgres:17"]
+    cmds, _ = run(operations.image_present, image_fact("postgres:17", ""), ref="postgres:17", transport="registry")
+    assert cmds == [commands.image_pull("postgres:17")]
+    assert cmds[0].startswith("docker pull --quiet postgres:17 || ")
     cmds, fake = run(operations.image_present, image_fact("postgres:17", "sha256:pg"), ref="postgres:17",
                      transport="registry")
     assert cmds == [] and fake.noops
@@ -135,7 +142,7 @@ def test_shipped_image_sent_when_the_server_differs(monkeypatch):
 def test_missing_local_image_is_built_then_shipped(monkeypatch):
     monkeypatch.setattr(images, "local_image_id", lambda ref: "")
     build = images.LocalBuild("example:v2", None, "FROM scratch")
-    cmds, _ = run(operations.image_present, {}, ref="example:v2", build=build)
+    cmds, _ = run(operations.image_present, image_fact("example:v2", ""), ref="example:v2", build=build)
     assert [c.function.__name__ for c in cmds] == ["_build", "_ship"]
 
 
@@ -158,10 +165,17 @@ def test_command_lines_quote_their_arguments():
     assert "echo image 'my img:1' $(docker image inspect" in commands.compose_state("/o", "p", ("my img:1",))
 
 
+def files_in_place(files, states):
+    from vpskit.facts import FileStates
+
+    fake = FakeHost({(FileStates, (("paths", tuple(f.path for f in files)),)): states})
+    with ctx_host.use(fake):
+        return list(operations.files_in_place._inner(files=files, staging="/opt/example/.upload", user="deploy"))
+
+
 def test_files_in_place_uploads_only_what_differs():
     import hashlib
 
-    from vpskit.facts import FileStates
     from vpskit.operations import ManagedFile
 
     same = ManagedFile("/opt/example/a", "same\n")
@@ -171,28 +185,66 @@ def test_files_in_place_uploads_only_what_differs():
     states = {same.path: {"sha256": digest[same.path], "mode": "644", "user": "root", "group": "root"},
               other.path: None,
               chmod_only.path: {"sha256": digest[chmod_only.path], "mode": "644", "user": "root", "group": "root"}}
-    fake = FakeHost({(FileStates, (("paths", (same.path, other.path, chmod_only.path)),)): states})
-    fake.get_temp_filename = lambda path: "/tmp/pyinfra-" + hashlib.sha256(path.encode()).hexdigest()[:8]
-    with ctx_host.use(fake):
-        cmds = list(operations.files_in_place._inner(files=[same, other, chmod_only]))
-    assert type(cmds[0]).__name__ == "FileUploadCommand"
-    assert "chown deploy:deploy" in cmds[1] and "chmod 600" in cmds[1] and cmds[1].endswith("/opt/example/.env")
-    assert cmds[2] == "chown root:root /opt/example/bin/x.sh && chmod 755 /opt/example/bin/x.sh"
-    assert len(cmds) == 3
-    assert "SECRET" not in " ".join(str(c) for c in cmds)
+    cmds = files_in_place([same, other, chmod_only], states)
+    assert cmds[0] == commands.private_dir("/opt/example/.upload", "deploy")
+    assert type(cmds[1]).__name__ == "FileUploadCommand"
+    assert "chown deploy:deploy" in cmds[2] and "chmod 600" in cmds[2] and cmds[2].endswith("/opt/example/.env")
+    assert cmds[3] == "chown root:root /opt/example/bin/x.sh && chmod 755 /opt/example/bin/x.sh"
+    assert len(cmds) == 4
+    assert files_in_place([same], {same.path: states[same.path]}) == []
+
+
+def test_a_secret_is_never_readable_by_other_users_on_its_way():
+    """By construction: the upload (SFTP as the SSH user, then sudo's copy) lands only in a folder of mode 700
+    that is made first; owner and mode are set there, before the rename to the final path. The content
+    travels only in the upload's file object, never in a command line (which --debug would print)."""
+    import shlex
+
+    from vpskit.operations import ManagedFile
+
+    secret = ManagedFile("/opt/example/.env", "PAYLOAD_SECRET=s3cr3t-value\n", "600", "deploy", "deploy")
+    mkdir, upload, place = files_in_place([secret], {secret.path: None})
+    assert mkdir.endswith("install -d -m 700 -o deploy /opt/example/.upload")
+    assert upload.dest.startswith("/opt/example/.upload/")
+    assert upload.remote_temp_filename.startswith("/opt/example/.upload/")
+    assert upload.src.getvalue() == b"PAYLOAD_SECRET=s3cr3t-value\n"
+    steps = [shlex.split(part) for part in place.split(" && ")]
+    assert steps[0] == ["chown", "deploy:deploy", upload.dest] and steps[1] == ["chmod", "600", upload.dest]
+    assert steps[-1] == ["mv", "-f", upload.dest, "/opt/example/.env"]
+    assert all("s3cr3t-value" not in c for c in (mkdir, place))
 
 
 def test_firewall_allows_ssh_before_enabling():
     from vpskit.facts import SshServerPort, UfwStatus
 
-    facts = {(UfwStatus, ()): {"installed": True, "active": False, "rules": set()}, (SshServerPort, ()): 2222}
+    # The port is read without sudo (sudo drops SSH_CONNECTION): the fact is keyed by _sudo=False.
+    facts = {(UfwStatus, ()): {"installed": True, "active": False, "rules": set()},
+             (SshServerPort, (("_sudo", False),)): 2222}
     cmds, _ = run(operations.firewall, facts)
     assert cmds == ["ufw allow 2222/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw --force enable"]
+
+
+def test_firewall_refuses_when_the_ssh_port_cannot_be_read():
+    from pyinfra.api import OperationError
+
+    from vpskit.facts import SshServerPort, UfwStatus
+
+    facts = {(UfwStatus, ()): {"installed": True, "active": False, "rules": set()},
+             (SshServerPort, (("_sudo", False),)): None}
+    with pytest.raises(OperationError, match="cannot read the SSH port of this connection"):
+        run(operations.firewall, facts)
+
+
+def test_ssh_port_fact_reads_ssh_connection():
+    from vpskit.facts import SshServerPort
+
+    assert SshServerPort().process(["ssh 203.0.113.9 51234 198.51.100.7 2200"]) == 2200
+    assert SshServerPort().process(["ssh"]) is None  # e.g. under sudo, which drops the variable
 
 
 def test_firewall_as_desired_yields_nothing():
     from vpskit.facts import SshServerPort, UfwStatus
 
     facts = {(UfwStatus, ()): {"installed": True, "active": True, "rules": {"22/tcp", "80/tcp", "443/tcp"}},
-             (SshServerPort, ()): 22}
+             (SshServerPort, (("_sudo", False),)): 22}
     assert run(operations.firewall, facts)[0] == []

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# vpskit's one definition of a healthy stack, sourced by release.sh, restore.sh and health-check.sh (run in
+# the app's folder). vpskit/health.py states the same rule for the deploy's own check; a unit test keeps the
+# two in step. A service is healthy when its container is running and, if it has a healthcheck, reports
+# "healthy". A stack is healthy when it has at least one service and every service is healthy.
+
+service_state() { # service_state SERVICE -> STATUS/HEALTH, e.g. running/healthy, exited/none; or missing
+  local id
+  id=$(docker compose ps -a -q "$1" 2>/dev/null | head -1)
+  if [ -z "$id" ]; then echo missing; return; fi
+  docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" \
+    2>/dev/null || echo missing
+}
+
+is_healthy() { # is_healthy STATUS/HEALTH
+  case "$1" in running/healthy|running/none) return 0 ;; *) return 1 ;; esac
+}
+
+stack_states() { # prints "SERVICE STATUS/HEALTH" per service; returns 0 only when the stack is healthy
+  local services s st ok=0
+  services=$(docker compose config --services 2>/dev/null) || return 1
+  [ -n "$services" ] || return 1
+  for s in $services; do
+    st=$(service_state "$s")
+    echo "$s $st"
+    is_healthy "$st" || ok=1
+  done
+  return "$ok"
+}
+
+wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; progress every 10s on stderr
+  local limit=$1 label=$2 start=$SECONDS shown=$SECONDS states
+  while :; do
+    if states=$(stack_states); then
+      echo "vpskit $label: healthy after $((SECONDS - start))s: $(echo "$states" | tr '\n' ' ')" >&2
+      return 0
+    fi
+    states=$(echo "${states:-no services}" | tr '\n' ' ')
+    if (( SECONDS - start >= limit )); then
+      echo "vpskit $label: not healthy after ${limit}s: $states" >&2
+      return 1
+    fi
+    if (( SECONDS - shown >= 10 )); then
+      echo "vpskit $label: waiting for health, $((SECONDS - start))s of ${limit}s: $states" >&2
+      shown=$SECONDS
+    fi
+    sleep 2
+  done
+}
