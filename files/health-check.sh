@@ -3,6 +3,8 @@
 #
 #   health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]
 #
+# APP_PORT is the port the app is published on, on 127.0.0.1; 0 when it is not published (publish_port = 0,
+# reached through a proxy network): the routes are then asked from inside the app container.
 # One line per check, "ok   <check>: <detail>" or "FAIL <check>: <detail>"; exits 1 naming what failed.
 set -uo pipefail
 
@@ -22,7 +24,12 @@ report() { # report ok|FAIL check detail
 
 http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH, or 000
   local line
-  line=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null)
+  if [ "$PORT" = 0 ]; then
+    # shellcheck disable=SC2016 # expanded by node inside the container
+    line=$(timeout 10 docker compose exec -T app node -e 'fetch("http://127.0.0.1:" + process.env.PORT + process.argv[1]).then(r => console.log("HTTP " + r.status), () => console.log("x 000"))' "$1" 2>/dev/null)
+  else
+    line=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null)
+  fi
   echo "${line:-x 000}" | awk '{print $2}'
 }
 

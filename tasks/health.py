@@ -11,7 +11,8 @@ s = tasks.plan()
 tasks.scripts(s)
 report(
     name="Health",
-    command=f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {s['publish_port'] or s['app_port']}",
+    # The published port on the server's loopback; 0 (not published) asks from inside the app container.
+    command=f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {s['publish_port']}",
     failure="vpskit health",
     _sudo=True,
 )

@@ -17,10 +17,10 @@ SESSION = f"pytest-{os.getpid()}"
 @pytest.fixture(scope="session")
 def testbed():
     """The Docker Engine with Compose v2 and the stand-in images, as tests/testbed/setup.sh leaves them."""
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
         pytest.fail("no Docker Engine answers: run `make testbed` (tests/testbed/setup.sh) first")
     missing = [i for i in REQUIRED_IMAGES
-               if subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode != 0]
+               if subprocess.run(["docker", "image", "inspect", i], capture_output=True, timeout=60).returncode != 0]
     if missing:
         pytest.fail(f"stand-in images missing ({', '.join(missing)}): run `make testbed` first")
     yield SESSION

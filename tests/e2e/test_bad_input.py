@@ -167,7 +167,7 @@ def test_first_contact_is_an_explicit_opt_in(vps, tmp_path):
 @pytest.mark.parametrize("what", ["key", "user"])
 def test_refused_login(vps, tmp_path, what):
     other = tmp_path / "other_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
     env = {"VPSKIT_SSH_KEY": str(other)} if what == "key" else {"VPSKIT_SSH_USER": "nobody"}
     before = server_state(vps)
     out = run(vps, tmp_path, env=env)

@@ -337,7 +337,8 @@ def test_backup_list_and_download(site):
     local = ROOT / "backups" / "example" / newest
     try:
         assert sorted(p.name for p in local.iterdir()) == ["SHA256SUMS", "db.dump", "manifest.json", "media.tar"]
-        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=local, capture_output=True, text=True)
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=local, capture_output=True, text=True,
+                               timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
         shutil.rmtree(ROOT / "backups", ignore_errors=True)

@@ -338,3 +338,24 @@ def test_no_start_up_telemetry_leaves_the_server(site):
     finally:
         vps.ssh(f"sudo docker network disconnect {net} {app['Id']}; sudo docker rm -f {listener}; "
                 f"sudo docker network rm {net}", check=False)
+
+
+def test_app_behind_a_proxy_network_only(site, env_file):
+    """publish_port = 0 with proxy_network: nothing published on the server, the app reachable by name from
+    the proxy's network, and the health task checks it from inside. Last here: it changes how the app is
+    reached."""
+    vps = site["vps"]
+    vps.ssh("sudo docker network create web")
+    out = pyinfra(vps, env_file, "--data", "publish_port=0", "--data", "proxy_network=web",
+                  "--data", "app_version=e2e-v2", "--data", "app_memory_limit=768m")
+    assert out.returncode == 0, out.stdout[-3000:]
+    app = containers(vps)["app"]
+    assert not app["HostConfig"]["PortBindings"]
+    assert "web" in app["NetworkSettings"]["Networks"]
+    assert ":3000 " not in vps.ssh("ss -Hltn").stdout
+    probe = vps.ssh(f"sudo docker run --rm --network web --entrypoint node {app['Config']['Image']} -e "
+                    "\"fetch('http://app:3000/api/health/ready').then(r => console.log(r.status))\"", timeout=60)
+    assert probe.stdout.strip() == "200"
+    health = run_pyinfra(vps, env_file, "tasks/health.py", "--data", "publish_port=0", "--data", "proxy_network=web")
+    assert health.returncode == 0, health.stdout[-3000:]
+    assert "/api/health/ready: 200" in health.stdout

@@ -33,8 +33,9 @@ def test_leftovers_finds_what_a_test_left_and_forgets_it_once_removed(testbed):
     key = f"/nonexistent/.testbed/vps/vpskit-check-{os.getpid()}-0/id_ed25519"
     proc = subprocess.Popen(["bash", "-c", f'exec -a "ssh -i {key} -N" sleep 120'])
     try:
-        wait_until(lambda: key in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout,
-                   10, "the stand-in tunnel process")
+        ps = ["ps", "-eo", "args"]
+        wait_until(lambda: key in subprocess.run(ps, capture_output=True, text=True, timeout=30).stdout, 10,
+                   "the stand-in tunnel process")
         out = leftovers()
         assert out.returncode == 1
         for line in (f"leftover container: /{name}", f"leftover volume: {name}", f"leftover process: {proc.pid} "):

@@ -34,7 +34,8 @@ def test_make_demo(testbed):
         output = again.stdout + again.stderr  # pyinfra reports on stderr
         assert re.search(r"Grand total\s+\d+\s+-\s+-\s+\d+", output), output[-2000:]
     finally:
-        down = subprocess.run(["make", "demo-down"], cwd=ROOT, env=env, text=True, capture_output=True)
+        down = subprocess.run(["make", "demo-down"], cwd=ROOT, env=env, text=True, capture_output=True,
+                              timeout=300)
     assert down.returncode == 0
     assert name not in docker("ps", "-a", "--format", "{{.Names}}").stdout
     assert not (ROOT / ".testbed" / f"{name}.env").exists()

@@ -18,5 +18,5 @@ def test_reference_command_prints_the_same_reference():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "vpskit.docs"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "vpskit.docs"], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == docs.reference().strip()

@@ -26,7 +26,7 @@ def test_hadolint_finds_nothing(tmp_path, overrides):
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(render("Dockerfile", **ctx(**overrides)))
     out = subprocess.run([BIN / "hadolint", "--failure-threshold", "info", str(dockerfile)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -37,6 +37,6 @@ def test_compose_lint_nothing_above_low(tmp_path, overrides):
     (tmp_path / ".env").write_text(render(".env", app_name="x", env={"POSTGRES_USER": "u", "POSTGRES_DB": "d"}))
     out = subprocess.run([BIN / "compose-lint", "check", "--strict-config", "--fail-on", "medium", "--config",
                           str(ROOT / "templates" / ".compose-lint.yml"), str(compose)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "PASS" in out.stdout

@@ -21,3 +21,14 @@ def test_every_quoted_message_is_in_the_code():
     # Messages span f-string pieces in the code; each run between placeholders must be there verbatim.
     missing = [m for m in quoted_messages() if m not in code]
     assert not missing, f"messages quoted in TROUBLESHOOTING.md but printed nowhere: {missing}"
+
+
+def test_docs_state_the_disk_thresholds_the_health_check_uses():
+    script = (ROOT / "files" / "health-check.sh").read_text()
+    mb = int(re.search(r"^MIN_FREE_MB=(\d+)", script, flags=re.M).group(1))
+    pct = int(re.search(r"^MIN_FREE_PCT=(\d+)", script, flags=re.M).group(1))
+    guide = " ".join((ROOT / "docs" / "DOCKER-DEPLOYMENT.md").read_text().split())
+    assert f"at least {pct} % of the disk and at least {mb // 1024} GiB free" in guide
+    assert f"less than {pct} % of the disk or less than {mb // 1024} GiB is free" in (
+        ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
+    assert "compose up --wait" not in guide.replace("`--wait` returned", "")  # the wait is vpskit's own

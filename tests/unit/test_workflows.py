@@ -14,7 +14,7 @@ def test_workflows_exist():
 
 def test_actionlint_finds_nothing():
     out = subprocess.run([Path(sys.executable).parent / "actionlint", "-no-color", *map(str, WORKFLOWS)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
