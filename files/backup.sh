@@ -20,6 +20,9 @@ NOW=${VPSKIT_BACKUP_TIME:-$(date -u +%Y%m%dT%H%M%SZ)}  # settable so retention c
 log() { echo "vpskit backup: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # backup_names
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
@@ -84,7 +87,7 @@ stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +
 recent=$(( $(stamp "$NOW") - 86400 ))
 declare -A day_seen week_seen month_seen
 days=0 weeks=0 months=0 newest=1
-for b in $(ls -1 "$ROOT" | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort -r); do
+for b in $(backup_names "$ROOT" | sort -r); do
   d=${b:0:8}
   w=$(date -u -d "$d" +%G%V)
   m=${b:0:6}

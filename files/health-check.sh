@@ -34,8 +34,8 @@ http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH
 }
 
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
-# shellcheck source=files/stack-health.sh
-. "$HERE/stack-health.sh"  # the one definition of healthy
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # the one definition of healthy
 
 states=$(stack_states)
 [ -n "$states" ] || report FAIL stack "no services (is docker-compose.yml valid? run deploy.py)"
@@ -67,7 +67,7 @@ else
   report FAIL memory "only $((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
 fi
 
-last=$(ls -1 "$BACKUP_DIR" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort | tail -1)
+last=$(backup_names "$BACKUP_DIR" | tail -1)
 if [ -z "$last" ]; then
   report FAIL backup "no backup in $BACKUP_DIR yet: run tasks/backup.py"
 else

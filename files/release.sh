@@ -21,11 +21,12 @@ APP_DIR=${2:?usage: release.sh up|rollback|list APP_DIR ...}
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p releases
 
-# shellcheck source=files/stack-health.sh
-. "$HERE/stack-health.sh"  # wait_healthy: the one definition of healthy
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # wait_healthy: the one definition of healthy
 # Our own wait rather than `up --wait`: Compose 2.26 returned success with a service still "starting".
 up() { docker compose up -d --remove-orphans >&2 || return 1; wait_healthy "$1" release; }
 report() { { docker compose ps -a; docker compose logs --no-color --tail 40 app; } >&2 || true; }
+# shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
 
 record() { # record VERSION KEEP

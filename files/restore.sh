@@ -16,8 +16,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 log() { echo "vpskit restore: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # backup_names; wait_healthy, the one definition of healthy
+
 if [ "$NAME" = latest ]; then
-  NAME=$(ls -1 "$ROOT" 2>/dev/null | grep -E '^[0-9]{8}T[0-9]{6}Z$' | sort | tail -1 || true)
+  NAME=$(backup_names "$ROOT" | tail -1)
   [ -n "$NAME" ] || die "no backup in $ROOT to restore: take one with tasks/backup.py"
 fi
 [[ $NAME =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "'$NAME' is not a backup name (like 20261128T201500Z): list them with tasks/backup.py --data list=true"
@@ -41,7 +44,9 @@ exec 9>"$ROOT/.lock"
 flock -n 9 || die "a backup is running (lock $ROOT/.lock): try again when it ends"
 
 project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
+# shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
 psql() { compose exec -T db sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d postgres "$@"' psql "$@"; }
+# shellcheck disable=SC2016 # expanded inside the db container
 live=$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')
 scratch="${live}_restore"
 old="${live}_before_restore"
@@ -71,8 +76,6 @@ docker run --rm --network none -i -v "${project}_media:/media" --entrypoint sh "
   rm -rf /media/.restore' < "$src/media.tar"
 
 log "starting the app"
-# shellcheck source=files/stack-health.sh
-. "$HERE/stack-health.sh"  # the one definition of healthy
 if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
   die "the app did not become ready on the restored data; the previous database is kept as $old"
 fi

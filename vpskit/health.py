@@ -1,4 +1,4 @@
-"""What "healthy" means, once. files/stack-health.sh states the same rule for the server scripts (release,
+"""What "healthy" means, once. files/common.sh states the same rule for the server scripts (release,
 restore, health check); tests/unit/test_health.py runs both over every state and fails if they differ."""
 
 from __future__ import annotations

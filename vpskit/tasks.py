@@ -12,7 +12,7 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "stack-health.sh")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "common.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 

@@ -1,4 +1,4 @@
-"""One definition of healthy: vpskit/health.py (the deploy's own check) and files/stack-health.sh (release,
+"""One definition of healthy: vpskit/health.py (the deploy's own check) and files/common.sh (release,
 restore and health check on the server) agree on every container state, and no service is not healthy."""
 
 import itertools
@@ -14,7 +14,7 @@ HEALTHS = ["healthy", "unhealthy", "starting", "none"]
 
 def shell_verdicts() -> dict[tuple[str, str], bool]:
     pairs = list(itertools.product(STATUSES, HEALTHS))
-    script = f". {ROOT / 'files' / 'stack-health.sh'}\n" + "".join(
+    script = f". {ROOT / 'files' / 'common.sh'}\n" + "".join(
         f"if is_healthy {s}/{h}; then echo {s} {h} yes; else echo {s} {h} no; fi\n" for s, h in pairs)
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30).stdout
     return {(s, h): verdict == "yes" for s, h, verdict in (line.split() for line in out.splitlines())}

@@ -1,5 +1,5 @@
-"""hadolint on the rendered Dockerfile and compose-lint on the rendered compose file: nothing above low
-severity, except what templates/.compose-lint.yml waives with a reason."""
+"""hadolint on the rendered Dockerfile, compose-lint on the rendered compose file (nothing above low
+severity, except what templates/.compose-lint.yml waives with a reason) and shellcheck on every script."""
 
 import subprocess
 import sys
@@ -40,3 +40,10 @@ def test_compose_lint_nothing_above_low(tmp_path, overrides):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "PASS" in out.stdout
+
+
+def test_shellcheck_finds_nothing_in_the_scripts():
+    scripts = sorted(str(p) for p in [*ROOT.glob("files/*.sh"), *ROOT.glob("tests/testbed/*.sh")])
+    assert len(scripts) >= 8
+    out = subprocess.run([BIN / "shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-4000:]

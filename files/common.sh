@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# vpskit's one definition of a healthy stack, sourced by release.sh, restore.sh and health-check.sh (run in
-# the app's folder). vpskit/health.py states the same rule for the deploy's own check; a unit test keeps the
-# two in step. A service is healthy when its container is running and, if it has a healthcheck, reports
-# "healthy". A stack is healthy when it has at least one service and every service is healthy.
+# What vpskit's server scripts share, sourced by release.sh, restore.sh, backup.sh and health-check.sh.
+#
+# Health: the one definition of a healthy stack (used in the app's folder). vpskit/health.py states the same
+# rule for the deploy's own check; a unit test keeps the two in step. A service is healthy when its
+# container is running and, if it has a healthcheck, reports "healthy". A stack is healthy when it has at
+# least one service and every service is healthy.
 
 service_state() { # service_state SERVICE -> STATUS/HEALTH, e.g. running/healthy, exited/none; or missing
   local id
@@ -45,5 +47,14 @@ wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; progr
       shown=$SECONDS
     fi
     sleep 2
+  done
+}
+
+# Backups: the complete backups in a folder, oldest first. Their names are UTC timestamps, so name order is
+# time order; a folder still being written ends in .partial and does not match.
+backup_names() { # backup_names BACKUP_ROOT
+  local d
+  for d in "$1"/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z; do
+    if [ -d "$d" ]; then echo "${d##*/}"; fi
   done
 }
