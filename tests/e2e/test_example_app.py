@@ -71,7 +71,11 @@ def app(build, db, node_env, tmp_path_factory):
     media = tmp_path_factory.mktemp("media")
     log = (tmp_path_factory.mktemp("logs") / "server.log").open("w")
     env = {**node_env, "NODE_ENV": "production", "PORT": str(port), "HOSTNAME": "127.0.0.1",
-           "DATABASE_URI": db.url, "PAYLOAD_SECRET": SECRET, "MEDIA_DIR": str(media), "APP_VERSION": "test-1"}
+           "DATABASE_URI": db.url, "PAYLOAD_SECRET": SECRET, "MEDIA_DIR": str(media), "APP_VERSION": "test-1",
+           # Payload's own switch: log a telemetry event instead of sending it (a config that forgets
+           # `telemetry: false` shows up in the log, and nothing leaves this machine either way), with its
+           # state in a scratch folder: with none writable, Payload gives up before it would send.
+           "PAYLOAD_TELEMETRY_DEBUG": "1", "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
     proc = subprocess.Popen(["node", "server.js"], cwd=build, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -96,6 +100,15 @@ def token(app):
     login = http("POST", f"{app['base']}/api/users/login", creds)
     assert login.status == 200, login.body[:500]
     return login.json()["token"]
+
+
+def test_no_telemetry_at_start_or_in_the_admin(app):
+    """`telemetry: false` in payload.config.ts: Payload neither reports its start nor the admin's first load
+    (with PAYLOAD_TELEMETRY_DEBUG set it would log each event it was about to send)."""
+    assert http("GET", f"{app['base']}/admin", timeout=60).status == 200
+    # Both events would be logged by now: the start's before readiness (which the fixture waited for), the
+    # admin's while its page rendered.
+    assert "Telemetry Event" not in app["log"].read_text()
 
 
 def test_migrations_applied_on_a_fresh_database(app, db):
