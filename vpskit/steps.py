@@ -14,7 +14,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from vpskit import app_check, envfile, images, settings, tasks
-from vpskit.operations import ManagedFile, backup_before_update, files_in_place, image_present, stack_applied
+from vpskit.operations import ManagedFile, backup_before_update, image_present, stack_applied
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
 
@@ -102,17 +102,16 @@ def firewall(s: dict) -> None:
 def artifacts(s: dict) -> None:
     """In one step: the rendered compose file and Dockerfile, the server's .env (mode 600, the deploy user's),
     the server-side scripts and the backup timer's units; only what differs is uploaded."""
-    user = host.data.get("ssh_user") or "root"
+    user = tasks.ssh_user()
     app = s["app_dir"]
     managed = [
         ManagedFile(f"{app}/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
         ManagedFile(f"{app}/.env", s["rendered"][".env"], "600", user, user),
-        *[ManagedFile(f"{app}/bin/{name}", (ROOT / "files" / name).read_text(), "755") for name in tasks.SCRIPTS],
+        *tasks.script_files(s),
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
     ]
-    return files_in_place(name="App files, .env (mode 600), scripts and units", files=managed,
-                          staging=tasks.staging_dir(s), user=user, **SUDO)
+    return tasks.push(s, "App files, .env (mode 600), scripts and units", managed)
 
 
 def backup_units(s: dict) -> dict[str, str]:

@@ -44,12 +44,25 @@ def backup_name(value: str) -> str:
 
 def scripts(s: dict) -> None:
     """The server-side scripts in {app_dir}/bin, uploaded only when they differ."""
-    from vpskit.operations import ManagedFile, files_in_place
+    push(s, "Server scripts", script_files(s))
 
-    managed = [ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
-               for name in SCRIPTS]
-    files_in_place(name="Server scripts", files=managed, staging=staging_dir(s),
-                   user=host.data.get("ssh_user") or "root", **SUDO)
+
+def script_files(s: dict) -> list:
+    from vpskit.operations import ManagedFile
+
+    return [ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
+            for name in SCRIPTS]
+
+
+def push(s: dict, name: str, files: list):
+    """files_in_place for this app: uploads land in its private staging folder, as the SSH user."""
+    from vpskit.operations import files_in_place
+
+    return files_in_place(name=name, files=files, staging=staging_dir(s), user=ssh_user(), **SUDO)
+
+
+def ssh_user() -> str:
+    return host.data.get("ssh_user") or "root"
 
 
 def staging_dir(s: dict) -> str:
