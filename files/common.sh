@@ -30,12 +30,49 @@ stack_states() { # prints "SERVICE STATUS/HEALTH" per service; returns 0 only wh
   return "$ok"
 }
 
-wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; progress every 10s on stderr
-  local limit=$1 label=$2 start=$SECONDS shown=$SECONDS states
+# A database error the app logs on every attempt: the wait ends on the third rather than at the timeout.
+DB_ERRORS='ECONNREFUSED|ENOTFOUND|EAI_AGAIN|password authentication failed|cannot connect to Postgres'
+
+failed_service() { # failed_service SINCE BASELINE: sets FAILURE to "CONTAINER_ID why" for the first service
+  # that exited, crashed or keeps failing to reach its database since the wait began; BASELINE (the name of
+  # an associative array, kept by the caller) holds each container's restart count when first seen.
+  local -n restarts=$2
+  local s id st rc code errors
+  FAILURE=""
+  for s in $(docker compose config --services 2>/dev/null); do
+    id=$(docker compose ps -a -q "$s" 2>/dev/null | head -1)
+    [ -n "$id" ] || continue
+    read -r st rc code < <(docker inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$id" \
+      2>/dev/null) || continue
+    [ -n "${restarts["$id"]:-}" ] || restarts["$id"]=$rc
+    if [ "$st" = exited ] || [ "$st" = dead ]; then
+      FAILURE="$id $s exited with code $code"
+    elif [ "$rc" -gt "${restarts["$id"]}" ]; then
+      FAILURE="$id $s crashed and was restarted (exit code $code)"
+    elif errors=$(docker logs --since "$1" "$id" 2>&1 | grep -v '^vpskit:' | grep -cE "$DB_ERRORS") \
+      && [ "$errors" -ge 3 ]; then
+      FAILURE="$id $s cannot reach its database ($errors errors logged)"
+    fi
+    [ -z "$FAILURE" ] || return 0
+  done
+  return 1
+}
+
+wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; progress every 10s on stderr. Ends
+  # early, with the container's last log lines, when a service exits, crashes or cannot reach its database.
+  local limit=$1 label=$2 start=$SECONDS shown=$SECONDS states since
+  # shellcheck disable=SC2034 # passed by name to failed_service
+  local -A baseline=()
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   while :; do
     if states=$(stack_states); then
       echo "vpskit $label: healthy after $((SECONDS - start))s: $(echo "$states" | tr '\n' ' ')" >&2
       return 0
+    fi
+    if failed_service "$since" baseline; then
+      echo "vpskit $label: ${FAILURE#* } after $((SECONDS - start))s; its last log lines:" >&2
+      docker logs --tail 25 "${FAILURE%% *}" 2>&1 | sed 's/^/    | /' >&2
+      return 1
     fi
     states=$(echo "${states:-no services}" | tr '\n' ' ')
     if (( SECONDS - start >= limit )); then

@@ -22,15 +22,19 @@ report() { # report ok|FAIL check detail
   [ "$1" = ok ] || failed+=("$2")
 }
 
-http_status() { # http_status PATH -> the HTTP status of GET 127.0.0.1:PORT/PATH, or 000
-  local line
+http_get() { # http_get PATH -> "STATUS BODY" of GET 127.0.0.1:PORT/PATH (status 000 when nothing answers)
+  local out
   if [ "$PORT" = 0 ]; then
     # shellcheck disable=SC2016 # expanded by node inside the container
-    line=$(timeout 10 docker compose exec -T app node -e 'fetch("http://127.0.0.1:" + process.env.PORT + process.argv[1]).then(r => console.log("HTTP " + r.status), () => console.log("x 000"))' "$1" 2>/dev/null)
+    out=$(timeout 10 docker compose exec -T app node -e 'fetch("http://127.0.0.1:" + process.env.PORT + process.argv[1]).then(async r => console.log(r.status + " " + (await r.text())), () => console.log("000"))' "$1" 2>/dev/null)
   else
-    line=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null)
+    out=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3" 2>/dev/null | tr -d '\r' | awk 'NR == 1 {printf "%s ", $2; next} body {print} /^$/ {body = 1}')
   fi
-  echo "${line:-x 000}" | awk '{print $2}'
+  echo "${out:-000}"
+}
+
+reason_of() { # reason_of BODY -> the "reason" field of a JSON answer, if any
+  sed -n 's/.*"reason":"\([^"]*\)".*/\1/p' <<< "$1"
 }
 
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
@@ -49,8 +53,10 @@ while read -r service state; do
 done <<< "$states"
 
 for path in /api/health /api/health/ready; do
-  code=$(http_status "$path")
-  if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code"; fi
+  answer=$(http_get "$path")
+  code=${answer%% *}
+  why=$(reason_of "$answer")
+  if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code${why:+: $why}"; fi
 done
 
 read -r avail_kb pct < <(df -Pk /var/lib/docker 2>/dev/null | awk 'NR==2 {print $4, 100 - $5}')

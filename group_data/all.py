@@ -7,6 +7,7 @@ app_name = "example"  # names the compose project, the image and the folder on t
 app_path = "example"  # local path of the Next.js + Payload app to deploy, relative to this kit
 app_version = ""  # image tag; empty = git revision of app_path, plus a content hash when it has local changes
 app_port = 3000  # port the app listens on inside its container
+package_manager = ""  # "npm", "pnpm" or "yarn"; empty = the one whose lock file the app has
 
 # --- Server
 app_root = "/opt"  # the app's files live in {app_root}/{app_name} on the server

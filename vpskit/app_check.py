@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vpskit import app_info
+from vpskit.app_info import AppInfo
 from vpskit.settings import SettingsError
 
 STANDALONE = re.compile(r"""output\s*:\s*['"]standalone['"]""")
@@ -15,17 +17,17 @@ def _first(paths):
     return next((p for p in paths if p.exists()), None)
 
 
-def check(app_path: Path) -> None:
-    """Raises SettingsError naming the first thing missing and how to add it."""
+def check(app_path: Path, package_manager: str = "") -> AppInfo:
+    """What vpskit needs to know about the app; raises SettingsError naming the first thing missing and how
+    to add it."""
     if not app_path.is_dir():
         raise SettingsError(f"app_path={app_path}: no such directory; set app_path to your Next.js + Payload app")
     if not (app_path / "package.json").exists():
         raise SettingsError(f"{app_path}/package.json is missing: app_path must point at the app's root folder")
-    if not (app_path / "package-lock.json").exists():
-        raise SettingsError(f"{app_path}/package-lock.json is missing: run `npm install` and commit the lock file")
+    app_info.package_manager(app_path, package_manager)  # the lock file: the first thing a build reads
     config = _first(app_path / f"next.config.{ext}" for ext in ("mjs", "js", "ts", "cjs", "mts"))
     if config is None:
-        raise SettingsError(f"{app_path} has no next.config.(mjs|js|ts): is app_path a Next.js app?")
+        raise SettingsError(f"{app_path} has no next.config.(ts|mjs|js): is app_path a Next.js app?")
     if not STANDALONE.search(config.read_text()):
         raise SettingsError(f"{config} does not set output: 'standalone': add it to the config passed to "
                             "withPayload (the image runs .next/standalone/server.js)")
@@ -38,5 +40,8 @@ def check(app_path: Path) -> None:
     app_dir = _first([app_path / "src" / "app", app_path / "app"])
     for route, what in HEALTH_ROUTES.items():
         if app_dir is None or _first(app_dir / route / f"route.{ext}" for ext in ("ts", "js", "tsx")) is None:
-            raise SettingsError(f"{app_path} has no {what}: copy files/app/{route}/route.ts "
-                                "from vpskit into src/app/")
+            target = (app_dir or app_path / "src" / "app").relative_to(app_path) / "api"
+            raise SettingsError(f"{app_path} has no {what}: copy vpskit's folder files/app/api/health (both routes, "
+                                f"health/route.ts and health/ready/route.ts) into {target}/, e.g. "
+                                f"cp -r files/app/api/health {app_path}/{target}/")
+    return app_info.inspect(app_path, payload, package_manager)

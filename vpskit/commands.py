@@ -53,10 +53,22 @@ def files_hash(app_dir: str) -> str:
     return f"cat {q(app_dir)}/docker-compose.yml {q(app_dir)}/.env | sha256sum | cut -c1-64"
 
 
-def release_up(app_dir: str, version: str, timeout: int, keep: int) -> str:
-    """Applies the stack through release.sh: waits for health, rolls back to the previous release when the
-    new one does not get ready, records the release and prunes old images."""
-    return f"{q(app_dir)}/bin/release.sh up {q(app_dir)} {q(version)} {int(timeout)} {int(keep)}"
+def release_up(app_dir: str, version: str, timeout: int, keep: int, migrate: bool = False) -> str:
+    """Applies the stack through release.sh: applies pending migrations first (with the compose file's
+    migrate service, when `migrate`), waits for health, rolls back to the previous release when the new one
+    does not get ready, records the release and prunes old images."""
+    cmd = f"{q(app_dir)}/bin/release.sh up {q(app_dir)} {q(version)} {int(timeout)} {int(keep)}"
+    return cmd + (" migrate" if migrate else "")
+
+
+def applied_migrations(app_dir: str) -> str:
+    """One line `migration NAME` per Payload migration recorded in the app's database (payload_migrations);
+    nothing when the db service is not running or the table does not exist yet."""
+    sql = "select name from payload_migrations order by id"
+    inner = f'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c {q(sql)}'
+    return (f"cd {q(app_dir)} 2>/dev/null && command -v docker >/dev/null && "
+            f"[ -n \"$(docker compose ps -q db 2>/dev/null)\" ] && "
+            f"docker compose exec -T db sh -c {q(inner)} 2>/dev/null | sed 's/^/migration /'; true")
 
 
 def image_id(ref: str) -> str:

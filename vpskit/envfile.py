@@ -52,7 +52,8 @@ def read(path: Path | None = None) -> dict[str, str]:
 
 def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     """What the server's .env holds: the database settings, the app's connection URL (password
-    percent-encoded, so any character works) and every other variable of the operator's .env."""
+    percent-encoded, so any character works) under both names Payload apps read (DATABASE_URI, as in
+    Payload's docs, and DATABASE_URL, as in its templates), and every other variable of the operator's .env."""
     password = values["POSTGRES_PASSWORD"]
     user, db = settings["postgres_user"], settings["postgres_db"]
     env = {
@@ -60,6 +61,7 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": db,
         "DATABASE_URI": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
+        "DATABASE_URL": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
         "PAYLOAD_SECRET": values["PAYLOAD_SECRET"],
     }
     for key, value in values.items():

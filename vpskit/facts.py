@@ -114,3 +114,20 @@ class SshServerPort(FactBase):
 
     def default(self) -> None:
         return None
+
+
+class AppliedMigrations(FactBase):
+    """The Payload migrations recorded in the app's database, in order; empty when there is no database
+    yet (or no payload_migrations table).
+
+    host.get_fact(AppliedMigrations, app_dir="/opt/example", _sudo=True) -> ("20261128_202135_initial",)
+    """
+
+    def command(self, app_dir: str) -> str:
+        return commands.applied_migrations(app_dir)
+
+    def process(self, output) -> tuple[str, ...]:
+        return tuple(line.split(None, 1)[1] for line in output if line.startswith("migration ") and " " in line)
+
+    def default(self) -> tuple[str, ...]:
+        return ()

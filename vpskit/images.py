@@ -90,27 +90,66 @@ def local_image_id(ref: str) -> str:
 
 @dataclass
 class LocalBuild:
-    """Builds the app image on this machine from a context tar streamed to `docker build -`."""
+    """Builds the app image on this machine from a context tar streamed to `docker build -`.
+
+    + target: the Dockerfile stage to build ("" = the runtime image; "migrate" = the migration runner)
+    + package_manager: shown in the progress line (which lock file the build installs from)
+    """
 
     ref: str
     app_path: Path
     dockerfile: str
+    target: str = ""
+    package_manager: str = ""
 
     def run(self) -> None:
         if local_image_id(self.ref):
             return
         t0 = time.monotonic()
-        print(f"    building {self.ref} on this machine (next build takes a few minutes)...", file=sys.stderr)
+        what = f" with {self.package_manager}" if self.package_manager else ""
+        print(f"    building {self.ref} on this machine{what} (this takes a few minutes)...", file=sys.stderr)
         context = context_tar(self.app_path, self.dockerfile)
+        app = self.ref.rsplit(":", 1)[0].removesuffix("-migrate")
         proc = subprocess.Popen(
-            ["docker", "build", "--label", f"vpskit.version={self.ref.rsplit(':', 1)[1]}", "-t", self.ref, "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            build_command(self.ref, self.target), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         out, _ = proc.communicate(context)
+        text = out.decode(errors="replace")
+        pruned = prune_stage_images(app, keep=built_layers(text))
         if proc.returncode != 0:
-            tail = "\n".join(out.decode(errors="replace").splitlines()[-40:])
+            tail = "\n".join(text.splitlines()[-40:])
             raise RuntimeError(f"building {self.ref} failed (docker build exit {proc.returncode}):\n{tail}")
-        print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        freed = f"; removed {pruned} stale build-stage images" if pruned else ""
+        print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s{freed}", file=sys.stderr)
+
+
+def build_command(ref: str, target: str = "") -> list[str]:
+    """`docker build` from a context on stdin. --force-rm: no stopped container is left by a failed step."""
+    version = ref.rsplit(":", 1)[1]
+    cmd = ["docker", "build", "--force-rm", "--label", f"vpskit.version={version}", "-t", ref]
+    return [*cmd, *(["--target", target] if target else []), "-"]
+
+
+def built_layers(output: str) -> set[str]:
+    """The image ids the (legacy) builder printed for this build's steps (" ---> 3f9c2a1b4d5e")."""
+    return {line.split("--->", 1)[1].strip() for line in output.splitlines()
+            if line.strip().startswith("--->") and not line.strip().startswith("---> Running")}
+
+
+def prune_stage_images(app: str, keep: set[str]) -> int:
+    """Removes this app's untagged build-stage images (label vpskit.stage-of) that the build just made did not
+    use: without this, every changed build leaves a GB or more behind (the legacy builder keeps each stage).
+    The ones this build used stay, as the cache of the next build. Returns how many were removed."""
+    listed = subprocess.run(["docker", "image", "ls", "-q", "--no-trunc", "--filter", "dangling=true",
+                             "--filter", f"label=vpskit.stage-of={app}"], capture_output=True, text=True)
+    if listed.returncode != 0 or not keep:
+        return 0
+    stale = [i for i in dict.fromkeys(listed.stdout.split()) if i.removeprefix("sha256:")[:12] not in keep]
+    removed = 0
+    for image in stale:
+        removed += subprocess.run(["docker", "image", "rm", image], capture_output=True).returncode == 0
+    return removed
 
 
 def ship_over_ssh(host, ref: str) -> bool:

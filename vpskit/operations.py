@@ -145,7 +145,8 @@ def firewall(ports: tuple[int, ...] = (80, 443)):
 
 @operation()
 def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str], version: str,
-                  timeout: int = 180, keep: int = 3, url: str = "", files_hash: str = ""):
+                  timeout: int = 180, keep: int = 3, url: str = "", files_hash: str = "",
+                  pending_migrations: tuple[str, ...] = ()):
     """
     Bring the compose stack in ``app_dir`` to its desired state and wait until every service is healthy.
 
@@ -158,6 +159,8 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
     + url: where the app answers, for the closing message
     + files_hash: sha256 of the compose file and .env as rendered here, so that --dry sees a change before
       the files reach the server (default: the hash of the files on the server)
+    + pending_migrations: migrations the compose file's ``migrate`` service applies before the new app starts
+      (release.sh runs it once; a failure ends the release with the previous version still serving)
 
     Changes nothing when the compose file and .env are the ones last applied and every service runs its
     image and is healthy (vpskit.health); otherwise applies them (compose recreates only the services that
@@ -175,11 +178,14 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
             reasons.append(f"{service}: new image")
         elif not health.service_healthy(current["state"], current["health"]):
             reasons.append(f"{service}: {current['state']}/{current['health']}")
+    if pending_migrations:
+        reasons.append(f"pending migrations: {', '.join(pending_migrations)}")
     if not reasons:
         host.noop(f"stack {project}: every service healthy and as configured; the app answers at {url}")
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; applying and waiting up to {timeout}s")
-    yield FunctionCommand(_run_visibly, (commands.release_up(app_dir, version, timeout, keep),), {})
+    up = commands.release_up(app_dir, version, timeout, keep, migrate=bool(pending_migrations))
+    yield FunctionCommand(_run_visibly, (up,), {})
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
 
 

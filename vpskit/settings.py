@@ -68,7 +68,8 @@ def _bool(key: str, value: Any) -> bool:
 def _choice(*options: str):
     def check(key: str, value: Any) -> str:
         if str(value) not in options:
-            raise SettingsError(f"{key}={value!r} is not valid: use one of {', '.join(options)}")
+            shown = ", ".join(o or '""' for o in options)
+            raise SettingsError(f"{key}={value!r} is not valid: use one of {shown}")
         return str(value)
 
     return check
@@ -89,6 +90,7 @@ CHECKS = {
     "app_path": _str(re.compile(r".+"), "give the path of the app to deploy"),
     "app_version": _str(_TAG, "use letters, digits, '.', '-' and '_' (a Docker tag)", empty=True),
     "app_port": _int(1, 65535),
+    "package_manager": _choice("", "npm", "pnpm", "yarn"),
     "app_root": _str(_ABS, "use an absolute path such as /opt"),
     "firewall": _bool,
     "docker_source": _choice("distro", "docker"),

@@ -14,6 +14,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from vpskit import app_check, envfile, images, settings, tasks
+from vpskit.facts import AppliedMigrations
 from vpskit.operations import ManagedFile, backup_before_update, image_present, stack_applied
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
@@ -26,10 +27,11 @@ SUDO = {"_sudo": True}
 def _plan(data_items: tuple) -> dict:
     s = settings.load(dict(data_items))
     app_path = (ROOT / s["app_path"]).resolve()
-    app_check.check(app_path)
+    s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
     s["app_version"] = images.version(app_path, s["app_version"])
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
+    s.update(s["app"].context(s["app_name"], s["app_version"]))
     tasks.paths(s)
     s["env"] = envfile.server_env(envfile.read(), s)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
@@ -128,29 +130,46 @@ def backup_units(s: dict) -> dict[str, str]:
 
 
 def images_on_server(s: dict) -> None:
-    """The database image (pulled or shipped) and the app image (built here and shipped, or built there)."""
+    """The database image (pulled or shipped), the app image (built here and shipped, or built there) and,
+    when the app has migrations it does not apply itself and some are pending on the server, the one-shot
+    migration runner built from the same sources."""
     image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                   transport=s["image_transport"], **SUDO)
-    if s["build_on"] == "local":
-        build = images.LocalBuild(s["app_image"], s["app_path_abs"], s["rendered"]["Dockerfile"])
-        image_present(name=f"Image {s['app_image']} built here and shipped", ref=s["app_image"], transport="ssh",
-                      build=build, **SUDO)
-    else:
-        server_build(name=f"Image {s['app_image']} built on the server", s=s, **SUDO)
+    wanted = [(s["app_image"], "")]
+    pending = pending_migrations(s)
+    if pending:
+        logger.info(f"{host.print_prefix}{len(pending)} migration(s) to apply before traffic: {', '.join(pending)}")
+        wanted.append((s["migrate_image"], "migrate"))
+    for ref, target in wanted:
+        what = "Migration runner" if target else "Image"
+        if s["build_on"] == "local":
+            build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
+                                      str(s["app"].package_manager))
+            image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build, **SUDO)
+        else:
+            server_build(name=f"{what} {ref} built on the server", s=s, ref=ref, target=target, **SUDO)
+
+
+def pending_migrations(s: dict) -> list[str]:
+    """The app's migrations not yet recorded in the server's database, when vpskit applies them."""
+    if not s["migrate_image"]:
+        return []
+    applied = set(host.get_fact(AppliedMigrations, app_dir=s["app_dir"], **SUDO))
+    return [m for m in s["migrations"] if m not in applied]
 
 
 @operation()
-def server_build(s: dict):
-    """Build the app image on the server from the same filtered context (for servers with the memory)."""
+def server_build(s: dict, ref: str, target: str = ""):
+    """Build an image of the app on the server from the same filtered context (for servers with the memory)."""
     from vpskit.facts import DockerImageId
 
-    if host.get_fact(DockerImageId, ref=s["app_image"]):
-        host.noop(f"image {s['app_image']} is on the server")
+    if host.get_fact(DockerImageId, ref=ref):
+        host.noop(f"image {ref} is on the server")
         return
     context = images.context_tar(s["app_path_abs"], s["rendered"]["Dockerfile"])
     tmp = f"{s['app_dir']}/build-context.tar"
     yield from files.put._inner(src=BytesIO(context), dest=tmp, mode="600")
-    yield f"docker build -t {s['app_image']} - < {tmp} && rm -f {tmp}"
+    yield " ".join(images.build_command(ref, target)) + f" < {tmp} && rm -f {tmp}"
 
 
 def stack(s: dict) -> None:
@@ -161,6 +180,7 @@ def stack(s: dict) -> None:
                              app_ref=s["app_image"], command=tasks.backup_command(s), **SUDO)
     stack_applied(name="Stack up and healthy", app_dir=s["app_dir"], project=s["app_name"],
                   images_by_service={"app": s["app_image"], "db": s["postgres_image"]}, version=s["app_version"],
+                  pending_migrations=tuple(pending_migrations(s)),
                   timeout=s["health_timeout"], keep=s["keep_images"], url=s["url"], files_hash=_files_hash(s),
                   **SUDO)
 

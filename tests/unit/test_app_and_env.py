@@ -29,8 +29,11 @@ def test_example_app_passes(app):
     ("breakage", "message"),
     [
         (lambda a: (a / "next.config.mjs").write_text("export default {}"), "does not set output: 'standalone'"),
-        (lambda a: (a / "package-lock.json").unlink(), "package-lock.json is missing"),
-        (lambda a: shutil.rmtree(a / "src/app/api/health/ready"), "no readiness route /api/health/ready"),
+        (lambda a: (a / "package-lock.json").unlink(),
+         r"has no lock file \(package-lock.json, pnpm-lock.yaml or yarn.lock\): run `npm install`, `pnpm install`"),
+        (lambda a: shutil.rmtree(a / "src/app/api/health/ready"),
+         r"no readiness route /api/health/ready: copy vpskit's folder files/app/api/health \(both routes, "
+         r"health/route.ts and health/ready/route.ts\) into src/app/api/"),
         (lambda a: (a / "src/payload.config.ts").write_text("import { sqliteAdapter } from 'x'"),
          "does not use @payloadcms/db-postgres"),
     ],

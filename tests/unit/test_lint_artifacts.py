@@ -7,17 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from vpskit import settings
+from vpskit import app_check, app_info, settings
 from vpskit.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-VARIANTS = [{}, {"publish_port": 0, "proxy_network": "web", "domain": "cms.example.com", "traefik_labels": True}]
+PNPM_APP = app_info.AppInfo(app_info.PackageManager("pnpm", "pnpm-lock.yaml", "10.12.1"), (".npmrc",), ("m1", "m2"),
+                            False, ("/app/media",))
+VARIANTS = [{}, {"publish_port": 0, "proxy_network": "web", "domain": "cms.example.com", "traefik_labels": True},
+            {"info": PNPM_APP}]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "example"
 
 
-def ctx(**overrides):
+def ctx(info=None, **overrides):
     s = settings.load(overrides)
     s.update(app_image="example:abc123", app_version="abc123")
+    s.update((info or app_check.check(EXAMPLE)).context("example", "abc123"))
     return s
 
 

@@ -1,14 +1,19 @@
 """Templates rendered from default and non-default settings: valid YAML, the documented behaviour."""
 
+from pathlib import Path
+
 import yaml
 
-from vpskit import settings
+from vpskit import app_check, settings
 from vpskit.render import dotenv_quote, render
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "example"
 
-def ctx(**overrides):
+
+def ctx(info=None, **overrides):
     s = settings.load(overrides)
     s.update(app_image="example:abc123", app_version="abc123")
+    s.update((info or app_check.check(EXAMPLE)).context("example", "abc123"))
     return s
 
 
@@ -55,8 +60,8 @@ def test_compose_published_publicly_when_asked():
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     text = render("Dockerfile", **ctx(node_image="node:22-bookworm-slim", app_port=4000))
     froms = [ln for ln in text.splitlines() if ln.startswith("FROM ")]
-    assert froms == ["FROM node:22-bookworm-slim AS deps", "FROM node:22-bookworm-slim AS build",
-                     "FROM node:22-bookworm-slim AS runtime"]
+    assert froms == ["FROM node:22-bookworm-slim AS base", "FROM base AS deps", "FROM deps AS migrate",
+                     "FROM base AS build", "FROM node:22-bookworm-slim AS runtime"]
     assert "USER 1000:1000" in text
     assert "NODE_ENV=production" in text and "PORT=4000" in text
     assert "HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3" in text

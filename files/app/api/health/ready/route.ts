@@ -1,6 +1,9 @@
-// vpskit readiness route: copy to src/app/api/health/ready/route.ts. `select 1` through Payload's own
-// database pool, bounded by a short timeout: 200 when the app can serve, 503 with the reason otherwise.
-// The compose healthcheck and the deploy's wait use it. Needs @payloadcms/db-postgres.
+// vpskit readiness route: copy the folder files/app/api/health into src/app/api/. 200 when the app can
+// serve; 503 with the reason otherwise: the database does not answer `select 1` (through Payload's own
+// pool, bounded by a short timeout), or its schema is behind the code (a migration the app bundles is not
+// in payload_migrations). VPSKIT_MIGRATIONS, the bundled migrations, is set in the image by vpskit; without
+// it the schema is not checked. The compose healthcheck, the deploy's wait and tasks/health.py use it.
+// Needs @payloadcms/db-postgres.
 import config from '@payload-config'
 import { getPayload } from 'payload'
 
@@ -8,24 +11,44 @@ export const dynamic = 'force-dynamic'
 
 const TIMEOUT_MS = 2000
 
-async function checkDatabase(): Promise<void> {
+type Pool = { query: (sql: string) => Promise<{ rows: { name: string }[] }> }
+
+/** Resolves to the warnings (migrations the database has and this version does not bundle, e.g. after a
+ *  rollback: the older code usually still works, so it stays ready); rejects with the reason it is not. */
+async function check(): Promise<string[]> {
   const payload = await getPayload({ config })
-  const pool = (payload.db as unknown as { pool?: { query: (sql: string) => Promise<unknown> } }).pool
+  const pool = (payload.db as unknown as { pool?: Pool }).pool
   if (!pool) throw new Error('database pool not initialised')
   await pool.query('select 1')
+  if (process.env.VPSKIT_MIGRATIONS === undefined) return []
+  const bundled = process.env.VPSKIT_MIGRATIONS.split(',').filter(Boolean)
+  let applied: string[] = []
+  try {
+    applied = (await pool.query('select name from payload_migrations')).rows.map((r) => r.name)
+  } catch {
+    // no payload_migrations table: nothing has been applied yet
+  }
+  const pending = bundled.filter((name) => !applied.includes(name))
+  if (pending.length > 0) {
+    throw new Error(`database schema is behind the code: ${pending.length} pending migration(s): ${pending.join(', ')}`)
+  }
+  const unknown = applied.filter((name) => name !== 'dev' && !bundled.includes(name))
+  return unknown.length > 0 ? [`the database has migrations this version does not bundle: ${unknown.join(', ')}`] : []
 }
 
 export async function GET(): Promise<Response> {
   const headers = { 'Cache-Control': 'no-store' }
   const version = process.env.APP_VERSION || 'unknown'
   try {
-    const check = checkDatabase()
-    check.catch(() => {}) // a late rejection after the timeout must not be unhandled
-    await Promise.race([
-      check,
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`database check timed out after ${TIMEOUT_MS} ms`)), TIMEOUT_MS).unref?.()),
+    const checking = check()
+    checking.catch(() => {}) // a late rejection after the timeout must not be unhandled
+    const warnings = await Promise.race([
+      checking,
+      new Promise<never>((_, reject) => {
+        setTimeout(() => reject(new Error(`database check timed out after ${TIMEOUT_MS} ms`)), TIMEOUT_MS).unref?.()
+      }),
     ])
-    return Response.json({ status: 'ready', version }, { headers })
+    return Response.json({ status: 'ready', version, ...(warnings.length ? { warnings } : {}) }, { headers })
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err)
     return Response.json({ status: 'unavailable', reason, version }, { status: 503, headers })

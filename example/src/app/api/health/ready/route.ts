@@ -1,39 +1,53 @@
 import { getPayload } from '@/lib/payload'
 import { appVersion } from '@/lib/version'
 
-// Readiness: `select 1` through Payload's own database pool, bounded by a short timeout.
+// Readiness: vpskit's route (files/app/api/health/ready/route.ts) with the example's own getPayload (which
+// attaches the pool error handler) and version. 503 with the reason when the database does not answer or
+// its schema is behind the code.
 export const dynamic = 'force-dynamic'
 
 const TIMEOUT_MS = 2000
 
-type Queryable = { query: (sql: string) => Promise<unknown> }
+type Pool = { query: (sql: string) => Promise<{ rows: { name: string }[] }> }
 
-async function checkDatabase(): Promise<void> {
+/** Resolves to the warnings (migrations the database has and this version does not bundle, e.g. after a
+ *  rollback: the older code usually still works, so it stays ready); rejects with the reason it is not. */
+async function check(): Promise<string[]> {
   const payload = await getPayload()
-  const pool = (payload.db as unknown as { pool?: Queryable }).pool
+  const pool = (payload.db as unknown as { pool?: Pool }).pool
   if (!pool) throw new Error('database pool not initialised')
   await pool.query('select 1')
-}
-
-function timeout(ms: number): Promise<never> {
-  return new Promise((_, reject) => {
-    const t = setTimeout(() => reject(new Error(`database check timed out after ${ms} ms`)), ms)
-    t.unref?.()
-  })
+  if (process.env.VPSKIT_MIGRATIONS === undefined) return []
+  const bundled = process.env.VPSKIT_MIGRATIONS.split(',').filter(Boolean)
+  let applied: string[] = []
+  try {
+    applied = (await pool.query('select name from payload_migrations')).rows.map((r) => r.name)
+  } catch {
+    // no payload_migrations table: nothing has been applied yet
+  }
+  const pending = bundled.filter((name) => !applied.includes(name))
+  if (pending.length > 0) {
+    throw new Error(`database schema is behind the code: ${pending.length} pending migration(s): ${pending.join(', ')}`)
+  }
+  const unknown = applied.filter((name) => name !== 'dev' && !bundled.includes(name))
+  return unknown.length > 0 ? [`the database has migrations this version does not bundle: ${unknown.join(', ')}`] : []
 }
 
 export async function GET(): Promise<Response> {
   const headers = { 'Cache-Control': 'no-store' }
+  const version = appVersion()
   try {
-    const check = checkDatabase()
-    check.catch(() => {}) // a late rejection after the timeout must not be unhandled
-    await Promise.race([check, timeout(TIMEOUT_MS)])
-    return Response.json({ status: 'ready', version: appVersion() }, { headers })
+    const checking = check()
+    checking.catch(() => {}) // a late rejection after the timeout must not be unhandled
+    const warnings = await Promise.race([
+      checking,
+      new Promise<never>((_, reject) => {
+        setTimeout(() => reject(new Error(`database check timed out after ${TIMEOUT_MS} ms`)), TIMEOUT_MS).unref?.()
+      }),
+    ])
+    return Response.json({ status: 'ready', version, ...(warnings.length ? { warnings } : {}) }, { headers })
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err)
-    return Response.json(
-      { status: 'unavailable', reason: reason || 'database unreachable', version: appVersion() },
-      { status: 503, headers },
-    )
+    return Response.json({ status: 'unavailable', reason, version }, { status: 503, headers })
   }
 }

@@ -1,0 +1,204 @@
+"""What vpskit reads from an app's sources before it builds anything: the package manager (from the lock
+file), the Payload migrations it bundles and whether it applies them itself (`prodMigrations`), and where its
+upload collections write. Pure file reading; every finding is a field of one frozen `AppInfo`.
+
+    info = app_info.inspect(Path("example"))     # raises SettingsError naming the problem and the fix
+    info.package_manager.install                  # "pnpm install --frozen-lockfile"
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpskit.settings import SettingsError
+
+LOCK_FILES = {"package-lock.json": "npm", "pnpm-lock.yaml": "pnpm", "yarn.lock": "yarn"}
+# Files a package manager reads at install time, copied next to the lock file when the app has them.
+INSTALL_FILES = (".npmrc", ".yarnrc", ".yarnrc.yml", "pnpm-workspace.yaml", ".pnpmfile.cjs", "patches")
+DEFAULT_VERSIONS = {"pnpm": "10", "yarn": "1", "yarn-berry": "4"}
+APP_ROOT = "/app"  # the standalone server's working directory in the image
+MEDIA_DIR = "/data/media"  # where the media volume is mounted; the app gets it as MEDIA_DIR
+
+
+@dataclass(frozen=True)
+class PackageManager:
+    """How the image installs dependencies and runs scripts with the app's own package manager."""
+
+    name: str  # npm, pnpm or yarn
+    lock_file: str
+    version: str = ""  # "" = the one in the node image (npm)
+    berry: bool = False  # Yarn 2+
+
+    @property
+    def setup(self) -> str:
+        """The shell command that puts the package manager into the node image ("" when it is there)."""
+        if self.name == "npm":
+            return ""
+        package = "@yarnpkg/cli-dist" if self.berry else self.name
+        # --force: official node images carry a yarn 1 binary that a global install must replace.
+        return f"npm install -g --force --no-audit --no-fund {package}@{self.version}"
+
+    @property
+    def install(self) -> str:
+        return {
+            "npm": "npm ci --no-audit --no-fund",
+            "pnpm": "pnpm install --frozen-lockfile",
+            "yarn": "yarn install --immutable" if self.berry else "yarn install --frozen-lockfile --non-interactive",
+        }[self.name]
+
+    def run(self, script: str) -> str:
+        return f"{self.name} run {script}"
+
+    def __str__(self) -> str:
+        label = f"{self.name} {self.version}" if self.version else self.name
+        return f"{label} ({self.lock_file})"
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    package_manager: PackageManager
+    install_files: tuple[str, ...]  # INSTALL_FILES the app has
+    migrations: tuple[str, ...]  # names of the Payload migrations it bundles, in order
+    prod_migrations: bool  # the app applies its migrations itself at boot (postgresAdapter prodMigrations)
+    upload_dirs: tuple[str, ...]  # absolute paths in the container where upload collections write
+
+    @property
+    def migrated_by_vpskit(self) -> bool:
+        """vpskit applies the migrations before traffic (the app does not do it at boot)."""
+        return bool(self.migrations) and not self.prod_migrations
+
+    def context(self, app_name: str, version: str) -> dict:
+        """What the Dockerfile and compose templates need from the app."""
+        return {"pm": self.package_manager, "install_files": self.install_files, "migrations": self.migrations,
+                "upload_dirs": self.upload_dirs,
+                "migrate_image": migrate_image(app_name, version) if self.migrated_by_vpskit else ""}
+
+
+def migrate_image(app_name: str, version: str) -> str:
+    """The one-shot image that applies the migrations of `version` (the app's sources and the Payload CLI)."""
+    return f"{app_name}-migrate:{version}"
+
+
+def package_manager(app_path: Path, wanted: str = "") -> PackageManager:
+    """The package manager of the app's lock file; `wanted` picks one when the app has several lock files."""
+    found = {lock: pm for lock, pm in LOCK_FILES.items() if (app_path / lock).exists()}
+    if wanted:
+        lock = next((lk for lk, pm in LOCK_FILES.items() if pm == wanted), "")
+        if lock not in found:
+            raise SettingsError(f"package_manager={wanted!r} but {app_path} has no {lock}: run `{wanted} install` "
+                                "and commit the lock file, or set package_manager to match the lock file you have")
+    elif not found:
+        raise SettingsError(f"{app_path} has no lock file (package-lock.json, pnpm-lock.yaml or yarn.lock): run "
+                            "`npm install`, `pnpm install` or `yarn install` and commit the lock file it writes")
+    elif len(found) > 1:
+        names = " and ".join(found)
+        choices = " or ".join(f'"{pm}"' for pm in found.values())
+        raise SettingsError(f"{app_path} has {len(found)} lock files ({names}): which package manager builds it? "
+                            f"set package_manager = {choices} (group_data or --data), or delete the other lock file")
+    else:
+        lock, wanted = next(iter(found.items()))
+    lock = next(lk for lk, pm in LOCK_FILES.items() if pm == wanted)
+    if wanted == "npm":
+        return PackageManager("npm", lock)
+    berry = wanted == "yarn" and "__metadata:" in (app_path / lock).read_text(errors="replace")[:4000]
+    declared = _declared_version(app_path, wanted)
+    version = declared or DEFAULT_VERSIONS["yarn-berry" if berry else wanted]
+    if berry and "nodeLinker: node-modules" not in _read(app_path / ".yarnrc.yml"):
+        raise SettingsError(f"{app_path}/.yarnrc.yml does not set nodeLinker: node-modules: Next.js's standalone "
+                            "output needs a node_modules folder; add that line and run `yarn install`")
+    return PackageManager(wanted, lock, version, berry)
+
+
+def _declared_version(app_path: Path, name: str) -> str:
+    """The version in package.json's "packageManager" field (corepack's "pnpm@10.12.1+sha512...")."""
+    try:
+        field = json.loads((app_path / "package.json").read_text()).get("packageManager", "")
+    except (ValueError, AttributeError):
+        return ""
+    pm, _, version = str(field).partition("@")
+    return version.split("+", 1)[0] if pm == name else ""
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def _code(text: str) -> str:
+    """The text without // and /* */ comments (good enough for config files)."""
+    return re.sub(r"/\*.*?\*/|(?<![:\"'])//[^\n]*", "", text, flags=re.S)
+
+
+MIGRATION_DIR = re.compile(r"""migrationDir\s*:\s*path\.(?:resolve|join)\(\s*(?:__)?dirname\s*,\s*['"]([^'"]+)['"]""")
+
+
+def migrations(app_path: Path, config: Path) -> tuple[tuple[str, ...], bool]:
+    """(the migration names the app bundles, whether the config sets prodMigrations). Payload's own rule:
+    every .ts/.js file of the migration folder except index, by name."""
+    text = _code(config.read_text())
+    found = MIGRATION_DIR.search(text)
+    if found:
+        folder = (config.parent / found.group(1)).resolve()
+    else:  # Payload's default: src/migrations, else migrations, from the app's root
+        folder = next((d for d in (app_path / "src" / "migrations", app_path / "migrations") if d.is_dir()),
+                      app_path / "src" / "migrations")
+    names = sorted(p.stem for p in folder.glob("*") if p.suffix in (".ts", ".js") and not p.name.endswith(".d.ts")
+                   and p.stem != "index") if folder.is_dir() else []
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise SettingsError(f"{folder / name}: migration names may hold letters, digits, '_', '-' and '.' only; "
+                                "rename the file (and its entry in index.ts)")
+    return tuple(names), bool(re.search(r"\bprodMigrations\s*:", text))
+
+
+UPLOAD = re.compile(r"\bupload\s*:\s*(true|\{)")
+SLUG = re.compile(r"""\bslug\s*:\s*['"]([^'"]+)['"]""")
+STATIC_DIR = re.compile(r"""\bstaticDir\s*:\s*([^\n]+)""")
+
+
+def _expression(text: str) -> str:
+    """The expression at the start of `text`, up to the first , or } outside brackets."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth < 0 or (depth == 0 and ch == ","):
+            return text[:i].strip()
+    return text.strip()
+
+
+def upload_dirs(app_path: Path) -> tuple[str, ...]:
+    """Where the app's upload collections write inside the container. Payload resolves a relative staticDir
+    (default: the collection's slug) from the server's working directory, /app in the image."""
+    dirs = []
+    src = app_path / "src" if (app_path / "src").is_dir() else app_path
+    for path in sorted(src.rglob("*.ts")):
+        if "node_modules" in path.parts or not UPLOAD.search(text := _code(path.read_text(errors="replace"))):
+            continue
+        slug = SLUG.search(text)
+        static = STATIC_DIR.search(text)
+        if static is None:
+            if slug:
+                dirs.append(f"{APP_ROOT}/{slug.group(1)}")
+            continue
+        value = _expression(static.group(1))
+        literal = re.fullmatch(r"""['"]([^'"]+)['"]""", value)
+        if literal:
+            where = literal.group(1).removeprefix("./").rstrip("/")
+            dirs.append(where if where.startswith("/") else f"{APP_ROOT}/{where}")
+        elif "MEDIA_DIR" not in value:
+            rel = path.relative_to(app_path)
+            raise SettingsError(f"{rel}: staticDir {value} is resolved where the app was built, not where it runs "
+                                "(the image's /app is read-only): write `staticDir: process.env.MEDIA_DIR || "
+                                f"{value}` (vpskit mounts the backed-up media volume at {MEDIA_DIR}), "
+                                "or drop staticDir")
+    return tuple(dict.fromkeys(d for d in dirs if d != MEDIA_DIR))
+
+
+def inspect(app_path: Path, config: Path, wanted_package_manager: str = "") -> AppInfo:
+    pm = package_manager(app_path, wanted_package_manager)
+    names, prod = migrations(app_path, config)
+    extra = tuple(f for f in INSTALL_FILES if (app_path / f).exists())
+    return AppInfo(pm, extra, names, prod, upload_dirs(app_path))
