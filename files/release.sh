@@ -51,6 +51,8 @@ migrate() { # migrate: run the migrate service once; its output is Payload's, a 
     local which
     which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}')
     rm -f "$out"
+    # The files on the server describe what runs: the previous release's compose file goes back.
+    if [ -n "$previous" ] && [ -f "releases/$previous.yml" ]; then cp "releases/$previous.yml" docker-compose.yml; fi
     die "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
   fi
   rm -f "$out"

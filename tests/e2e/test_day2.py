@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -245,6 +246,30 @@ def test_update_to_a_version_that_never_gets_ready_rolls_back(site, testbed):
     print(f"\nupdate with rollback: longest gap without an answer {max(gaps):.1f}s of {seen[-1][0] - seen[0][0]:.0f}s")
 
 
+def test_new_container_that_exits_at_once_is_reported_within_seconds(site, testbed):
+    """No waiting out health_timeout for a container that cannot run: the wait ends on the exit (or the
+    restart), names it, shows the container's last log lines, and the previous version serves again."""
+    good = current_version(site)
+    crash = "crash-at-once"
+    build_image(f"example:{crash}", f"FROM example:{good}\nCMD [\"node\", \"-e\", \"console.error("
+                "'fixture: cannot start, config missing'); process.exit(3)\"]\n", testbed)
+    try:
+        out = pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", f"app_version={crash}",
+                      "--data", "health_timeout=300")
+    finally:
+        docker("rmi", "-f", f"example:{crash}", check=False)
+    assert out.returncode != 0
+    found = re.search(r"vpskit release: app (exited with code 3|crashed and was restarted \(exit code 3\)) "
+                      r"after (\d+)s; its last log lines:", out.stdout)
+    assert found, out.stdout[-3000:]
+    assert int(found.group(2)) <= 30, found.group(0)
+    assert "fixture: cannot start, config missing" in out.stdout.split(found.group(0), 1)[1]
+    assert f"rolled back to {good}, which is healthy" in out.stdout
+    reopen(site)
+    assert http("GET", f"{site['base']}/api/health").json()["version"] == good
+    print(f"\ncontainer that exits at once: reported after {found.group(2)}s (health_timeout 300)")
+
+
 MIGRATION = """import { MigrateUpArgs, MigrateDownArgs, sql } from '@payloadcms/db-postgres'
 
 export async function up({ db }: MigrateUpArgs): Promise<void> {
@@ -269,7 +294,7 @@ def test_update_that_adds_a_migration_keeps_the_data(site, tmp_path):
     before = snapshot(site)
     previous = current_version(site)
     backups_before = backups(site["vps"])
-    assert f"example:{site.get('bad', 'bad-ready')}" in server_images(site)  # left by the failed update
+    assert f"example:{site.get('bad', 'bad-ready')}" in server_images(site)  # left by the failed updates
     out = pyinfra(site["vps"], site["env_file"], "tasks/update.py", "--data", f"app_path={app}",
                   "--data", "app_version=with-subtitle")
     assert out.returncode == 0, out.stdout[-4000:]
