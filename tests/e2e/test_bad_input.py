@@ -113,10 +113,13 @@ APPS = [
     (lambda a: (a / "next.config.mjs").write_text("export default {}\n"), "does not set output: 'standalone'"),
     (lambda a: (a / "src/payload.config.ts").write_text("export default {}\n"), "does not use @payloadcms/db-postgres"),
     (lambda a: shutil.rmtree(a / "src/app/api/health"), "liveness route /api/health"),
+    (lambda a: (a / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n"),
+     "has 2 lock files (package-lock.json and pnpm-lock.yaml): which package manager builds it?"),
 ]
 
 
-@pytest.mark.parametrize(("breakage", "message"), APPS, ids=["not-standalone", "not-postgres", "no-health"])
+@pytest.mark.parametrize(("breakage", "message"), APPS,
+                         ids=["not-standalone", "not-postgres", "no-health", "two-lock-files"])
 def test_app_that_cannot_be_deployed(vps, tmp_path, breakage, message):
     before = server_state(vps)
     out = run(vps, tmp_path, args=("--data", f"app_path={broken_app(tmp_path, breakage)}"))

@@ -115,6 +115,9 @@ def apps(tmp_path_factory):
     shutil.copytree(main, yarn)
     (yarn / "pnpm-lock.yaml").unlink()
     shutil.copy(YARN_LOCK, yarn / "yarn.lock")
+    package = yarn / "package.json"  # as a yarn user has it (yarn 1 refuses a "packageManager" naming pnpm)
+    package.write_text(package.read_text().replace('"pnpm@10.34.9"', '"yarn@1.22.22"'))
+    assert '"yarn@1.22.22"' in package.read_text()
     # The yarn variant builds beside the first deploy, under its own name (its build-stage images apart).
     return {"main": main, "broken": with_broken_migration(main, root / "broken"),
             "yarn": Background(local_build(yarn, f"{APP}-yarn"))}
@@ -150,7 +153,7 @@ def site(vps_factory, env_file, apps):
 
 def test_first_deploy_says_what_it_built_and_migrated(site):
     out = site["first"].stdout
-    assert "with pnpm" in out and "(pnpm-lock.yaml)" in out
+    assert "with pnpm 10.34.9 (pnpm-lock.yaml)" in out
     assert f"{len(INITIAL)} migration(s) to apply before traffic: {', '.join(INITIAL)}" in out
     assert "applying migrations before version" in out
     assert re.search(rf"migrations applied by \S+: {' '.join(INITIAL)}", out), out[-3000:]
