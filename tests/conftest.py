@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.support import remove_session_leftovers
+from tests.support import build_once, remove_session_leftovers
 from tests.testbed import vps as testbed_vps
 
 REQUIRED_IMAGES = ["node:22-bookworm-slim", "postgres:17", testbed_vps.IMAGE]
 SESSION = f"pytest-{os.getpid()}"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,13 @@ def testbed():
         pytest.fail(f"stand-in images missing ({', '.join(missing)}): run `make testbed` first")
     yield SESSION
     remove_session_leftovers(SESSION)
+
+
+@pytest.fixture(scope="session")
+def example_image(testbed):
+    """The example app's image as deploy.py builds it, built once per run whatever the number of test
+    workers (the modules that deploy the example use it; their deploys then ship it without a build)."""
+    return build_once(ROOT / "example", "example")
 
 
 @pytest.fixture(scope="session")

@@ -171,3 +171,31 @@ def popen_pyinfra(vps, env_file: Path, deploy_file: str, *extra: str) -> subproc
     """pyinfra started in the background (for commands that run until stopped), output on .stdout."""
     argv, full_env = pyinfra_command(vps, env_file, deploy_file, *extra)
     return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def app_build(app_path: Path, app_name: str):
+    """The image build deploy.py makes for the app at `app_path` deployed as `app_name` with default settings:
+    the same rendered Dockerfile, so the same image and tag (a deploy then finds it and ships it)."""
+    from vpskit import app_check, images, settings
+    from vpskit.render import render
+
+    s = settings.load({"app_name": app_name, "app_path": str(app_path)})
+    info = app_check.check(app_path)
+    version = images.version(app_path)
+    s.update(app_image=f"{app_name}:{version}", app_version=version, **info.context(app_name, version))
+    return images.LocalBuild(f"{app_name}:{version}", app_path, render("Dockerfile", **s), "",
+                             str(info.package_manager))
+
+
+def build_once(app_path: Path, app_name: str) -> str:
+    """Builds the app's image unless this machine has it, one builder at a time across test processes (a
+    lock file under .testbed/), so parallel test workers share one build. Returns the image reference."""
+    import fcntl
+
+    build = app_build(app_path, app_name)
+    lock = ROOT / ".testbed" / f"build-{app_name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        build.run()
+    return build.ref

@@ -43,10 +43,13 @@ class PackageManager:
 
     @property
     def install(self) -> str:
+        """Installs exactly the lock file, then drops the download cache in the same layer: the migration
+        runner image is this stage, shipped to the server (yarn's cache alone doubled it to 4 GB)."""
         return {
-            "npm": "npm ci --no-audit --no-fund",
-            "pnpm": "pnpm install --frozen-lockfile",
-            "yarn": "yarn install --immutable" if self.berry else "yarn install --frozen-lockfile --non-interactive",
+            "npm": "npm ci --no-audit --no-fund && npm cache clean --force",
+            "pnpm": "pnpm install --frozen-lockfile --store-dir /tmp/pnpm-store && rm -rf /tmp/pnpm-store",
+            "yarn": ("yarn install --immutable && yarn cache clean --all" if self.berry else
+                     "yarn install --frozen-lockfile --non-interactive && yarn cache clean"),
         }[self.name]
 
     def run(self, script: str) -> str:

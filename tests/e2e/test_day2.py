@@ -21,7 +21,7 @@ import pytest
 from tests.support import free_port, http, multipart, popen_pyinfra, run_pyinfra, wait_until
 from tests.testbed.vps import docker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKUPS = "/var/backups/example"

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support import free_port, http, multipart, run_pyinfra, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pa$$ w'o\"rd with spaces"

@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.test_deploy import results
 from tests.support import run_pyinfra
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
 SSH_PORT = 2200
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_deploy import results
-from tests.support import free_port, http, multipart, run_pyinfra, wait_until
-from vpskit import app_check, images, settings
-from vpskit.render import render
+from tests.support import app_build, free_port, http, multipart, run_pyinfra, wait_until
+from vpskit import images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -69,16 +68,6 @@ def with_broken_migration(src: Path, dest: Path) -> Path:
     return dest
 
 
-def local_build(app: Path, name: str) -> images.LocalBuild:
-    """The build deploy.py makes for `app` under `name` (same settings, so the same image and tag)."""
-    s = settings.load({"app_name": name, "app_path": str(app)})
-    version = images.version(app)
-    s.update(app_image=f"{name}:{version}", app_version=version,
-             **app_check.check(app).context(name, version))
-    pm = str(app_check.check(app).package_manager)
-    return images.LocalBuild(f"{name}:{version}", app, render("Dockerfile", **s), "", pm)
-
-
 class Background:
     """A build run in a thread while other tests go on (the machine has 2 cores; a deploy mostly waits)."""
 
@@ -120,7 +109,7 @@ def apps(tmp_path_factory):
     assert '"yarn@1.22.22"' in package.read_text()
     # The yarn variant builds beside the first deploy, under its own name (its build-stage images apart).
     return {"main": main, "broken": with_broken_migration(main, root / "broken"),
-            "yarn": Background(local_build(yarn, f"{APP}-yarn"))}
+            "yarn": Background(app_build(yarn, f"{APP}-yarn"))}
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +135,7 @@ def site(vps_factory, env_file, apps):
     state["tunnel"] = vps.forward(3000, local)
     wait_until(lambda: http("GET", f"{state['base']}/api/health/ready", timeout=3).status == 200, 60, "the tunnel")
     # The broken variant's build starts now, while the checks below run against the first release.
-    state["broken_build"] = Background(local_build(apps["broken"], APP))
+    state["broken_build"] = Background(app_build(apps["broken"], APP))
     yield state
     state["tunnel"].terminate()
 

@@ -36,10 +36,15 @@ def use_lock(app: Path, lock: str, text: str = "lockfileVersion: '9.0'\n", manag
         (app / "package.json").write_text(json.dumps({**pkg, "packageManager": manager}))
 
 
+def pm_install(pm: app_info.PackageManager) -> str:
+    """The install command without the cache clean-up that follows it."""
+    return pm.install.split(" && ")[0]
+
+
 def test_npm_is_read_from_the_example():
     info = app_check.check(EXAMPLE)
-    assert str(info.package_manager) == "npm (package-lock.json)"
-    assert info.package_manager.setup == "" and info.package_manager.install == "npm ci --no-audit --no-fund"
+    assert str(info.package_manager) == "npm (package-lock.json)" and info.package_manager.setup == ""
+    assert info.package_manager.install == "npm ci --no-audit --no-fund && npm cache clean --force"
     assert info.migrations == ("20261128_202135_initial",) and info.prod_migrations
     assert not info.migrated_by_vpskit  # the example applies its own at boot
     assert info.upload_dirs == ()  # its Media collection writes to MEDIA_DIR
@@ -50,20 +55,21 @@ def test_pnpm_with_the_version_from_package_json(app):
     pm = app_check.check(app).package_manager
     assert (pm.name, pm.version, pm.lock_file) == ("pnpm", "10.12.1", "pnpm-lock.yaml")
     assert pm.setup == "npm install -g --force --no-audit --no-fund pnpm@10.12.1"
-    assert pm.install == "pnpm install --frozen-lockfile" and pm.run("build") == "pnpm run build"
+    assert pm_install(pm) == "pnpm install --frozen-lockfile --store-dir /tmp/pnpm-store"
+    assert pm.run("build") == "pnpm run build"
 
 
 def test_yarn_classic_and_berry(app):
     use_lock(app, "yarn.lock", "# yarn lockfile v1\n")
     pm = app_check.check(app).package_manager
     assert (pm.name, pm.version, pm.berry) == ("yarn", "1", False)
-    assert pm.install == "yarn install --frozen-lockfile --non-interactive"
+    assert pm_install(pm) == "yarn install --frozen-lockfile --non-interactive"
     (app / "yarn.lock").write_text("__metadata:\n  version: 8\n")
     with pytest.raises(SettingsError, match="does not set nodeLinker: node-modules"):
         app_check.check(app)
     (app / ".yarnrc.yml").write_text("nodeLinker: node-modules\n")
     pm = app_check.check(app).package_manager
-    assert pm.berry and pm.install == "yarn install --immutable" and "@yarnpkg/cli-dist@4" in pm.setup
+    assert pm.berry and pm_install(pm) == "yarn install --immutable" and "@yarnpkg/cli-dist@4" in pm.setup
     assert app_check.check(app).install_files == (".yarnrc.yml",)
 
 
@@ -135,6 +141,7 @@ def test_dockerfile_installs_with_the_app_s_package_manager():
     text = rendered(info, "Dockerfile")
     assert "RUN npm install -g --force --no-audit --no-fund pnpm@10.12.1" in text
     assert "COPY package.json pnpm-lock.yaml .npmrc ./\nRUN pnpm install --frozen-lockfile" in text
+    assert "&& rm -rf /tmp/pnpm-store" in text  # no package cache in the layer the migration runner ships
     assert "RUN pnpm run build" in text
     assert 'VPSKIT_MIGRATIONS="20261129_000000_initial"' in text
     assert "FROM deps AS migrate" in text and 'CMD ["node", "node_modules/payload/bin.js", "migrate"]' in text
@@ -175,3 +182,20 @@ def test_applied_migrations_fact():
 def test_database_url_under_both_names():
     env = envfile.server_env({"POSTGRES_PASSWORD": "pw", "PAYLOAD_SECRET": "s" * 40}, settings.load({}))
     assert env["DATABASE_URL"] == env["DATABASE_URI"] == "postgresql://payload:pw@db:5432/payload"
+
+
+def test_the_payload_template_needs_exactly_the_two_documented_changes(tmp_path):
+    from tests.e2e.test_payload_template import as_documented
+
+    pristine = tmp_path / "pristine"
+    shutil.copytree(TEMPLATE, pristine)
+    with pytest.raises(SettingsError, match=r"next.config.ts does not set output: 'standalone'"):
+        app_check.check(pristine)
+    (pristine / "next.config.ts").write_text((pristine / "next.config.ts").read_text().replace(
+        "const nextConfig: NextConfig = {\n", "const nextConfig: NextConfig = {\n  output: 'standalone',\n"))
+    with pytest.raises(SettingsError, match=r"has no liveness route /api/health: copy vpskit's folder"):
+        app_check.check(pristine)
+    info = app_check.check(as_documented(tmp_path / "ready"))
+    assert str(info.package_manager) == "pnpm 10.34.9 (pnpm-lock.yaml)"
+    assert info.migrations == ("20261129_000000_initial",) and info.migrated_by_vpskit
+    assert info.upload_dirs == ("/app/media",)
