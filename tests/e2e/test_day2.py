@@ -620,7 +620,7 @@ def test_rollback_lists_releases_and_goes_to_a_named_one(site):
     current = current_version(site)
     assert f"{current} (current)" in listed.stdout
     names = site["vps"].ssh("ls -1 /opt/example/releases").stdout.split()
-    others = [n.removesuffix(".yml") for n in names if n != f"{current}.yml"]
+    others = [n.removesuffix(".yml") for n in names if n.endswith(".yml") and n != f"{current}.yml"]
     assert others and all(o in listed.stdout for o in others)
     target = others[0]
     out = pyinfra(site["vps"], site["env_file"], "tasks/rollback.py", "--data", f"version={target}")
