@@ -1,0 +1,59 @@
+"""The deploying machine after builds: the legacy builder keeps every stage of every build as an unnamed
+image (a Payload app's build stage is 1.5 GB, its yarn install stage 4 GB), and a failed step leaves a
+stopped container. vpskit's build keeps only the stage images of the latest build (the next build's cache)
+and leaves no container behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from vpskit import images
+
+pytestmark = pytest.mark.e2e
+
+
+def stage_images(app: str) -> list[str]:
+    out = subprocess.run(["docker", "image", "ls", "-q", "--filter", "dangling=true", "--filter",
+                          f"label=vpskit.stage-of={app}"], capture_output=True, text=True, timeout=60)
+    return sorted(set(out.stdout.split()))
+
+
+def containers() -> set[str]:
+    return set(subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True, timeout=60).stdout.split())
+
+
+def dockerfile(app: str, session: str, change: str, fail: bool = False) -> str:
+    """The kit's stage layout (base; deps and build from base, runtime copying from both), small enough to
+    build in seconds. deps and build are the leaves the legacy builder leaves behind as unnamed images."""
+    return (f'FROM debian:trixie-slim AS base\nLABEL vpskit.stage-of="{app}" vpskit.testbed.session="{session}"\n'
+            f"RUN echo {change} > /base.txt\n\n"
+            f"FROM base AS deps\nRUN {'false' if fail else 'true'} && echo deps-{change} > /deps.txt\n\n"
+            f"FROM base AS build\nRUN echo build-{change} > /build.txt\n\n"
+            f'FROM debian:trixie-slim AS runtime\nLABEL vpskit.testbed.session="{session}"\n'
+            "COPY --from=deps /deps.txt /deps.txt\nCOPY --from=build /build.txt /build.txt\n")
+
+
+def test_builds_leave_one_build_of_stage_images_and_no_container(testbed, tmp_path):
+    app = f"vpskit-stages-{os.getpid()}"
+    before = containers()
+    counts = []
+    try:
+        for n in range(3):
+            images.LocalBuild(f"{app}:v{n}", tmp_path, dockerfile(app, testbed, f"change-{n}")).run()
+            counts.append(len(stage_images(app)))
+        with pytest.raises(RuntimeError, match="failed"):
+            images.LocalBuild(f"{app}:broken", tmp_path, dockerfile(app, testbed, "change-x", fail=True)).run()
+        after_failure = len(stage_images(app))
+        assert containers() == before, "a failed build step left a container"
+    finally:
+        for ref in [f"{app}:v{n}" for n in range(3)]:
+            subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=120)
+        for image in stage_images(app):
+            subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=120)
+    # Each build leaves its own two leaf stages (deps, build) and removes the previous build's: the count stays.
+    assert counts == [2, 2, 2], counts
+    assert after_failure <= 2, after_failure
+    print(f"\nstage images after 3 changed builds: {counts}; after a failed one: {after_failure}")
