@@ -270,6 +270,29 @@ def test_new_container_that_exits_at_once_is_reported_within_seconds(site, testb
     print(f"\ncontainer that exits at once: reported after {found.group(2)}s (health_timeout 300)")
 
 
+def test_new_container_that_keeps_failing_to_reach_its_database_is_reported_within_seconds(site, testbed):
+    """An app that stays up but logs a database connection error on every attempt (the wrong URL, say)."""
+    good = current_version(site)
+    tag = "db-refused"
+    build_image(f"example:{tag}", f"FROM example:{good}\nCMD [\"node\", \"-e\", \"setInterval(() => console.error("
+                "'Error: connect ECONNREFUSED 127.0.0.1:5432'), 1000)\"]\n", testbed)
+    try:
+        out = pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", f"app_version={tag}",
+                      "--data", "health_timeout=300", "--data", "backup_before_update=false")
+    finally:
+        docker("rmi", "-f", f"example:{tag}", check=False)
+    assert out.returncode != 0
+    found = re.search(r"vpskit release: app cannot reach its database \((\d+) errors logged\) after (\d+)s; "
+                      r"its last log lines:", out.stdout)
+    assert found, out.stdout[-3000:]
+    assert int(found.group(2)) <= 30, found.group(0)
+    assert "connect ECONNREFUSED 127.0.0.1:5432" in out.stdout.split(found.group(0), 1)[1]
+    assert f"rolled back to {good}, which is healthy" in out.stdout
+    reopen(site)
+    assert http("GET", f"{site['base']}/api/health").json()["version"] == good
+    print(f"\napp that cannot reach its database: reported after {found.group(2)}s (health_timeout 300)")
+
+
 MIGRATION = """import { MigrateUpArgs, MigrateDownArgs, sql } from '@payloadcms/db-postgres'
 
 export async function up({ db }: MigrateUpArgs): Promise<void> {
