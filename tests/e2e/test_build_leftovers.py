@@ -26,14 +26,16 @@ def containers() -> set[str]:
 
 
 def dockerfile(app: str, session: str, change: str, fail: bool = False) -> str:
-    """The kit's stage layout (base; deps and build from base, runtime copying from both), small enough to
-    build in seconds. deps and build are the leaves the legacy builder leaves behind as unnamed images."""
+    """The kit's stage layout (base; deps from base; migrate and build from deps; runtime copying from build),
+    small enough to build in seconds. migrate and build are the leaves the legacy builder leaves behind as
+    unnamed images."""
     return (f'FROM debian:trixie-slim AS base\nLABEL vpskit.stage-of="{app}" vpskit.testbed.session="{session}"\n'
             f"RUN echo {change} > /base.txt\n\n"
             f"FROM base AS deps\nRUN {'false' if fail else 'true'} && echo deps-{change} > /deps.txt\n\n"
-            f"FROM base AS build\nRUN echo build-{change} > /build.txt\n\n"
+            f"FROM deps AS migrate\nRUN echo migrate-{change} > /migrate.txt\n\n"
+            f"FROM deps AS build\nRUN echo build-{change} > /build.txt\n\n"
             f'FROM debian:trixie-slim AS runtime\nLABEL vpskit.testbed.session="{session}"\n'
-            "COPY --from=deps /deps.txt /deps.txt\nCOPY --from=build /build.txt /build.txt\n")
+            "COPY --from=build /build.txt /build.txt\n")
 
 
 def test_builds_leave_one_build_of_stage_images_and_no_container(testbed, tmp_path):
@@ -53,7 +55,7 @@ def test_builds_leave_one_build_of_stage_images_and_no_container(testbed, tmp_pa
             subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=120)
         for image in stage_images(app):
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=120)
-    # Each build leaves its own two leaf stages (deps, build) and removes the previous build's: the count stays.
+    # Each build leaves its own two leaf stages (migrate, build) and removes the previous build's: the count stays.
     assert counts == [2, 2, 2], counts
     assert after_failure <= 2, after_failure
     print(f"\nstage images after 3 changed builds: {counts}; after a failed one: {after_failure}")
