@@ -26,11 +26,12 @@ unit: install
 e2e: install testbed
 	$(BIN)/pytest tests/e2e
 
-# Two workers, one test module each at a time: the slow modules (each with its own VPS) mostly wait on
-# SSH, Docker and health checks, so they overlap well on two cores; images are built once per run.
+# Three workers, one test module each at a time: the slow modules (each with its own VPS) mostly wait on
+# SSH, Docker and health checks, so they overlap well on two cores; image builds take turns (vpskit builds one
+# image at a time per machine) and each image is built once per run.
 test: install testbed lint
 	@start=$$(date +%s); \
-	$(BIN)/pytest -n 2 --dist loadfile; status=$$?; \
+	$(BIN)/pytest -n 3 --dist loadfile; status=$$?; \
 	bash tests/testbed/leftovers.sh || status=1; \
 	echo "make test: suite wall time $$(( $$(date +%s) - start )) s"; \
 	exit $$status

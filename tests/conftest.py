@@ -63,7 +63,7 @@ def vps_host(vps):
     return vps.testinfra_host()
 
 
-# The slowest modules first, so that with two workers (make test) neither is left with a long module at
+# The slowest modules first, so that with parallel workers (make test) none is left with a long module at
 # the end: each holds its own VPS for many minutes, mostly waiting on builds, SSH and health checks.
 SLOW_FIRST = ["test_payload_template.py", "test_day2.py", "test_deploy.py", "test_example_app.py",
               "test_firewall.py", "test_readme_demo.py", "test_bad_input.py"]

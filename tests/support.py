@@ -188,14 +188,8 @@ def app_build(app_path: Path, app_name: str):
 
 
 def build_once(app_path: Path, app_name: str) -> str:
-    """Builds the app's image unless this machine has it, one builder at a time across test processes (a
-    lock file under .testbed/), so parallel test workers share one build. Returns the image reference."""
-    import fcntl
-
+    """Builds the app's image unless this machine has it. vpskit's build lock (one build at a time on a
+    machine) makes parallel test workers share one build: the second finds the image once the lock is free."""
     build = app_build(app_path, app_name)
-    lock = ROOT / ".testbed" / f"build-{app_name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        build.run()
+    build.run()
     return build.ref

@@ -3,13 +3,17 @@ build, and shipping images to a server over the SSH connection pyinfra already h
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import io
+import os
 import shlex
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +109,12 @@ class LocalBuild:
     def run(self) -> None:
         if local_image_id(self.ref):
             return
+        with build_lock():
+            # Another deploy on this machine may have built it while this one waited.
+            if not local_image_id(self.ref):
+                self._build()
+
+    def _build(self) -> None:
         t0 = time.monotonic()
         what = f" with {self.package_manager}" if self.package_manager else ""
         print(f"    building {self.ref} on this machine{what} (this takes a few minutes)...", file=sys.stderr)
@@ -122,6 +132,32 @@ class LocalBuild:
             raise RuntimeError(f"building {self.ref} failed (docker build exit {proc.returncode}):\n{tail}")
         freed = f"; removed {pruned} stale build-stage images" if pruned else ""
         print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s{freed}", file=sys.stderr)
+
+
+LOCK = Path(tempfile.gettempdir()) / f"vpskit-build-{os.getuid()}.lock"
+
+
+@contextlib.contextmanager
+def build_lock(path: Path = LOCK):
+    """One image build at a time on this machine: a Next.js build takes about 2.3 GB and every core, so two
+    deploys (or two hosts of one deploy) building at once only slow each other down. Polls rather than blocks,
+    so pyinfra's other connections keep running meanwhile; says so when it has to wait."""
+    with open(path, "a") as handle:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited == 0:
+                    print(f"    waiting for another image build on this machine to end (lock {path})...",
+                          file=sys.stderr)
+                time.sleep(1)
+                waited += 1
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_command(ref: str, target: str = "") -> list[str]:

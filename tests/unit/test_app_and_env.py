@@ -83,3 +83,25 @@ def test_password_with_any_character_encoded_in_the_url(tmp_path):
     url = urlsplit(env["DATABASE_URI"])
     assert unquote(url.password) == pw and url.hostname == "db" and url.path == "/payload"
     assert env["SMTP_HOST"] == "mail" and "VPSKIT_HOST" not in env
+
+
+def test_one_image_build_at_a_time_on_a_machine(tmp_path, capsys):
+    import threading
+    import time
+
+    lock, spans = tmp_path / "build.lock", []
+
+    def build(n):
+        with images.build_lock(lock):
+            start = time.monotonic()
+            time.sleep(0.5)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    (a_start, a_end), (b_start, b_end) = sorted(spans)
+    assert b_start >= a_end  # never two at once
+    assert "waiting for another image build on this machine to end" in capsys.readouterr().err
