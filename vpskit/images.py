@@ -173,17 +173,30 @@ def built_layers(output: str) -> set[str]:
             if line.strip().startswith("--->") and not line.strip().startswith("---> Running")}
 
 
+STAGE_IMAGES_KEPT = 4  # unnamed stage images kept per app: this build's two leaves and the previous build's
+
+
 def prune_stage_images(app: str, keep: set[str]) -> int:
-    """Removes this app's untagged build-stage images (label vpskit.stage-of) that the build just made did not
-    use: without this, every changed build leaves a GB or more behind (the legacy builder keeps each stage).
-    The ones this build used stay, as the cache of the next build. Returns how many were removed."""
-    listed = subprocess.run(["docker", "image", "ls", "-q", "--no-trunc", "--filter", "dangling=true",
-                             "--filter", f"label=vpskit.stage-of={app}"], capture_output=True, text=True)
+    """Removes this app's untagged build-stage images (label vpskit.stage-of) beyond the newest
+    STAGE_IMAGES_KEPT: without this, every changed build leaves a GB or more behind (the legacy builder keeps
+    each stage). The ones this build used always stay, as the cache of the next build; the previous build's
+    too, so going back to the previous sources builds from cache. Returns how many were removed."""
+    listed = subprocess.run(["docker", "image", "ls", "--no-trunc", "--filter", "dangling=true", "--filter",
+                             f"label=vpskit.stage-of={app}", "--format", "{{.CreatedAt}}\t{{.ID}}"],
+                            capture_output=True, text=True)
     if listed.returncode != 0 or not keep:
         return 0
-    stale = [i for i in dict.fromkeys(listed.stdout.split()) if i.removeprefix("sha256:")[:12] not in keep]
+    newest_first = [line.split("\t")[1] for line in sorted(set(listed.stdout.splitlines()), reverse=True)
+                    if "\t" in line]
+    used = [i for i in newest_first if i.removeprefix("sha256:")[:12] in keep]
+    spare = max(0, STAGE_IMAGES_KEPT - len(used))
     removed = 0
-    for image in stale:
+    for image in newest_first:
+        if image in used:
+            continue
+        if spare:
+            spare -= 1
+            continue
         removed += subprocess.run(["docker", "image", "rm", image], capture_output=True).returncode == 0
     return removed
 

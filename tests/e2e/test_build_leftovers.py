@@ -1,6 +1,6 @@
 """The deploying machine after builds: the legacy builder keeps every stage of every build as an unnamed
 image (a Payload app's build stage is 1.5 GB, its yarn install stage 4 GB), and a failed step leaves a
-stopped container. vpskit's build keeps only the stage images of the latest build (the next build's cache)
+stopped container. vpskit's build keeps the stage images of the latest two builds only (the next build's cache)
 and leaves no container behind."""
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ def stage_images(app: str) -> list[str]:
     return sorted(set(out.stdout.split()))
 
 
-def containers() -> set[str]:
-    return set(subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True, timeout=60).stdout.split())
+def containers(app: str) -> set[str]:
+    """Containers made from this app's stage images (a failed step's container carries the stage label)."""
+    return set(subprocess.run(["docker", "ps", "-aq", "--filter", f"label=vpskit.stage-of={app}"],
+                              capture_output=True, text=True, timeout=60).stdout.split())
 
 
 def dockerfile(app: str, session: str, change: str, fail: bool = False) -> str:
@@ -40,22 +42,22 @@ def dockerfile(app: str, session: str, change: str, fail: bool = False) -> str:
 
 def test_builds_leave_one_build_of_stage_images_and_no_container(testbed, tmp_path):
     app = f"vpskit-stages-{os.getpid()}"
-    before = containers()
     counts = []
     try:
-        for n in range(3):
+        for n in range(4):
             images.LocalBuild(f"{app}:v{n}", tmp_path, dockerfile(app, testbed, f"change-{n}")).run()
             counts.append(len(stage_images(app)))
         with pytest.raises(RuntimeError, match="failed"):
             images.LocalBuild(f"{app}:broken", tmp_path, dockerfile(app, testbed, "change-x", fail=True)).run()
         after_failure = len(stage_images(app))
-        assert containers() == before, "a failed build step left a container"
+        assert not containers(app), "a failed build step left a container"
     finally:
-        for ref in [f"{app}:v{n}" for n in range(3)]:
+        for ref in [f"{app}:v{n}" for n in range(4)]:
             subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=120)
         for image in stage_images(app):
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=120)
-    # Each build leaves its own two leaf stages (migrate, build) and removes the previous build's: the count stays.
-    assert counts == [2, 2, 2], counts
-    assert after_failure <= 2, after_failure
-    print(f"\nstage images after 3 changed builds: {counts}; after a failed one: {after_failure}")
+    # Each build leaves its own two leaf stages (migrate, build); the previous build's stay as a cache, older
+    # ones go: the count stops growing at two builds' worth (without the pruning: 2, 4, 6, 8).
+    assert counts == [2, 4, 4, 4], counts
+    assert after_failure <= images.STAGE_IMAGES_KEPT, after_failure
+    print(f"\nstage images after 4 changed builds: {counts}; after a failed one: {after_failure}")
