@@ -49,7 +49,10 @@ class PackageManager:
             "npm": "npm ci --no-audit --no-fund && npm cache clean --force",
             "pnpm": "pnpm install --frozen-lockfile --store-dir /tmp/pnpm-store && rm -rf /tmp/pnpm-store",
             "yarn": ("yarn install --immutable && yarn cache clean --all" if self.berry else
-                     "yarn install --frozen-lockfile --non-interactive && yarn cache clean"),
+                     # yarn 1 gives up on a tarball after 30 s by default: a busy proxy or a slow
+                     # link breaks the build (seen here on a large package); Payload has hundreds.
+                     "yarn install --frozen-lockfile --non-interactive --network-timeout 600000 "
+                     "&& yarn cache clean"),
         }[self.name]
 
     def run(self, script: str) -> str:

@@ -63,7 +63,7 @@ def test_yarn_classic_and_berry(app):
     use_lock(app, "yarn.lock", "# yarn lockfile v1\n")
     pm = app_check.check(app).package_manager
     assert (pm.name, pm.version, pm.berry) == ("yarn", "1", False)
-    assert pm_install(pm) == "yarn install --frozen-lockfile --non-interactive"
+    assert pm_install(pm) == "yarn install --frozen-lockfile --non-interactive --network-timeout 600000"
     (app / "yarn.lock").write_text("__metadata:\n  version: 8\n")
     with pytest.raises(SettingsError, match="does not set nodeLinker: node-modules"):
         app_check.check(app)
