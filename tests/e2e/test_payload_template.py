@@ -128,6 +128,10 @@ def deploy(vps, env_file: Path, app: Path, *extra: str):
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file, apps):
     vps = vps_factory("template")
+    # The first deploy builds, whatever an earlier run left on this machine: the build is part of what is tested.
+    version = images.version(apps["main"])
+    subprocess.run(["docker", "image", "rm", f"{APP}:{version}", f"{APP}-migrate:{version}"], capture_output=True,
+                   timeout=120)
     t0 = time.monotonic()
     first = deploy(vps, env_file, apps["main"])
     assert first.returncode == 0, first.stdout[-5000:]
