@@ -48,7 +48,8 @@ failed_service() { # failed_service SINCE BASELINE: sets FAILURE to "CONTAINER_I
     if [ "$st" = exited ] || [ "$st" = dead ]; then
       FAILURE="$id $s exited with code $code"
     elif [ "$rc" -gt "${restarts["$id"]}" ]; then
-      FAILURE="$id $s crashed and was restarted (exit code $code)"
+      # Running again by now, so its exit code reads 0: the restart count is what is known.
+      FAILURE="$id $s crashed and was restarted ($((rc - restarts["$id"])) since the wait began)"
     elif errors=$(docker logs --since "$1" "$id" 2>&1 | grep -v '^vpskit:' | grep -cE "$DB_ERRORS") \
       && [ "$errors" -ge 3 ]; then
       FAILURE="$id $s cannot reach its database ($errors errors logged)"
