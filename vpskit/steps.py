@@ -154,8 +154,10 @@ def pending_migrations(s: dict) -> list[str]:
     """The app's migrations not yet recorded in the server's database, when vpskit applies them."""
     if not s["migrate_image"]:
         return []
-    applied = set(host.get_fact(AppliedMigrations, app_dir=s["app_dir"], **SUDO))
-    return [m for m in s["migrations"] if m not in applied]
+    if "pending_migrations" not in s:  # read once per run: images_on_server() and stack() both need it
+        applied = set(host.get_fact(AppliedMigrations, app_dir=s["app_dir"], **SUDO))
+        s["pending_migrations"] = [m for m in s["migrations"] if m not in applied]
+    return s["pending_migrations"]
 
 
 @operation()
