@@ -8,6 +8,7 @@ settings = steps.plan()  # validated here, before any change is made
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
+steps.proxy_step(settings)  # the server's one proxy; a port taken on the server stops the deploy here
 pushed = steps.artifacts(settings)
 steps.images_on_server(settings)
 steps.stack(settings)  # backup first when the app changes; rolls back when the new version is not ready

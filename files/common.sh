@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What vpskit's server scripts share, sourced by release.sh, restore.sh, backup.sh and health-check.sh.
+# What vpskit's server scripts share, sourced by release.sh, release-run.sh, restore.sh, backup.sh and
+# health-check.sh.
 #
 # Health: the one definition of a healthy stack (used in the app's folder). vpskit/health.py states the same
 # rule for the deploy's own check; a unit test keeps the two in step. A service is healthy when its
@@ -33,28 +34,37 @@ stack_states() { # prints "SERVICE STATUS/HEALTH" per service; returns 0 only wh
 # A database error the app logs on every attempt: the wait ends on the third rather than at the timeout.
 DB_ERRORS='ECONNREFUSED|ENOTFOUND|EAI_AGAIN|password authentication failed|cannot connect to Postgres'
 
-failed_service() { # failed_service SINCE BASELINE: sets FAILURE to "CONTAINER_ID why" for the first service
-  # that exited, crashed or keeps failing to reach its database since the wait began; BASELINE (the name of
-  # an associative array, kept by the caller) holds each container's restart count when first seen.
-  local -n restarts=$2
-  local s id st rc code errors
+container_failure() { # container_failure ID SINCE RESTARTS_BEFORE: sets FAILURE to why the container is
+  # not going to get ready (exited, crashed since, or kept failing to reach its database since SINCE)
+  local st rc code errors
+  FAILURE=""
+  read -r st rc code < <(docker inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$1" \
+    2>/dev/null) || return 1
+  if [ "$st" = exited ] || [ "$st" = dead ]; then
+    FAILURE="exited with code $code"
+  elif [ "$rc" -gt "$3" ]; then
+    # Running again by now, so its exit code reads 0: the restart count is what is known.
+    FAILURE="crashed and was restarted ($((rc - $3)) since the wait began)"
+  elif errors=$(docker logs --since "$2" "$1" 2>&1 | grep -v '^vpskit:' | grep -cE "$DB_ERRORS") \
+    && [ "$errors" -ge 3 ]; then
+    FAILURE="cannot reach its database ($errors errors logged)"
+  fi
+  [ -n "$FAILURE" ]
+}
+
+restarts() { docker inspect -f '{{.RestartCount}}' "$1" 2>/dev/null || echo 0; }
+
+failed_service() { # failed_service SINCE BASELINE: sets FAILURE to "CONTAINER_ID service why" for the first
+  # service whose container failed since the wait began; BASELINE (the name of an associative array, kept
+  # by the caller) holds each container's restart count when first seen.
+  local -n counts=$2
+  local s id
   FAILURE=""
   for s in $(docker compose config --services 2>/dev/null); do
     id=$(docker compose ps -a -q "$s" 2>/dev/null | head -1)
     [ -n "$id" ] || continue
-    read -r st rc code < <(docker inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$id" \
-      2>/dev/null) || continue
-    [ -n "${restarts["$id"]:-}" ] || restarts["$id"]=$rc
-    if [ "$st" = exited ] || [ "$st" = dead ]; then
-      FAILURE="$id $s exited with code $code"
-    elif [ "$rc" -gt "${restarts["$id"]}" ]; then
-      # Running again by now, so its exit code reads 0: the restart count is what is known.
-      FAILURE="$id $s crashed and was restarted ($((rc - restarts["$id"])) since the wait began)"
-    elif errors=$(docker logs --since "$1" "$id" 2>&1 | grep -v '^vpskit:' | grep -cE "$DB_ERRORS") \
-      && [ "$errors" -ge 3 ]; then
-      FAILURE="$id $s cannot reach its database ($errors errors logged)"
-    fi
-    [ -z "$FAILURE" ] || return 0
+    [ -n "${counts["$id"]:-}" ] || counts["$id"]=$(restarts "$id")
+    if container_failure "$id" "$1" "${counts["$id"]}"; then FAILURE="$id $s $FAILURE"; return 0; fi
   done
   return 1
 }
@@ -95,4 +105,69 @@ backup_names() { # backup_names BACKUP_ROOT
   for d in "$1"/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z; do
     if [ -d "$d" ]; then echo "${d##*/}"; fi
   done
+}
+
+desired_hash() { # desired_hash DIR: what a release applies, hashed: compose file, .env and proxy route
+  { cat "$1/docker-compose.yml" "$1/.env"; cat "$1/proxy-route.caddy" 2>/dev/null || true; } | sha256sum | cut -c1-64
+}
+
+# Readiness of one container, as a release needs it: the app's own ready route answering 200.
+ready_once() { # ready_once NAME PORT VIA: VIA=proxy asks through the bundled proxy's network, else in the app
+  if [ "$3" = proxy ]; then
+    docker exec vpskit-proxy wget -q -T 5 -O /dev/null "http://$1:$2/api/health/ready" 2>/dev/null
+  else
+    docker exec "$1" node -e 'fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready").then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$2" 2>/dev/null
+  fi
+}
+
+# shellcheck disable=SC2034 # NOT_READY and LOCK_REFUSAL are read by the scripts that source this one
+wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; sets NOT_READY when it does not.
+  # Ends early when the container exits, crashes or keeps failing to reach its database.
+  local limit=$3 start=$SECONDS shown=$SECONDS since rc0
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ); rc0=$(restarts "$1"); NOT_READY=""
+  while :; do
+    if ready_once "$1" "$2" "$4"; then
+      echo "vpskit release: $1 answers ready after $((SECONDS - start))s" >&2
+      return 0
+    fi
+    if container_failure "$1" "$since" "$rc0"; then
+      NOT_READY="the new container $1 $FAILURE after $((SECONDS - start))s"
+      return 1
+    fi
+    if (( SECONDS - start >= limit )); then
+      NOT_READY="the new container $1 did not answer ready within ${limit}s"
+      return 1
+    fi
+    if (( SECONDS - shown >= 10 )); then
+      echo "vpskit release: waiting for $1 to answer ready, $((SECONDS - start))s of ${limit}s" >&2
+      shown=$SECONDS
+    fi
+    sleep 1
+  done
+}
+
+wait_service_healthy() { # wait_service_healthy SERVICE SECONDS
+  local start=$SECONDS
+  until is_healthy "$(service_state "$1")"; do
+    (( SECONDS - start < $2 )) || return 1
+    sleep 1
+  done
+}
+
+# The app's lock: one release, rollback, restore or stop of an app at a time (in the app's folder).
+# shellcheck disable=SC2034
+take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it; sets LOCK_REFUSAL on refusal
+  local limit=$1 start=$SECONDS holder step
+  exec 9>>.vpskit.lock
+  while ! flock -n 9; do
+    holder=$(cat .vpskit.lock.holder 2>/dev/null || echo "unknown")
+    if (( SECONDS - start >= limit )); then
+      LOCK_REFUSAL="another operation on this app still holds its lock after ${limit}s ($holder): nothing was changed; run this again when it has finished"
+      return 1
+    fi
+    echo "vpskit: waiting for the app's lock, held by $holder ($((SECONDS - start))s of ${limit}s)" >&2
+    step=$(( limit - (SECONDS - start) < 10 ? limit - (SECONDS - start) : 10 ))
+    flock -w "$(( step > 0 ? step : 1 ))" 9 && break
+  done
+  echo "$2, since $(date -u +%Y-%m-%dT%H:%M:%SZ)" > .vpskit.lock.holder
 }

@@ -15,10 +15,14 @@ firewall = False  # ufw allowing only SSH (the port in use), 80 and 443; SSH is 
 docker_source = "distro"  # where Docker comes from: "distro" (Debian/Ubuntu packages) or "docker" (Docker's apt repo)
 
 # --- Publishing
-publish_host = "127.0.0.1"  # address the app port is published on; "0.0.0.0" exposes it (Docker bypasses ufw)
-publish_port = 3000  # host port for the app; 0 = not published (reached only through proxy_network)
-domain = ""  # public domain of the site: the printed URL and the Traefik rule
-proxy_network = ""  # external Docker network of a reverse proxy (Traefik or Nginx) for the app to join
+publish_host = "127.0.0.1"  # address the proxy serves the app on (HTTP); "0.0.0.0" exposes it (Docker bypasses ufw)
+publish_port = 3000  # port the proxy serves the app on; 0 = none (served on `domain`, or through proxy_network only)
+domain = ""  # public domain: the proxy serves it on 80/443 with an ACME certificate (or the Traefik rule)
+proxy_network = ""  # external Docker network of your own reverse proxy (Traefik or Nginx) for the app to join
+proxy_image = "caddy:2"  # image of the bundled proxy: one per server, shared by every app, owns the published ports
+acme_email = ""  # contact address given to the ACME server for certificates (recommended with `domain`)
+acme_ca = ""  # ACME directory URL; empty = Let's Encrypt (a test server such as pebble for trials)
+acme_ca_root = ""  # path on the server of the ACME server's root certificate, for a private ACME server only
 public_url = ""  # URL printed when the deploy ends; empty = derived from domain / publish_host / publish_port
 traefik_labels = False  # add Traefik router labels for `domain` (needs proxy_network and domain)
 
@@ -52,5 +56,7 @@ backup_before_update = True  # take a backup before a deploy changes a running a
 log_max_size = "10m"  # json-file log size before rotation
 log_max_file = 3  # rotated json-file logs kept per container
 
-# --- Waiting
-health_timeout = 180  # seconds to wait for every service to become healthy after an apply
+# --- Releases
+health_timeout = 180  # seconds a new version gets to answer ready before it is thrown away (the old one keeps serving)
+drain_timeout = 10  # seconds in-flight requests get to finish on the old version after the proxy switched
+lock_timeout = 300  # seconds a release waits for another release (or restore, rollback, stop) of the app to finish

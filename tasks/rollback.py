@@ -1,9 +1,10 @@
 """Go back to an earlier release: `pyinfra inventory.py tasks/rollback.py [--data version=VERSION]`
-(default: the release before the current one). `--data list=true` lists the releases kept on the server."""
+(default: the release before the current one): its image, compose file, .env and proxy route together, with the
+same zero-downtime switch as a deploy. `--data list=true` shows the release log and the releases kept."""
 
 import re
 
-from vpskit import tasks
+from vpskit import commands, tasks
 from vpskit.operations import report
 
 s = tasks.plan()
@@ -17,5 +18,6 @@ if str(tasks.option("list", "false")).lower() == "true":
     report(name="Releases", command=f"{release} list {s['app_dir']}", failure="vpskit releases", _sudo=True)
 else:
     report(name=f"Roll back to {version or 'the previous release'}",
-           command=f"{release} rollback {s['app_dir']} {version or chr(39) + chr(39)} {s['health_timeout']} 2>&1",
+           command=commands.release_rollback(s["app_dir"], version, tasks.who(), s["health_timeout"], s["keep_images"],
+                                             s["drain_timeout"], s["lock_timeout"]) + " 2>&1",
            failure="vpskit rollback", _sudo=True)

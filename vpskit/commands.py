@@ -4,6 +4,7 @@ that runs them over SSH lives in facts.py and operations.py."""
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 q = shlex.quote
 
@@ -29,6 +30,7 @@ def compose_state(app_dir: str, project: str, refs: tuple[str, ...] = ()) -> str
         "if command -v docker >/dev/null; then "
         f"if [ -f {d}/docker-compose.yml ]; then "
         f"echo files $({files_hash(app_dir)}); echo applied $(cat {d}/.applied 2>/dev/null); "
+        f"echo \"last $(tail -n 1 {d}/releases/log 2>/dev/null)\"; "
         f"for c in $({ids}); do docker inspect -f {q(fmt)} $c | sed 's/^/container /'; done; fi; "
         f"{images}fi"
     )
@@ -49,16 +51,41 @@ def private_dir(path: str, owner: str) -> str:
 
 
 def files_hash(app_dir: str) -> str:
-    """The hash of what `up` applies: the compose file and the .env beside it."""
-    return f"cat {q(app_dir)}/docker-compose.yml {q(app_dir)}/.env | sha256sum | cut -c1-64"
+    """The hash of what a release applies: the compose file, the .env and the proxy route beside them (the
+    same as files/common.sh's desired_hash)."""
+    d = q(app_dir)
+    return (f"{{ cat {d}/docker-compose.yml {d}/.env; cat {d}/proxy-route.caddy 2>/dev/null; }} "
+            "| sha256sum | cut -c1-64")
 
 
-def release_up(app_dir: str, version: str, timeout: int, keep: int, migrate: bool = False) -> str:
-    """Applies the stack through release.sh: applies pending migrations first (with the compose file's
-    migrate service, when `migrate`), waits for health, rolls back to the previous release when the new one
-    does not get ready, records the release and prunes old images."""
-    cmd = f"{q(app_dir)}/bin/release.sh up {q(app_dir)} {q(version)} {int(timeout)} {int(keep)}"
-    return cmd + (" migrate" if migrate else "")
+@dataclass(frozen=True)
+class Release:
+    """One release attempt as the deploy asks the server for it (files/release.sh start)."""
+
+    app_dir: str
+    attempt: str  # unique id of the attempt: its log and status files on the server
+    version: str
+    files_hash: str  # sha256 of compose file + .env + proxy route as pushed to {app_dir}/next
+    who: str  # for the release log and the lock holder: git author or CI run, and the machine
+    timeout: int = 180
+    keep: int = 3
+    drain: int = 10
+    lock_wait: int = 300
+    migrate: bool = False
+
+
+def release_start(r: Release) -> str:
+    """Starts the release detached on the server (it finishes without this SSH session) and follows its log;
+    exits with its status."""
+    cmd = (f"{q(r.app_dir)}/bin/release.sh start {q(r.app_dir)} {q(r.attempt)} {q(r.version)} {int(r.timeout)} "
+           f"{int(r.keep)} {int(r.drain)} {int(r.lock_wait)} {q(r.files_hash)} {q(r.who)}")
+    return cmd + (" migrate" if r.migrate else "")
+
+
+def release_rollback(app_dir: str, target: str, who: str, timeout: int, keep: int, drain: int, lock_wait: int) -> str:
+    """Releases a recorded release again (compose file, .env and route), the same way as a deploy."""
+    return (f"{q(app_dir)}/bin/release.sh rollback {q(app_dir)} {q(target)} {int(timeout)} {int(keep)} "
+            f"{int(drain)} {int(lock_wait)} {q(who)}")
 
 
 def applied_migrations(app_dir: str) -> str:

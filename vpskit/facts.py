@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
-from vpskit import commands
+from vpskit import commands, proxy
 
 
 class DockerImageId(FactBase):
@@ -41,14 +41,16 @@ class ComposeStack(FactBase):
         return parse_compose_state(output)
 
     def default(self) -> dict:
-        return {"files": "", "applied": "", "images": {}, "services": {}}
+        return {"files": "", "applied": "", "images": {}, "services": {}, "last": ""}
 
 
 def parse_compose_state(lines) -> dict:
-    state: dict = {"files": "", "applied": "", "images": {}, "services": {}}
+    state: dict = {"files": "", "applied": "", "images": {}, "services": {}, "last": ""}
     for line in lines:
         parts = line.split()
-        if parts and parts[0] in ("files", "applied"):
+        if parts and parts[0] == "last":
+            state["last"] = line.split(" ", 1)[1].strip() if len(parts) > 1 else ""  # a tab-separated log line
+        elif parts and parts[0] in ("files", "applied"):
             state[parts[0]] = parts[1] if len(parts) > 1 else ""
         elif parts and parts[0] == "image" and len(parts) >= 2:
             state["images"][parts[1]] = parts[2] if len(parts) > 2 else ""
@@ -131,3 +133,21 @@ class AppliedMigrations(FactBase):
 
     def default(self) -> tuple[str, ...]:
         return ()
+
+
+class ProxyState(FactBase):
+    """The server's bundled proxy: hashes of its compose file and Caddyfile, each app's published ports,
+    whether it runs, and the TCP ports something listens on.
+
+    host.get_fact(ProxyState, _sudo=True) -> {"compose": "ab12..", "caddyfile": "..", "running": True,
+        "ports": {"example": ("127.0.0.1:3000:3000",)}, "listening": {22, 3000}}
+    """
+
+    def command(self) -> str:
+        return proxy.state_command()
+
+    def process(self, output) -> dict:
+        return proxy.parse_state(output)
+
+    def default(self) -> dict:
+        return proxy.parse_state([])

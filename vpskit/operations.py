@@ -10,8 +10,8 @@ from io import BytesIO
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
-from vpskit import commands, health, images
-from vpskit.facts import ComposeStack, DockerImageId, FileStates, SshServerPort, UfwStatus
+from vpskit import commands, health, images, proxy
+from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, SshServerPort, UfwStatus
 
 
 @operation()
@@ -144,31 +144,78 @@ def firewall(ports: tuple[int, ...] = (80, 443)):
 
 
 @operation()
-def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str], version: str,
-                  timeout: int = 180, keep: int = 3, url: str = "", files_hash: str = "",
+def proxy_serving(app: str, ports: tuple[str, ...], image: str, caddyfile: str, acme_ca_root: str = ""):
+    """
+    The server's one proxy running, publishing every app's ports (this app's ``ports`` included) and with
+    the global options in ``caddyfile``. Other apps' ports are read from the server, so deploying one app
+    keeps every other app's routes and ports. A port this app needs that something else on the server
+    already listens on fails the operation before anything changes.
+
+    + app: the app's name (its ports file on the server)
+    + ports: the compose ``ports`` entries this app needs, e.g. ``("127.0.0.1:3000:3000",)`` or
+      ``("80:80", "443:443")``; empty to give its ports back
+    + image: the proxy's image (already on the server)
+    + caddyfile: the global Caddyfile (options; routes come from each app's release)
+    + acme_ca_root: path on the server of a private ACME server's root, mounted into the proxy
+
+    **Example:**
+
+    .. code:: python
+
+        proxy_serving(name="Proxy", app="shop", ports=("80:80", "443:443"), image="caddy:2",
+                      caddyfile=text, _sudo=True)
+    """
+    state = host.get_fact(ProxyState)
+    others = {a: p for a, p in state["ports"].items() if a != app}
+    published = proxy.union(state["ports"]) if state["running"] else ()
+    wanted = proxy.union({**others, app: ports})
+    compose = proxy.compose_file(wanted, image, acme_ca_root)
+    sha = hashlib.sha256
+    same = (state["compose"] == sha(compose.encode()).hexdigest()
+            and state["caddyfile"] == sha(caddyfile.encode()).hexdigest()
+            and state["ports"].get(app, ()) == ports and state["running"])
+    if same:
+        host.noop(f"proxy {proxy.CONTAINER} running, publishing {', '.join(wanted) or 'nothing'}")
+        return
+    busy = proxy.taken(ports, published, state["listening"])
+    if busy:
+        raise OperationError(f"port {', '.join(map(str, busy))} is already in use on the server by another "
+                             "program: free it, or set publish_port to a free port; nothing was changed")
+    if set(wanted) != set(published) and state["running"] and others:
+        logger.warning(f"{host.print_prefix}the proxy's published ports change ({', '.join(wanted)}): it is "
+                       f"recreated, a pause of about a second for {', '.join(sorted(others))}")
+    files = {"docker-compose.yml": compose, "etc/Caddyfile": caddyfile,
+             f"ports/{app}": "".join(f"{p}\n" for p in ports)}
+    yield proxy.up_command(files)
+
+
+@operation()
+def stack_applied(release: commands.Release, project: str, images_by_service: dict[str, str], url: str = "",
                   pending_migrations: tuple[str, ...] = ()):
     """
-    Bring the compose stack in ``app_dir`` to its desired state and wait until every service is healthy.
+    Bring the app to its desired state with a release that never stops the serving version first: the new
+    app container starts beside the old one, the proxy switches to it once it answers ready, and the old one
+    drains and stops. The release runs on the server, detached, under the app's lock; this operation follows
+    its log and fails with its one-line reason.
 
-    + app_dir: directory on the server holding docker-compose.yml, .env and bin/release.sh
+    + release: a ``commands.Release`` (app folder, attempt id, version, hash of the pushed files, who,
+      timeout, images kept, drain, lock wait, whether migrations run first)
     + project: compose project name (labels of its containers)
     + images_by_service: service name -> image reference the service must run
-    + version: the app version being released (recorded for rollback)
-    + timeout: seconds to wait for health; past it the previous release is put back and the operation fails
-    + keep: app image versions kept on the server
     + url: where the app answers, for the closing message
-    + files_hash: sha256 of the compose file and .env as rendered here, so that --dry sees a change before
-      the files reach the server (default: the hash of the files on the server)
     + pending_migrations: migrations the compose file's ``migrate`` service applies before the new app starts
-      (release.sh runs it once; a failure ends the release with the previous version still serving)
 
-    Changes nothing when the compose file and .env are the ones last applied and every service runs its
-    image and is healthy (vpskit.health); otherwise applies them (compose recreates only the services that
-    differ) and waits until the stack is healthy by the same definition.
+    Changes nothing when the pushed files are the ones last released and every service runs its image and
+    is healthy (vpskit.health).
     """
-    stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=tuple(images_by_service.values()))
+    stack = host.get_fact(ComposeStack, app_dir=release.app_dir, project=project,
+                          refs=tuple(images_by_service.values()))
+    if stack["last"]:
+        when, version, _config, who, result, seconds, reason = (stack["last"].split("\t") + [""] * 7)[:7]
+        logger.info(f"{host.print_prefix}last release attempt: {version} ({result}, {seconds}s, {when}, "
+                    f"{who}){'' if reason in ('', '-') else ': ' + reason}")
     reasons = []
-    if not stack["applied"] or (files_hash or stack["files"]) != stack["applied"]:
+    if not stack["applied"] or release.files_hash != stack["applied"]:
         reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
     for service, ref in images_by_service.items():
         current = stack["services"].get(service, {})
@@ -183,9 +230,9 @@ def stack_applied(app_dir: str, project: str, images_by_service: dict[str, str],
     if not reasons:
         host.noop(f"stack {project}: every service healthy and as configured; the app answers at {url}")
         return
-    logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; applying and waiting up to {timeout}s")
-    up = commands.release_up(app_dir, version, timeout, keep, migrate=bool(pending_migrations))
-    yield FunctionCommand(_run_visibly, (up,), {})
+    logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; releasing {release.version} "
+                f"(attempt {release.attempt}, up to {release.timeout}s to get ready)")
+    yield FunctionCommand(_run_visibly, (commands.release_start(release),), {})
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
 
 

@@ -99,6 +99,10 @@ CHECKS = {
     "publish_port": _int(0, 65535),
     "domain": _str(_DOMAIN, "use a domain name such as example.com (lowercase, no scheme or path)", empty=True),
     "proxy_network": _str(re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "use a Docker network name", empty=True),
+    "proxy_image": _str(_IMAGE, "use an image reference such as caddy:2"),
+    "acme_email": _str(re.compile(r"^[^@\s]+@[^@\s]+$"), "use an e-mail address such as ops@example.com", empty=True),
+    "acme_ca": _str(re.compile(r"^https://[^\s]+$"), "use the https:// URL of an ACME directory", empty=True),
+    "acme_ca_root": _str(_ABS, "use an absolute path on the server, such as /etc/vpskit/acme-root.pem", empty=True),
     "public_url": _str(re.compile(r"^https?://[^\s]+$"), "use a full URL such as https://example.com", empty=True),
     "traefik_labels": _bool,
     "node_image": _str(_IMAGE, "use an image reference such as node:22-bookworm-slim"),
@@ -123,6 +127,8 @@ CHECKS = {
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
     "health_timeout": _int(10, 3600),
+    "drain_timeout": _int(0, 600),
+    "lock_timeout": _int(0, 7200),
 }
 
 
@@ -168,5 +174,5 @@ def _check_together(s: dict[str, Any]) -> None:
     if s["publish_port"] in (22, 80, 443) and s["publish_host"] != "127.0.0.1":
         raise SettingsError(f"publish_port={s['publish_port']} clashes with SSH or the reverse proxy on the server: "
                             "pick another port, e.g. 3000")
-    if s["publish_port"] == 0 and not s["proxy_network"]:
-        raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port or proxy_network")
+    if s["publish_port"] == 0 and not (s["proxy_network"] or s["domain"]):
+        raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port, domain or proxy_network")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
+import time
 from functools import cache
 from io import BytesIO
 from pathlib import Path
@@ -13,9 +15,9 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, envfile, images, settings, tasks
-from vpskit.facts import AppliedMigrations
-from vpskit.operations import ManagedFile, backup_before_update, image_present, stack_applied
+from vpskit import app_check, commands, envfile, images, proxy, settings, tasks
+from vpskit.facts import AppliedMigrations, ProxyState
+from vpskit.operations import ManagedFile, backup_before_update, image_present, proxy_serving, stack_applied
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
 
@@ -35,8 +37,10 @@ def _plan(data_items: tuple) -> dict:
     tasks.paths(s)
     s["env"] = envfile.server_env(envfile.read(), s)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
+    s["bundled_proxy"] = proxy.bundled(s)
     # Rendered once: pushed by artifacts(), hashed by stack(), built from by images_on_server().
     s["rendered"] = {name: render(name, **s) for name in ("docker-compose.yml", "Dockerfile", ".env")}
+    s["rendered"]["proxy-route.caddy"] = render("proxy-route.caddy", **s) if s["bundled_proxy"] else ""
     return s
 
 
@@ -101,15 +105,32 @@ def firewall(s: dict) -> None:
     ufw(name="Firewall: SSH, HTTP and HTTPS only", **SUDO)
 
 
+def proxy_step(s: dict) -> None:
+    """The server's one proxy (shared by every app there), running and publishing this app's ports: checked
+    before anything else changes, so a port taken on the server stops the deploy with the site untouched."""
+    if not s["bundled_proxy"]:
+        if s["app_name"] in host.get_fact(ProxyState, **SUDO)["ports"]:
+            proxy_serving(name="Proxy: this app's ports given back", app=s["app_name"], ports=(),
+                          image=s["proxy_image"], caddyfile=proxy.caddyfile(s), acme_ca_root=s["acme_ca_root"], **SUDO)
+        return
+    image_present(name=f"Proxy image {s['proxy_image']} on the server", ref=s["proxy_image"],
+                  transport=s["image_transport"], **SUDO)
+    proxy_serving(name=f"Proxy serving {', '.join(proxy.app_ports(s))}", app=s["app_name"],
+                  ports=proxy.app_ports(s), image=s["proxy_image"], caddyfile=proxy.caddyfile(s),
+                  acme_ca_root=s["acme_ca_root"], **SUDO)
+
+
 def artifacts(s: dict) -> None:
-    """In one step: the rendered compose file and Dockerfile, the server's .env (mode 600, the deploy user's),
+    """In one step: the rendered compose file, .env (mode 600, the deploy user's) and proxy route for the
+    next release (in {app_dir}/next: a release copies them into place under the app's lock), the Dockerfile,
     the server-side scripts and the backup timer's units; only what differs is uploaded."""
     user = tasks.ssh_user()
     app = s["app_dir"]
     managed = [
-        ManagedFile(f"{app}/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
+        ManagedFile(f"{app}/next/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
+        ManagedFile(f"{app}/next/.env", s["rendered"][".env"], "600", user, user),
+        ManagedFile(f"{app}/next/proxy-route.caddy", s["rendered"]["proxy-route.caddy"]),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
-        ManagedFile(f"{app}/.env", s["rendered"][".env"], "600", user, user),
         *tasks.script_files(s),
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
     ]
@@ -180,15 +201,25 @@ def stack(s: dict) -> None:
     if s["backup_before_update"]:
         backup_before_update(name="Backup before the update", app_dir=s["app_dir"], project=s["app_name"],
                              app_ref=s["app_image"], command=tasks.backup_command(s), **SUDO)
-    stack_applied(name="Stack up and healthy", app_dir=s["app_dir"], project=s["app_name"],
-                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]}, version=s["app_version"],
-                  pending_migrations=tuple(pending_migrations(s)),
-                  timeout=s["health_timeout"], keep=s["keep_images"], url=s["url"], files_hash=_files_hash(s),
-                  **SUDO)
+    pending = tuple(pending_migrations(s))
+    release = commands.Release(
+        app_dir=s["app_dir"], attempt=_attempt_id(), version=s["app_version"], files_hash=_files_hash(s),
+        who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"], drain=s["drain_timeout"],
+        lock_wait=s["lock_timeout"], migrate=bool(pending))
+    stack_applied(name="Stack up and healthy", release=release, project=s["app_name"],
+                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]},
+                  pending_migrations=pending, url=s["url"], **SUDO)
 
 
 def _files_hash(s: dict) -> str:
-    return hashlib.sha256((s["rendered"]["docker-compose.yml"] + s["rendered"][".env"]).encode()).hexdigest()
+    r = s["rendered"]
+    return hashlib.sha256((r["docker-compose.yml"] + r[".env"] + r["proxy-route.caddy"]).encode()).hexdigest()
+
+
+@cache
+def _attempt_id() -> str:
+    """One id per deploy run (shared by its hosts): the time and a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def backup_timer(s: dict, pushed) -> None:

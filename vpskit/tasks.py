@@ -12,7 +12,7 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "common.sh")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "release-run.sh", "proxy.sh", "common.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -74,6 +74,22 @@ def staging_dir(s: dict) -> str:
 def backup_command(s: dict) -> str:
     return (f"{s['app_dir']}/bin/backup.sh {s['app_dir']} {s['backup_dir']} {s['backup_keep_daily']} "
             f"{s['backup_keep_weekly']} {s['backup_keep_monthly']}")
+
+
+def who() -> str:
+    """Who releases, for the release log and the lock holder: the CI run, or the git author and machine."""
+    import os
+    import socket
+    import subprocess
+
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        return (f"GitHub Actions {os.environ.get('GITHUB_REPOSITORY', '?')} run {os.environ.get('GITHUB_RUN_ID', '?')}"
+                f" ({os.environ.get('GITHUB_ACTOR', '?')})")
+    try:
+        name = subprocess.run(["git", "config", "user.name"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        name = ""
+    return f"{name or os.environ.get('USER', 'someone')} on {socket.gethostname()}"
 
 
 def fail(message: str) -> None:

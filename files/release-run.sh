@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# One release attempt of one app, as release.sh launched it (detached: it finishes without the client).
+#
+#   release-run.sh APP_DIR ID      parameters in APP_DIR/releases/attempts/ID/params
+#
+# Steps, each undone on failure before the switch: wait for the app's release lock; put the attempt's files
+# in place; the database service up (recreated only when its own settings changed); pending migrations; a
+# new app container beside the serving one; wait until it answers ready; switch the proxy to it; drain and
+# stop the old one; record the release. Exit status and one log line per attempt in releases/.
+set -euo pipefail
+
+APP_DIR=${1:?}; ID=${2:?}
+HERE=$(cd "$(dirname "$0")" && pwd)
+cd "$APP_DIR"
+attempt="releases/attempts/$ID"
+# VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO MIGRATE KIND [FROM], as release.sh wrote them
+# shellcheck source=/dev/null
+. "$attempt/params"
+: "${VERSION:?}" "${TIMEOUT:?}" "${KEEP:?}" "${DRAIN:?}" "${LOCK_WAIT:?}" "${HASH:?}" "${WHO:?}" "${KIND:?}"
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"
+# shellcheck source=files/proxy.sh
+. "$HERE/proxy.sh"
+
+START=$SECONDS
+# The Payload migrations recorded in the database, in order (nothing when there is no database yet).
+# shellcheck disable=SC2016 # expanded inside the db container
+applied_migrations() { docker compose exec -T db sh -c 'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select name from payload_migrations order by id"' 2>/dev/null || true; }
+# shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
+releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
+
+record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired state kept for rollback
+  local keep=$2 n old ref project now kept tagged
+  desired_hash . > .applied
+  cp "$3/docker-compose.yml" "releases/$1.yml"
+  cp -p "$3/.env" "releases/$1.env"
+  cp "$3/proxy-route.caddy" "releases/$1.caddy"
+  touch "releases/$1.yml"
+  echo "$1" > current
+  project=$(docker compose config --format json | grep -m1 '"name"' | sed 's/.*"name": *"\([^"]*\)".*/\1/')
+  kept=$(releases)
+  n=$(wc -l <<< "$kept")
+  for old in $(head -n $(( n > keep ? n - keep : 0 )) <<< "$kept"); do
+    [ "$old" = "$1" ] && continue
+    rm -f "releases/$old.yml" "releases/$old.env" "releases/$old.caddy" "releases/$old.migrations"
+  done
+  # Every other image of the app goes, failed versions included: only kept releases can be rolled back to.
+  # An image tagged in the last 30 minutes stays: another deploy may have just shipped it to release next.
+  now=$(date +%s)
+  for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$project" | grep -v ':<none>$'); do
+    grep -qxF "${ref##*:}" <<< "$(releases)" && continue
+    tagged=$(date -d "$(docker image inspect -f '{{.Metadata.LastTagTime}}' "$ref" | cut -d' ' -f1,2)" +%s 2>/dev/null || echo 0)
+    (( now - tagged < 1800 )) && continue
+    docker image rm "$ref" >/dev/null 2>&1 && log "pruned image $ref" || true
+  done
+  # Migration runners are single-use: their migrations are applied now.
+  for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$project-migrate" | grep -v ':<none>$'); do
+    docker image rm "$ref" >/dev/null 2>&1 && log "pruned image $ref" || true
+  done
+}
+
+record_migrations() { # record_migrations VERSION BEFORE: which migrations this release applied
+  local now new
+  now=$(applied_migrations)
+  new=$(comm -13 <(echo "$2" | sort) <(echo "$now" | sort) | grep . || true)
+  if [ -n "$new" ]; then
+    echo "$new" > "releases/$1.migrations"
+    log "migrations applied by $1: $(echo "$new" | tr '\n' ' ')"
+  elif [ -n "$now" ]; then
+    log "no migration to apply ($(echo "$now" | wc -l) recorded in the database)"
+  fi
+}
+
+APP=$(basename "$APP_DIR")
+previous=$(cat current 2>/dev/null || true)
+REASON=""
+log() { echo "vpskit release: $*" >&2; }
+compose_up() { # compose_up ARGS...: `docker compose up -d` without its "Running" lines; compose's status
+  docker compose up -d "$@" 2>&1 | { grep -v -e ' Running$' || true; } >&2
+  return "${PIPESTATUS[0]}"
+}
+finish() { # finish STATUS: the release log line and the status file `follow` waits for
+  local result=ok
+  [ "$1" = 0 ] || result=failed
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$VERSION" "${HASH:0:12}" "$WHO" \
+    "${KIND}:$result" "$((SECONDS - START))" "${REASON:--}" >> releases/log
+  echo "$1" > "$attempt.status"
+  rm -rf "$attempt"
+  # shellcheck disable=SC2012 # attempt files are named by time
+  ls -1t releases/attempts/*.log 2>/dev/null | tail -n +21 | while read -r f; do rm -f "$f" "${f%.log}.status"; done
+}
+FINISHED=""
+fail() { REASON=$1; log "$1"; finish 1; FINISHED=1; exit 1; }
+# Any other way out (a command failing under set -e) is a failed attempt too; its line is in the log above.
+trap 'status=$?; [ -n "$FINISHED" ] || { REASON=${REASON:-"the release script stopped (exit $status; see its log)"}; finish "$status"; }' EXIT
+
+# --- Lock: one release (or restore, rollback, stop) of this app at a time
+take_lock "$LOCK_WAIT" "$KIND of $VERSION by $WHO" release || fail "$LOCK_REFUSAL"
+
+# --- The attempt's files in place; what was in place before comes back on any failure before the switch
+live_app=$(cat releases/.serving 2>/dev/null || true)
+cp docker-compose.yml "$attempt/previous.yml" 2>/dev/null || true
+cp .env "$attempt/previous.env" 2>/dev/null || true
+cp proxy-route.caddy "$attempt/previous.caddy" 2>/dev/null || true
+put_back() {
+  if [ -f "$attempt/previous.yml" ]; then cp "$attempt/previous.yml" docker-compose.yml; fi
+  if [ -f "$attempt/previous.env" ]; then cp -p "$attempt/previous.env" .env; fi
+  if [ -f "$attempt/previous.caddy" ]; then cp "$attempt/previous.caddy" proxy-route.caddy; fi
+}
+cp "$attempt/docker-compose.yml" docker-compose.yml
+cp -p "$attempt/.env" .env
+cp "$attempt/proxy-route.caddy" proxy-route.caddy
+route="$attempt/proxy-route.caddy"
+
+# --- Leftovers of an attempt that was cut short: every app container but the serving one goes
+if [ -n "$live_app" ] && [ "$(docker inspect -f '{{.State.Running}}' "$live_app" 2>/dev/null)" != true ]; then
+  live_app=""
+fi
+for c in $(docker compose ps -a -q app 2>/dev/null); do
+  name=$(docker inspect -f '{{.Name}}' "$c"); name=${name#/}
+  if [ "$name" != "$live_app" ]; then log "removing $name, left by an earlier attempt"; docker rm -f "$c" >/dev/null; fi
+done
+
+# --- Database: recreated only when its own image or settings changed (the one announced interruption)
+before=$(docker compose ps -q db 2>/dev/null || true)
+compose_up --no-deps db || { put_back; fail "compose could not start the database service (its message above): version $VERSION was not released, ${previous:-nothing} keeps serving"; }
+if [ -n "$before" ] && [ "$before" != "$(docker compose ps -q db)" ]; then
+  log "the database service changed: it was restarted (the app is briefly without its database)"
+fi
+wait_service_healthy db "$TIMEOUT" || { put_back; fail "the database did not become healthy within ${TIMEOUT}s: version $VERSION was not released, ${previous:-nothing} keeps serving"; }
+applied_before=$(applied_migrations)
+
+# --- Migrations, while the serving version keeps serving
+if [ "$MIGRATE" = migrate ]; then
+  log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
+  out=$(mktemp); set +e
+  docker compose run --rm -T migrate 2>&1 | tee "$out" >&2
+  status=${PIPESTATUS[0]}; set -e
+  which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}' || true); rm -f "$out"
+  if [ "$status" != 0 ]; then
+    put_back
+    fail "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
+  fi
+fi
+
+# --- The new app container, beside the serving one and never published
+scale=1; [ -z "$live_app" ] || scale=2
+if ! compose_up --no-deps --no-recreate --scale "app=$scale" app; then
+  for c in $(docker compose ps -a -q app); do
+    [ "$(docker inspect -f '{{.Name}}' "$c")" = "/$live_app" ] || docker rm -f "$c" >/dev/null
+  done
+  put_back
+  fail "compose could not create the new app container (its message above): version $VERSION was not released; ${previous:-nothing} keeps serving"
+fi
+new=""
+for c in $(docker compose ps -a -q app); do
+  name=$(docker inspect -f '{{.Name}}' "$c"); name=${name#/}
+  [ "$name" = "$live_app" ] || new=$name
+done
+[ -n "$new" ] || { put_back; fail "compose started no new app container for version $VERSION: ${previous:-nothing} keeps serving"; }
+port=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$new" | sed -n 's/^PORT=//p')
+log "started $new (version $VERSION) beside ${live_app:-nothing}; waiting up to ${TIMEOUT}s for it to answer ready"
+
+throw_away() { # throw_away REASON: the new container goes, the previous files come back
+  docker logs --tail 25 "$new" 2>&1 | sed 's/^/    | /' >&2 || true
+  docker rm -f "$new" >/dev/null 2>&1 || true
+  put_back
+  fail "$1: version $VERSION was not released; ${previous:-nothing} keeps serving${live_app:+ (container $live_app, untouched)}"
+}
+ready_via=app
+if [ -s "$route" ]; then ready_via=proxy; fi
+if ! wait_ready "$new" "$port" "$TIMEOUT" "$ready_via"; then throw_away "$NOT_READY"; fi
+
+# --- Switch, drain, stop
+if [ -s "$route" ]; then
+  route_to "$route" "$APP" "$new:$port" || throw_away "the proxy refused the new route (its reason above)"
+  log "proxy switched to $new"
+fi
+echo "$new" > releases/.serving
+if [ -n "$live_app" ]; then
+  if [ -s "$route" ]; then
+    waited=0
+    sleep 1
+    while [ "$(in_flight "$live_app:$port")" -gt 0 ] && [ "$waited" -lt "$DRAIN" ]; do sleep 1; waited=$((waited + 1)); done
+  else
+    # An external proxy notices the old container going by itself; give it the drain time to stop routing.
+    sleep "$DRAIN"
+  fi
+  docker stop -t 30 "$live_app" >/dev/null 2>&1 || true
+  docker rm -f "$live_app" >/dev/null 2>&1 || true
+  log "stopped $live_app (${previous:-its version}) after draining"
+fi
+
+# --- Record
+record_release "$VERSION" "$KEEP" "$attempt"
+record_migrations "$VERSION" "$applied_before"
+if [ "$KIND" = rollback ]; then
+  log "rolled back from ${FROM:-none} to $VERSION"
+else
+  log "version $VERSION is serving (released in $((SECONDS - START))s)"
+fi
+finish 0
+FINISHED=1
