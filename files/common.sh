@@ -158,8 +158,8 @@ wait_service_healthy() { # wait_service_healthy SERVICE SECONDS
 # shellcheck disable=SC2034
 take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it; sets LOCK_REFUSAL on refusal
   local limit=$1 start=$SECONDS holder step
-  exec 9>>.vpskit.lock
-  while ! flock -n 9; do
+  exec 8>>.vpskit.lock  # fd 8: restore.sh holds the backups' lock on fd 9
+  while ! flock -n 8; do
     holder=$(cat .vpskit.lock.holder 2>/dev/null || echo "unknown")
     if (( SECONDS - start >= limit )); then
       LOCK_REFUSAL="another operation on this app still holds its lock after ${limit}s ($holder): nothing was changed; run this again when it has finished"
@@ -167,7 +167,7 @@ take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it
     fi
     echo "vpskit: waiting for the app's lock, held by $holder ($((SECONDS - start))s of ${limit}s)" >&2
     step=$(( limit - (SECONDS - start) < 10 ? limit - (SECONDS - start) : 10 ))
-    flock -w "$(( step > 0 ? step : 1 ))" 9 && break
+    flock -w "$(( step > 0 ? step : 1 ))" 8 && break
   done
   echo "$2, since $(date -u +%Y-%m-%dT%H:%M:%SZ)" > .vpskit.lock.holder
 }

@@ -165,7 +165,10 @@ throw_away() { # throw_away REASON: the new container goes, the previous files c
   docker logs --tail 25 "$new" 2>&1 | sed 's/^/    | /' >&2 || true
   docker rm -f "$new" >/dev/null 2>&1 || true
   put_back
-  fail "$1: version $VERSION was not released; ${previous:-nothing} keeps serving${live_app:+ (container $live_app, untouched)}"
+  if [ -n "$live_app" ]; then
+    fail "$1: version $VERSION was not released; ${previous:-the earlier release} keeps serving (container $live_app, untouched)"
+  fi
+  fail "$1: version $VERSION was not released; there was no earlier release serving"
 }
 ready_via=app
 if [ -s "$route" ]; then ready_via=proxy; fi

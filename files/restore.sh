@@ -27,6 +27,8 @@ fi
 src="$ROOT/$NAME"
 [ -d "$src" ] || die "no backup $NAME in $ROOT"
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
+# The app's lock: no release, rollback or stop of this app while its data is swapped.
+take_lock "${VPSKIT_LOCK_WAIT:-300}" "restore of $NAME" || die "$LOCK_REFUSAL"
 
 log "verifying $NAME"
 (cd "$src" && sha256sum --quiet -c SHA256SUMS) >&2 || die "backup $NAME is corrupt (checksum mismatch): nothing was changed"

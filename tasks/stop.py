@@ -7,7 +7,7 @@ only `--data purge=<app name>` removes the volumes too, after a final backup wou
 
 from pyinfra.operations import server
 
-from vpskit import commands, tasks
+from vpskit import tasks
 
 s = tasks.plan()
 purge = str(tasks.option("purge", ""))
@@ -23,5 +23,10 @@ elif remove:
 else:
     action, args = "Stop containers (volumes kept)", ("stop",)
 
-server.shell(name=action, commands=[f"if [ -d {s['app_dir']} ]; then {commands.compose(s['app_dir'], *args)}; fi"],
-             _sudo=True)
+# Under the app's lock (files/common.sh take_lock): never in the middle of a release, restore or rollback.
+busy = (f"vpskit: another operation on {s['app_name']} still holds its lock after {s['lock_timeout']}s "
+        f"($(cat {s['app_dir']}/.vpskit.lock.holder 2>/dev/null)): nothing was stopped; run this again when it "
+        "has finished")
+locked = (f"cd {s['app_dir']} && {{ flock -w {s['lock_timeout']} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; "
+          f"docker compose {' '.join(args)}; }} 8>>.vpskit.lock")
+server.shell(name=action, commands=[f"if [ -d {s['app_dir']} ]; then {locked}; fi"], _sudo=True)

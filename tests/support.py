@@ -193,3 +193,84 @@ def build_once(app_path: Path, app_name: str) -> str:
     build = app_build(app_path, app_name)
     build.run()
     return build.ref
+
+
+class Traffic:
+    """A probe (GET `path`, about 25 requests/s) and a writer (POST /api/posts as a logged-in user, about 4/s)
+    running against `base` until stopped, bounded by `limit` seconds. What a user of the site would notice:
+    failed requests, failed writes, the longest time without a successful answer, and the posts whose
+    creation was acknowledged (to check afterwards that each is still there)."""
+
+    def __init__(self, base: str, token: str, path: str = "/api/health/ready", limit: float = 900):
+        import threading
+
+        self.base, self.token, self.path, self.limit = base, token, path, limit
+        self.requests = self.failures = self.writes = self.failed_writes = 0
+        self.errors: list[str] = []
+        self.acknowledged: list[int | str] = []
+        self.versions: list[str] = []
+        self.answers: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._probe, daemon=True),
+                         threading.Thread(target=self._write, daemon=True)]
+
+    def __enter__(self) -> Traffic:
+        self.started = time.monotonic()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+        self.ended = time.monotonic()
+
+    def _running(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() - self.started < self.limit
+
+    def _probe(self) -> None:
+        while self._running():
+            t = time.monotonic()
+            self.requests += 1
+            try:
+                r = http("GET", self.base + self.path, timeout=5)
+                if r.status == 200:
+                    self.answers.append(time.monotonic())
+                else:
+                    self.failures += 1
+                    self.errors.append(f"GET {r.status}: {r.body[:120]!r}")
+            except OSError as err:
+                self.failures += 1
+                self.errors.append(f"GET {err!r}")
+            time.sleep(max(0.0, 0.04 - (time.monotonic() - t)))
+
+    def _write(self) -> None:
+        n = 0
+        while self._running():
+            n += 1
+            self.writes += 1
+            title = f"traffic {os.getpid()} {self.started:.0f} {n}"
+            try:
+                r = http("POST", self.base + "/api/posts", {"title": title},
+                         headers={"Authorization": f"JWT {self.token}"}, timeout=10)
+                if r.status == 201:
+                    self.acknowledged.append(r.json()["doc"]["id"])
+                else:
+                    self.failed_writes += 1
+                    self.errors.append(f"POST {r.status}: {r.body[:120]!r}")
+            except OSError as err:
+                self.failed_writes += 1
+                self.errors.append(f"POST {err!r}")
+            time.sleep(0.25)
+
+    @property
+    def longest_gap(self) -> float:
+        """Seconds, the longest stretch without a successful probe answer (start and end included)."""
+        points = [self.started, *self.answers, getattr(self, "ended", time.monotonic())]
+        return max(b - a for a, b in zip(points, points[1:], strict=False))
+
+    def summary(self) -> str:
+        return (f"{self.requests} requests ({self.requests / max(1e-9, self.ended - self.started):.0f}/s), "
+                f"{self.failures} failed; {self.writes} writes, {self.failed_writes} failed; longest gap "
+                f"{self.longest_gap:.2f}s")

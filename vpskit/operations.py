@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 
 from pyinfra import host, logger
@@ -210,7 +210,7 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     """
     stack = host.get_fact(ComposeStack, app_dir=release.app_dir, project=project,
                           refs=tuple(images_by_service.values()))
-    if stack["last"]:
+    if stack.get("last"):
         when, version, _config, who, result, seconds, reason = (stack["last"].split("\t") + [""] * 7)[:7]
         logger.info(f"{host.print_prefix}last release attempt: {version} ({result}, {seconds}s, {when}, "
                     f"{who}){'' if reason in ('', '-') else ': ' + reason}")
@@ -232,7 +232,8 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; releasing {release.version} "
                 f"(attempt {release.attempt}, up to {release.timeout}s to get ready)")
-    yield FunctionCommand(_run_visibly, (commands.release_start(release),), {})
+    start = commands.release_start(replace(release, migrate=bool(pending_migrations)))
+    yield FunctionCommand(_run_visibly, (start,), {})
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 
+from vpskit import settings
 from vpskit.render import render
 
 DIR = "/opt/vpskit-proxy"  # fixed, whatever app_root: every app on the server must find the same proxy
@@ -12,10 +13,7 @@ CONTAINER = "vpskit-proxy"  # container and network name (files/proxy.sh and the
 q = shlex.quote
 
 
-def bundled(s: dict) -> bool:
-    """Whether the app is served through the bundled proxy: it has a port to publish, or a domain that no
-    proxy of the operator's own (proxy_network) takes care of."""
-    return bool(s["publish_port"] or (s["domain"] and not s["proxy_network"]))
+bundled = settings.bundled_proxy
 
 
 def app_ports(s: dict) -> tuple[str, ...]:

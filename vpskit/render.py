@@ -7,6 +7,8 @@ from typing import Any
 
 import jinja2
 
+from vpskit.settings import bundled_proxy
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -31,4 +33,6 @@ def _env() -> jinja2.Environment:
 
 def render(name: str, **context: Any) -> str:
     """Renders one template, e.g. render("docker-compose.yml", **settings, app_image="x:1")."""
+    if "publish_port" in context and "bundled_proxy" not in context:
+        context["bundled_proxy"] = bundled_proxy(context)
     return _env().get_template(name).render(**context)

@@ -176,3 +176,9 @@ def _check_together(s: dict[str, Any]) -> None:
                             "pick another port, e.g. 3000")
     if s["publish_port"] == 0 and not (s["proxy_network"] or s["domain"]):
         raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port, domain or proxy_network")
+
+
+def bundled_proxy(s: dict[str, Any]) -> bool:
+    """Whether the server's bundled proxy serves the app: it has a port to publish, or a domain that no proxy
+    of the operator's own (proxy_network) takes care of."""
+    return bool(s["publish_port"] or (s["domain"] and not s["proxy_network"]))

@@ -205,7 +205,7 @@ def stack(s: dict) -> None:
     release = commands.Release(
         app_dir=s["app_dir"], attempt=_attempt_id(), version=s["app_version"], files_hash=_files_hash(s),
         who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"], drain=s["drain_timeout"],
-        lock_wait=s["lock_timeout"], migrate=bool(pending))
+        lock_wait=s["lock_timeout"])
     stack_applied(name="Stack up and healthy", release=release, project=s["app_name"],
                   images_by_service={"app": s["app_image"], "db": s["postgres_image"]},
                   pending_migrations=pending, url=s["url"], **SUDO)

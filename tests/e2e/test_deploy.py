@@ -92,10 +92,11 @@ def test_every_container_healthy_and_app_not_root(site):
     assert set(stack) == {"app", "db"}
     for service, c in stack.items():
         assert c["State"]["Health"]["Status"] == "healthy", service
-    uid = site["vps"].ssh("sudo docker exec example-app-1 id -u").stdout.strip()
+    app = stack["app"]["Name"].lstrip("/")
+    uid = site["vps"].ssh(f"sudo docker exec {app} id -u").stdout.strip()
     assert uid != "0"
     # As the VPS sees it: every process of the app container but the init runs as uid 1000, none as root.
-    top = site["vps"].ssh("sudo docker top example-app-1").stdout.splitlines()[1:]
+    top = site["vps"].ssh(f"sudo docker top {app}").stdout.splitlines()[1:]
     server = [ln.split() for ln in top if "next-server" in ln or "server.js" in ln]
     assert server and all(cols[0] not in ("root", "0") for cols in server), top
 
@@ -105,8 +106,10 @@ def test_postgres_not_published(site):
     assert not stack["db"]["HostConfig"]["PortBindings"]
     listeners = site["vps"].ssh("ss -Hltn").stdout
     assert ":5432 " not in listeners
-    app_ports = stack["app"]["HostConfig"]["PortBindings"]["3000/tcp"]
-    assert [p["HostIp"] for p in app_ports] == ["127.0.0.1"]
+    # The app is never published itself: the server's proxy owns the port, on 127.0.0.1 by default.
+    assert not stack["app"]["HostConfig"]["PortBindings"]
+    proxy = json.loads(site["vps"].ssh("sudo docker inspect vpskit-proxy").stdout)[0]
+    assert [p["HostIp"] for p in proxy["HostConfig"]["PortBindings"]["3000/tcp"]] == ["127.0.0.1"]
 
 
 def test_server_env_file_is_private(site):

@@ -113,6 +113,7 @@ main() {
   built_image "$HERE/images/node" node:22-bookworm-slim
   built_image "$HERE/images/postgres" postgres:17
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie
+  built_image "$HERE/images/caddy" caddy:2
   log "ready in $((SECONDS - t0)) s"
 }
 

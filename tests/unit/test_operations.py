@@ -54,9 +54,12 @@ HEALTHY = {
 }
 IMAGES = {**image_fact("example:v1", "sha256:app"), **image_fact("postgres:17", "sha256:pg")}
 FRESH_STACK = ComposeStack().default()
-STACK_ARGS = {"app_dir": "/opt/example", "project": "example",
-              "images_by_service": {"app": "example:v1", "db": "postgres:17"}, "version": "v1", "timeout": 120,
-              "keep": 3}
+RELEASE = commands.Release(app_dir="/opt/example", attempt="20261129T100000Z-abc123", version="v1",
+                           files_hash="f1", who="ops on laptop", timeout=120, keep=3, drain=10, lock_wait=300)
+START = ("/opt/example/bin/release.sh start /opt/example 20261129T100000Z-abc123 v1 120 3 10 300 f1 "
+         "'ops on laptop'")
+STACK_ARGS = {"release": RELEASE, "project": "example",
+              "images_by_service": {"app": "example:v1", "db": "postgres:17"}}
 
 
 def with_service(service: str, **changes) -> dict:
@@ -73,7 +76,7 @@ def test_stack_as_desired_yields_nothing():
 @pytest.mark.parametrize(
     "stack",
     [
-        {**HEALTHY, "files": "f2"},  # compose file or .env differ from what was applied
+        {**HEALTHY, "applied": "f0"},  # the files rendered here differ from those last released
         with_service("db", state="exited"),
         {**HEALTHY, "services": {"app": HEALTHY["services"]["app"]}},  # db container missing
         with_service("app", health="unhealthy"),  # running but failing its healthcheck
@@ -82,14 +85,25 @@ def test_stack_as_desired_yields_nothing():
 )
 def test_stack_that_differs_is_released_and_waited_for(stack):
     cmds, _ = run(operations.stack_applied, {**stack_fact(stack), **IMAGES}, **STACK_ARGS)
-    assert cmds[0].args == ("/opt/example/bin/release.sh up /opt/example v1 120 3",)
+    assert cmds[0].args == (START,)
     assert isinstance(cmds[1], FunctionCommand)
 
 
-def test_files_rendered_here_but_not_yet_pushed_count_as_a_change():
-    cmds, _ = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f9")
-    assert cmds and cmds[0].args[0].startswith("/opt/example/bin/release.sh up")
-    assert run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS, files_hash="f1")[0] == []
+def test_files_rendered_here_but_not_yet_released_count_as_a_change():
+    from dataclasses import replace
+
+    args = {**STACK_ARGS, "release": replace(RELEASE, files_hash="f9")}
+    cmds, _ = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **args)
+    assert cmds and cmds[0].args[0].startswith("/opt/example/bin/release.sh start /opt/example")
+    assert run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS)[0] == []
+
+
+def test_the_last_release_attempt_is_reported():
+    last = "2026-11-29T10:00:00Z\tv0\tab12\tCI run 7\trelease:failed\t31\tthe new container did not answer"
+    cmds, _ = run(operations.stack_applied, {**stack_fact({**HEALTHY, "last": last}), **IMAGES}, **STACK_ARGS)
+    assert cmds == []
+    state = parse_compose_state(["files f1", "applied f1", "last " + last])
+    assert state["last"] == last
 
 
 def test_new_image_under_the_same_tag_recreates():
@@ -100,7 +114,7 @@ def test_new_image_under_the_same_tag_recreates():
 
 def test_fresh_server_gets_the_whole_stack():
     cmds, _ = run(operations.stack_applied, stack_fact(FRESH_STACK), **STACK_ARGS)
-    assert cmds[0].args[0].startswith("/opt/example/bin/release.sh up")
+    assert cmds[0].args[0] == START
 
 
 BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "example:v2", "command": "backup.sh"}
@@ -150,7 +164,7 @@ def test_compose_state_output_parsed():
     lines = ["files f1", "applied", "container app c1 sha256:app running healthy",
              "container db c2 sha256:pg exited none", "image postgres:17 sha256:pg", "image example:v9"]
     assert parse_compose_state(lines) == {
-        "files": "f1", "applied": "", "images": {"postgres:17": "sha256:pg", "example:v9": ""},
+        "files": "f1", "applied": "", "images": {"postgres:17": "sha256:pg", "example:v9": ""}, "last": "",
         "services": {
             "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
             "db": {"container": "c2", "image": "sha256:pg", "state": "exited", "health": "none"},

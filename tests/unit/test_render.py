@@ -26,8 +26,10 @@ def test_default_compose():
     app, db = c["services"]["app"], c["services"]["db"]
     assert c["name"] == "example"
     assert app["image"] == "example:abc123"
-    assert app["ports"] == ["127.0.0.1:3000:3000"]
-    assert "ports" not in db
+    # Never published: the server's proxy owns the ports, and the app joins its network.
+    assert "ports" not in app and "ports" not in db
+    assert app["networks"] == ["internal", "edge"]
+    assert c["networks"]["edge"] == {"name": "vpskit-proxy", "external": True}
     assert app["depends_on"] == {"db": {"condition": "service_healthy"}}
     assert app["restart"] == db["restart"] == "unless-stopped"
     assert "/api/health/ready" in " ".join(app["healthcheck"]["test"])
@@ -53,8 +55,27 @@ def test_compose_behind_a_traefik_network():
     assert app["deploy"]["resources"]["limits"] == {"cpus": "0.5", "memory": "768m"}
 
 
-def test_compose_published_publicly_when_asked():
-    assert compose(publish_host="0.0.0.0", publish_port=8080)["services"]["app"]["ports"] == ["0.0.0.0:8080:3000"]
+def test_proxy_publishes_what_each_app_asks_and_routes_by_domain():
+    from vpskit import proxy
+
+    s = ctx(publish_host="0.0.0.0", publish_port=8080, domain="shop.example.com")
+    assert proxy.app_ports(s) == ("80:80", "443:443", "0.0.0.0:8080:8080")
+    route = render("proxy-route.caddy", **s)
+    assert "shop.example.com {\n\treverse_proxy @UPSTREAM@\n}" in route
+    assert "http://:8080 {\n\treverse_proxy @UPSTREAM@\n}" in route
+    # Another app's ports stay when this one deploys; the published set is stable in order.
+    both = proxy.union({"shop": proxy.app_ports(s), "blog": ("127.0.0.1:3001:3001",)})
+    assert both == ("80:80", "443:443", "127.0.0.1:3001:3001", "0.0.0.0:8080:8080")
+    compose_file = yaml.safe_load(proxy.compose_file(both, "caddy:2", ""))
+    assert compose_file["services"]["proxy"]["ports"] == list(both)
+    assert "./etc:/etc/caddy:ro" in compose_file["services"]["proxy"]["volumes"]
+    # A port that something else on the server listens on is refused; one the proxy already publishes is not.
+    assert proxy.taken(("127.0.0.1:3001:3001",), (), {22, 3001}) == [3001]
+    assert proxy.taken(("127.0.0.1:3001:3001",), ("127.0.0.1:3001:3001",), {22, 3001}) == []
+    caddyfile = proxy.caddyfile({**s, "acme_email": "ops@example.com", "acme_ca": "https://ca.test/dir",
+                                 "acme_ca_root": "/etc/vpskit/root.pem"})
+    assert "email ops@example.com" in caddyfile and "acme_ca https://ca.test/dir" in caddyfile
+    assert "acme_ca_root /etc/vpskit-acme-root.pem" in caddyfile and "import sites/*.caddy" in caddyfile
 
 
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
