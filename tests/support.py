@@ -243,7 +243,7 @@ class Traffic:
             except OSError as err:
                 self.failures += 1
                 self.errors.append(f"GET {err!r}")
-            time.sleep(max(0.0, 0.04 - (time.monotonic() - t)))
+            time.sleep(max(0.0, 0.03 - (time.monotonic() - t)))
 
     def _write(self) -> None:
         n = 0

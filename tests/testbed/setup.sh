@@ -114,6 +114,7 @@ main() {
   built_image "$HERE/images/postgres" postgres:17
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie
   built_image "$HERE/images/caddy" caddy:2
+  built_image "$HERE/images/pebble" vpskit-testbed/pebble
   log "ready in $((SECONDS - t0)) s"
 }
 

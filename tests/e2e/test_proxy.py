@@ -1,0 +1,159 @@
+"""The server's one proxy (issue 11): two apps on one server, each with its domain on 80/443 and a certificate
+from a real ACME server (the test bed's pebble, reached over a Docker network the test creates), HTTP
+redirected to HTTPS, the certificate kept across releases; an update of one app under a probe of both costs
+neither a request; a redeploy with nothing changed restarts nothing, the proxy included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import Traffic, free_port, http, run_pyinfra, wait_until
+from tests.testbed.vps import docker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
+
+ROOT = Path(__file__).resolve().parents[2]
+ACME_ROOT_ON_SERVER = "/etc/vpskit/acme-listener-ca.pem"
+APPS = {"shop": {"domain": "shop.test", "port": 3000}, "blog": {"domain": "blog.test", "port": 3001}}
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("operator") / ".env"
+    path.write_text("POSTGRES_PASSWORD=proxy-password\nPAYLOAD_SECRET=proxy-payload-secret-0123456789abcdef\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def acme(vps_factory, testbed):
+    """A VPS and the ACME test server on one network the test creates; the VPS trusts pebble's listener."""
+    vps = vps_factory("proxy")
+    net = f"vpskit-acme-{os.getpid()}"
+    name = f"vpskit-pebble-{os.getpid()}"
+    docker("network", "create", "--label", f"vpskit.testbed.session={testbed}", net)
+    docker("run", "-d", "--name", name, "--network", net, "--network-alias", "pebble",
+           "--label", f"vpskit.testbed.session={testbed}", "vpskit-testbed/pebble")
+    docker("network", "connect", net, vps.name)
+    ca = docker("exec", name, "cat", "/etc/pebble/listener-ca.pem").stdout
+    vps.ssh(f"sudo mkdir -p /etc/vpskit && echo {json.dumps(ca)} | sudo tee {ACME_ROOT_ON_SERVER} >/dev/null")
+    yield {"vps": vps, "pebble": name}
+    docker("rm", "-f", name, check=False)
+    docker("network", "disconnect", net, vps.name, check=False)
+    docker("network", "rm", net, check=False)
+
+
+def settings(app: str) -> list[str]:
+    a = APPS[app]
+    data = {"app_name": app, "domain": a["domain"], "publish_port": a["port"],
+            "acme_ca": "https://pebble:14000/dir", "acme_ca_root": ACME_ROOT_ON_SERVER, "acme_email": "ops@shop.test",
+            "backup_before_update": "false", "backup_schedule": ""}
+    return [x for k, v in data.items() for x in ("--data", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def sites(acme, env_file, example_image):
+    vps = acme["vps"]
+    version = example_image.split(":", 1)[1]
+    tunnels, state = [], {"vps": vps, "version": version, "pebble": acme["pebble"]}
+    for app in APPS:
+        docker("tag", example_image, f"{app}:{version}")  # the example app, deployed under two names
+        out = run_pyinfra(vps, env_file, "deploy.py", *settings(app))
+        assert out.returncode == 0, out.stdout[-4000:]
+    for remote in (80, 443, 3000, 3001):
+        local = free_port()
+        tunnels.append(vps.forward(remote, local))
+        state[remote] = local
+    for app, a in APPS.items():
+        base = f"http://127.0.0.1:{state[a['port']]}"
+        wait_until(lambda b=base: http("GET", f"{b}/api/health/ready", timeout=3).status == 200, 60, f"{app}")
+        creds = {"email": f"ops@{app}.test", "password": "a long enough password"}
+        assert http("POST", f"{base}/api/users/first-register", creds).status in (200, 201)
+        state[app] = {"base": base, "token": http("POST", f"{base}/api/users/login", creds).json()["token"]}
+    state["env_file"] = env_file
+    yield state
+    for t in tunnels:
+        t.terminate()
+    for app in APPS:
+        docker("rmi", f"{app}:{version}", check=False)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, timeout=30)
+
+
+def issuing_root(sites, tmp_path) -> Path:
+    pem = docker("exec", sites["pebble"], "wget", "-q", "--no-check-certificate", "-O", "-",
+                 "https://localhost:15000/roots/0").stdout
+    path = tmp_path / "pebble-root.pem"
+    path.write_text(pem)
+    return path
+
+
+def served_certificate(sites, domain: str, root: Path) -> str:
+    """The serial of the certificate the proxy serves for `domain`, verified against the ACME root."""
+    port = sites[443]
+    out = curl("-v", "-o", "/dev/null", "--resolve", f"{domain}:{port}:127.0.0.1", "--cacert", str(root),
+               f"https://{domain}:{port}/api/health/ready")
+    assert out.returncode == 0, out.stderr[-2000:]
+    pem = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", domain],
+                         input="", capture_output=True, text=True, timeout=30).stdout
+    serial = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True)
+    return serial.stdout.strip()
+
+
+def test_each_domain_gets_a_certificate_and_http_redirects(sites, tmp_path):
+    root = issuing_root(sites, tmp_path)
+    for app, a in APPS.items():
+        port = sites[443]
+        ok = curl("-o", "/dev/null", "-w", "%{http_code}", "--resolve", f"{a['domain']}:{port}:127.0.0.1",
+                  "--cacert", str(root), f"https://{a['domain']}:{port}/api/health/ready")
+        assert ok.stdout == "200", (app, ok.stdout, ok.stderr)
+        redirect = curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve",
+                        f"{a['domain']}:{sites[80]}:127.0.0.1", f"http://{a['domain']}:{sites[80]}/admin")
+        code, location = redirect.stdout.split(" ", 1)
+        assert code in ("301", "308") and location.startswith(f"https://{a['domain']}"), redirect.stdout
+    sites["serial"] = served_certificate(sites, "shop.test", root)
+    sites["root"] = root
+    assert sites["serial"].startswith("serial=")
+
+
+def test_an_update_of_one_app_costs_neither_app_a_request(sites, testbed):
+    version = sites["version"]
+    tag = "proxy-update"
+    out = subprocess.run(["docker", "build", "-q", "--label", f"vpskit.testbed.session={testbed}", "-t",
+                          f"shop:{tag}", "-"], input=f"FROM shop:{version}\nLABEL vpskit.test.variant={tag}\n",
+                         text=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    try:
+        with Traffic(sites["shop"]["base"], sites["shop"]["token"]) as shop, \
+                Traffic(sites["blog"]["base"], sites["blog"]["token"]) as blog:
+            update = run_pyinfra(sites["vps"], sites["env_file"], "deploy.py", *settings("shop"),
+                                 "--data", f"app_version={tag}")
+    finally:
+        docker("rmi", f"shop:{tag}", check=False)
+    assert update.returncode == 0, update.stdout[-3000:]
+    assert http("GET", f"{sites['shop']['base']}/api/health").json()["version"] == tag
+    assert http("GET", f"{sites['blog']['base']}/api/health").json()["version"] == version
+    for name, traffic in (("shop (updated)", shop), ("blog (beside it)", blog)):
+        print(f"\n{name}: {traffic.summary()}")
+        assert traffic.failures == 0 and traffic.failed_writes == 0, (name, traffic.summary(), traffic.errors[:5])
+        assert traffic.acknowledged
+    # The certificate survived the release (kept in the proxy's volume, not issued again).
+    assert served_certificate(sites, "shop.test", sites["root"]) == sites["serial"]
+
+
+def test_nothing_changed_restarts_nothing_proxy_included(sites):
+    started = sites["vps"].ssh("sudo docker inspect -f '{{.Name}} {{.State.StartedAt}}' "
+                               "$(sudo docker ps -q)").stdout
+    again = run_pyinfra(sites["vps"], sites["env_file"], "deploy.py", *settings("blog"))
+    assert again.returncode == 0, again.stdout[-3000:]
+    rows = [ln.split() for ln in again.stdout.splitlines() if ln.strip() and ln.split()[-1:] in (["1"], ["-"])]
+    changed = [ln for ln in again.stdout.splitlines() if "Success" in ln and "No change" not in ln]
+    assert "releasing" not in again.stdout and not [r for r in rows if r[-3:-2] == ["1"]], changed
+    assert sites["vps"].ssh("sudo docker inspect -f '{{.Name}} {{.State.StartedAt}}' "
+                            "$(sudo docker ps -q)").stdout == started
