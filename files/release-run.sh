@@ -186,7 +186,11 @@ if [ -n "$live_app" ]; then
     sleep 1
     while [ "$(in_flight "$live_app:$port")" -gt 0 ] && [ "$waited" -lt "$DRAIN" ]; do sleep 1; waited=$((waited + 1)); done
   else
-    # An external proxy notices the old container going by itself; give it the drain time to stop routing.
+    # An external proxy (Traefik's Docker provider) routes only to containers Docker reports healthy, and
+    # notices containers that go: the old one stops once the new one is healthy and the drain time passed.
+    waited=0
+    until [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$new")" = healthy ] \
+      || [ "$waited" -ge "$TIMEOUT" ]; do sleep 1; waited=$((waited + 1)); done
     sleep "$DRAIN"
   fi
   docker stop -t 30 "$live_app" >/dev/null 2>&1 || true

@@ -51,7 +51,7 @@ SETTINGS = [
     ("app_name=My App", "app_name='My App' is not valid: use lowercase letters"),
     ("build_on=cloud", "build_on='cloud' is not valid: use one of local, server"),
     ("traefik_labels=true", "traefik_labels=true needs proxy_network and domain"),
-    ("publish_port=0", "publish_port=0 leaves the app unreachable: set publish_port or proxy_network"),
+    ("publish_port=0", "publish_port=0 leaves the app unreachable: set publish_port, domain or proxy_network"),
     ("app_root=opt/apps", "app_root='opt/apps' is not valid: use an absolute path such as /opt"),
     ("postgres_user=robert'); drop table", "postgres_user=\"robert'); drop table\" is not valid"),
     ("backup_schedule=daily; rm -rf /", "backup_schedule='daily; rm -rf /' is not valid: use a systemd OnCalendar"),

@@ -262,3 +262,12 @@ def test_firewall_as_desired_yields_nothing():
     facts = {(UfwStatus, ()): {"installed": True, "active": True, "rules": {"22/tcp", "80/tcp", "443/tcp"}},
              (SshServerPort, (("_sudo", False),)): 22}
     assert run(operations.firewall, facts)[0] == []
+
+
+def test_release_command_lines_quote_what_they_carry():
+    line = commands.release_rollback("/opt/my app", "", "Ann O'Neil on laptop", 180, 3, 10, 300)
+    assert line == ("'/opt/my app'/bin/release.sh rollback '/opt/my app' '' 180 3 10 300 "
+                    "'Ann O'\"'\"'Neil on laptop'")
+    from dataclasses import replace
+
+    assert commands.release_start(replace(RELEASE, migrate=True)) == START + " migrate"
