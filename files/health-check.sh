@@ -52,6 +52,12 @@ while read -r service state; do
   esac
 done <<< "$states"
 
+# The server's proxy (shared by every app vpskit deployed here) serves the published ports and domains.
+if [ -f /opt/vpskit-proxy/docker-compose.yml ]; then
+  st=$(docker inspect -f '{{.State.Status}}' vpskit-proxy 2>/dev/null || echo missing)
+  if [ "$st" = running ]; then report ok proxy "running"; else report FAIL proxy "container $st: run deploy.py"; fi
+fi
+
 for path in /api/health /api/health/ready; do
   answer=$(http_get "$path")
   code=${answer%% *}

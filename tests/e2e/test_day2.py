@@ -433,7 +433,8 @@ def test_health_passes_then_names_the_database_when_it_is_down(site):
     assert backup.returncode == 0, backup.stdout[-2000:]
     ok = pyinfra(site["vps"], site["env_file"], "tasks/health.py")
     assert ok.returncode == 0, ok.stdout[-3000:]
-    for check in ("app: running healthy", "db: running healthy", "/api/health: 200", "/api/health/ready: 200",
+    for check in ("app: running healthy", "db: running healthy", "proxy: running", "/api/health: 200",
+                  "/api/health/ready: 200",
                   "disk:", "memory:", "backup: last"):
         assert check in ok.stdout
     site["vps"].ssh("cd /opt/example && sudo docker compose stop db")

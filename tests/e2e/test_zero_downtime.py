@@ -44,8 +44,11 @@ def site(vps_factory, env_file, example_image):
     creds = {"email": "ops@example.com", "password": "a long enough password"}
     assert http("POST", f"{state['base']}/api/users/first-register", creds).status in (200, 201)
     state["token"] = http("POST", f"{state['base']}/api/users/login", creds).json()["token"]
+    state["variants"] = []
     yield state
     state["tunnel"].terminate()
+    for tag in state["variants"]:  # images this module built (labelled with the session) go with it
+        docker("rmi", "-f", f"example:{tag}", check=False)
     print("\n" + "\n".join(FIGURES))
 
 
@@ -59,6 +62,7 @@ def variant(site, testbed, tag: str, cmd: str = "") -> str:
                           "-"], input="\n".join(lines) + "\n", text=True, capture_output=True,
                          env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    site["variants"].append(tag)
     return tag
 
 
