@@ -64,7 +64,13 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
         "DATABASE_URL": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
         "PAYLOAD_SECRET": values["PAYLOAD_SECRET"],
     }
+    # Payload's absolute links (media URLs, og:image, e-mails) follow the site's public address when it is
+    # known; without a domain or public_url the app keeps relative links rather than guess one.
+    public = settings.get("public_url") or (f"https://{settings['domain']}" if settings.get("domain") else "")
+    if public:
+        env["PAYLOAD_PUBLIC_SERVER_URL"] = public.rstrip("/")
     for key, value in values.items():
-        if key not in env and not key.startswith(KIT_PREFIX):
-            env[key] = value
+        if key not in env or key == "PAYLOAD_PUBLIC_SERVER_URL":
+            if not key.startswith(KIT_PREFIX):
+                env[key] = value
     return env

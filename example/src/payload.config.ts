@@ -23,6 +23,8 @@ export default buildConfig({
   collections: [Users, Posts, Media],
   editor: lexicalEditor(),
   secret: process.env.PAYLOAD_SECRET || '',
+  // The site's public address (vpskit sets it from `domain` or `public_url`): absolute links point there.
+  serverURL: process.env.PAYLOAD_PUBLIC_SERVER_URL || '',
   // No start-up telemetry from servers: Payload otherwise reports to its own host at every boot.
   telemetry: false,
   typescript: {

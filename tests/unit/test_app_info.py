@@ -201,3 +201,19 @@ def test_the_payload_template_needs_exactly_the_two_documented_changes(tmp_path)
     assert str(info.package_manager) == "pnpm 10.34.9 (pnpm-lock.yaml)"
     assert info.migrations == ("20261129_000000_initial",) and info.migrated_by_vpskit
     assert info.upload_dirs == ("/app/media",)
+
+
+def test_public_address_reaches_payload_only_when_known():
+    values = {"POSTGRES_PASSWORD": "pw", "PAYLOAD_SECRET": "s" * 40}
+    assert "PAYLOAD_PUBLIC_SERVER_URL" not in envfile.server_env(values, settings.load({}))
+    env = envfile.server_env(values, settings.load({"domain": "shop.example.com"}))
+    assert env["PAYLOAD_PUBLIC_SERVER_URL"] == "https://shop.example.com"
+    mine = envfile.server_env({**values, "PAYLOAD_PUBLIC_SERVER_URL": "https://www.shop.example.com"},
+                              settings.load({"domain": "shop.example.com"}))
+    assert mine["PAYLOAD_PUBLIC_SERVER_URL"] == "https://www.shop.example.com"  # the operator's own wins
+
+
+def test_each_build_carries_its_deployment_id():
+    from tests.unit.test_render import ctx
+
+    assert "NEXT_DEPLOYMENT_ID=abc123" in render("Dockerfile", **ctx())  # the version being built
