@@ -103,6 +103,11 @@ def image_id(ref: str) -> str:
     return f"docker image inspect -f '{{{{.Id}}}}' {q(ref)} 2>/dev/null || true"
 
 
+def image_tag(image_id: str, ref: str) -> str:
+    """Names an image the server already has (by id) `ref` as well."""
+    return f"docker tag {q(image_id)} {q(ref)}"
+
+
 def image_pull(ref: str) -> str:
     """Pulls `ref` on the server; when that fails, docker's own reason is followed by one line with the fix."""
     why = (f"vpskit: could not pull {ref} on the server (the line above says why): check the image name and that "

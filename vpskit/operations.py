@@ -44,6 +44,10 @@ def image_present(ref: str, transport: str = "ssh", build=None):
     if local and local == current:
         host.noop(f"image {ref} ({local[7:19]}) is on the server")
         return
+    if local and host.get_fact(DockerImageId, ref=local) == local:
+        # The same image under another name (a staging copy, the same app under two names): a tag, no bytes.
+        yield commands.image_tag(local, ref)
+        return
     if not local:
         yield FunctionCommand(_build, (build,), {})
     yield FunctionCommand(_ship, (ref,), {})

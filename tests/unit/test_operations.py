@@ -149,8 +149,16 @@ def test_shipped_image_skipped_when_the_server_has_the_same_id(monkeypatch):
 
 def test_shipped_image_sent_when_the_server_differs(monkeypatch):
     monkeypatch.setattr(images, "local_image_id", lambda ref: "sha256:new")
-    cmds, _ = run(operations.image_present, image_fact("example:v1", "sha256:old"), ref="example:v1")
+    facts = {**image_fact("example:v1", "sha256:old"), **image_fact("sha256:new", "")}
+    cmds, _ = run(operations.image_present, facts, ref="example:v1")
     assert [c.function.__name__ for c in cmds] == ["_ship"]
+
+
+def test_image_the_server_has_under_another_name_is_only_tagged(monkeypatch):
+    monkeypatch.setattr(images, "local_image_id", lambda ref: "sha256:same")
+    facts = {**image_fact("staging:v1", ""), **image_fact("sha256:same", "sha256:same")}
+    cmds, _ = run(operations.image_present, facts, ref="staging:v1")
+    assert cmds == ["docker tag sha256:same staging:v1"]
 
 
 def test_missing_local_image_is_built_then_shipped(monkeypatch):
