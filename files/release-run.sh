@@ -114,7 +114,10 @@ route="$attempt/proxy-route.caddy"
 
 # --- Leftovers of an attempt that was cut short: every app container but the serving one goes
 if [ -n "$live_app" ] && [ "$(docker inspect -f '{{.State.Running}}' "$live_app" 2>/dev/null)" != true ]; then
-  live_app=""
+  # Recreated by hand (compose down/up): a running container of the app is what serves now (the route's
+  # fallback reaches it by the app's alias).
+  live_app=$(docker compose ps -q --status running app 2>/dev/null | head -1)
+  [ -z "$live_app" ] || live_app=$(docker inspect -f '{{.Name}}' "$live_app" | tr -d /)
 fi
 for c in $(docker compose ps -a -q app 2>/dev/null); do
   name=$(docker inspect -f '{{.Name}}' "$c"); name=${name#/}

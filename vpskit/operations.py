@@ -181,13 +181,21 @@ def proxy_serving(app: str, ports: tuple[str, ...], image: str, caddyfile: str, 
     if same:
         host.noop(f"proxy {proxy.CONTAINER} running, publishing {', '.join(wanted) or 'nothing'}")
         return
-    busy = proxy.taken(ports, published, state["listening"])
+    own = proxy.held_by_app(app, ports, state["held"])
+    busy = [p for p in proxy.taken(ports, published, state["listening"])
+            if not any(p in held for cid, _, held in state["held"] if cid in own)]
     if busy:
         raise OperationError(f"port {', '.join(map(str, busy))} is already in use on the server by another "
                              "program: free it, or set publish_port to a free port; nothing was changed")
     if set(wanted) != set(published) and state["running"] and others:
         logger.warning(f"{host.print_prefix}the proxy's published ports change ({', '.join(wanted)}): it is "
                        f"recreated, a pause of about a second for {', '.join(sorted(others))}")
+    if own:
+        # Once, when moving an install from before the proxy: its app container publishes the port itself and
+        # must give it up; the site is down until this deploy's release is ready (tens of seconds).
+        logger.warning(f"{host.print_prefix}the app's own container publishes {', '.join(ports)}: it is removed so "
+                       "that the proxy can take the port over; the site is down until the new release is ready")
+        yield f"docker rm -f {' '.join(own)}"
     files = {"docker-compose.yml": compose, "etc/Caddyfile": caddyfile,
              f"ports/{app}": "".join(f"{p}\n" for p in ports)}
     yield proxy.up_command(files)

@@ -53,11 +53,13 @@ def state_command() -> str:
             f"if [ -f {d}/etc/Caddyfile ]; then echo caddyfile $({digest.format(f=d + '/etc/Caddyfile')}); fi; "
             f"for f in {d}/ports/*; do [ -f \"$f\" ] && echo \"ports ${{f##*/}} $(tr '\\n' ' ' < \"$f\")\"; done; "
             f"echo running $(docker inspect -f '{{{{.State.Running}}}}' {CONTAINER} 2>/dev/null || echo false); "
-            "ss -Hltn 2>/dev/null | awk '{print \"listen\", $4}'; true")
+            "ss -Hltn 2>/dev/null | awk '{print \"listen\", $4}'; "
+            "docker ps --format '{{.ID}} {{.Label \"com.docker.compose.project\"}} {{.Ports}}' 2>/dev/null "
+            "| grep -- '->' | sed 's/^/held /'; true")
 
 
 def parse_state(lines) -> dict:
-    state: dict = {"compose": "", "caddyfile": "", "ports": {}, "running": False, "listening": set()}
+    state: dict = {"compose": "", "caddyfile": "", "ports": {}, "running": False, "listening": set(), "held": []}
     for line in lines:
         parts = line.split()
         if not parts:
@@ -70,7 +72,18 @@ def parse_state(lines) -> dict:
             state["running"] = parts[1:] == ["true"]
         elif parts[0] == "listen" and len(parts) == 2:
             state["listening"].add(int(parts[1].rsplit(":", 1)[1]))
+        elif parts[0] == "held" and len(parts) >= 3:
+            # "held ID PROJECT 127.0.0.1:3000->3000/tcp, ...": a container publishing ports itself
+            ports = {int(p.split("->")[0].rsplit(":", 1)[1]) for p in " ".join(parts[3:]).split(", ") if "->" in p}
+            state["held"].append((parts[1], parts[2], ports))
     return state
+
+
+def held_by_app(app: str, wanted: tuple[str, ...], held: list) -> list[str]:
+    """Containers of `app` itself that publish a port the proxy now needs: an install from before the proxy,
+    where the app container published its port directly."""
+    ports = {host_port(p) for p in wanted}
+    return [cid for cid, project, published in held if project == app and published & ports]
 
 
 def taken(wanted: tuple[str, ...], published: tuple[str, ...], listening: set[int]) -> list[int]:

@@ -78,7 +78,7 @@ def serving(site) -> str:
 def check_traffic(site, traffic: Traffic, case: str) -> None:
     """No failed request or write, and every acknowledged post still there."""
     FIGURES.append(f"{case}: {traffic.summary()}")
-    assert traffic.requests >= 20 * (traffic.ended - traffic.started) * 0.7, traffic.summary()
+    assert traffic.requests >= 20 * (traffic.ended - traffic.started), traffic.summary()
     assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
     assert traffic.acknowledged, "the writer got no write acknowledged"
     auth = {"Authorization": f"JWT {site['token']}"}
@@ -97,10 +97,10 @@ def test_a_good_update_costs_no_request(site, testbed):
     with Traffic(site["base"], site["token"]) as traffic:
         out = deploy(site, f"app_version={tag}")
     assert out.returncode == 0, out.stdout[-3000:]
+    site["current"] = serving(site)
     assert "answers ready" in out.stdout and "proxy switched to example-app-" in out.stdout
-    assert serving(site) == tag
+    assert site["current"] == tag
     check_traffic(site, traffic, "good update")
-    site["current"] = tag
 
 
 @pytest.mark.parametrize("case,cmd,reason", [
@@ -109,7 +109,7 @@ def test_a_good_update_costs_no_request(site, testbed):
      r"(exited with code 3|crashed and was restarted)"),
 ])
 def test_a_version_that_cannot_serve_is_thrown_away_while_the_old_one_serves(site, testbed, case, cmd, reason):
-    before = site.get("current", site["good"])
+    before = serving(site)
     tag = variant(site, testbed, "zdt-" + case.replace(" ", "-"), cmd)
     start = time.monotonic()
     with Traffic(site["base"], site["token"]) as traffic:
@@ -132,7 +132,7 @@ def test_a_version_that_cannot_serve_is_thrown_away_while_the_old_one_serves(sit
 
 def test_a_port_taken_on_the_server_stops_the_deploy_before_anything_changes(site):
     vps = site["vps"]
-    before = site.get("current", site["good"])
+    before = serving(site)
     vps.ssh("sudo docker run -d --name squatter -p 127.0.0.1:3001:80 caddy:2 >/dev/null")
     try:
         with Traffic(site["base"], site["token"]) as traffic:
@@ -148,9 +148,10 @@ def test_a_port_taken_on_the_server_stops_the_deploy_before_anything_changes(sit
 
 
 def test_rollback_task_switches_back_without_a_failed_request(site, testbed):
-    before = site.get("current")
-    if before is None:
-        pytest.fail("needs the good update's release to go back from")
+    before = serving(site)
+    listed = site["vps"].ssh(f"sudo {APP_DIR}/bin/release.sh list {APP_DIR}").stdout
+    if before == site["good"] or site["good"] not in listed:
+        pytest.fail(f"needs a release after {site['good']} to go back from (releases: {listed})")
     with Traffic(site["base"], site["token"]) as traffic:
         out = run_pyinfra(site["vps"], site["env_file"], "tasks/rollback.py")
     assert out.returncode == 0, out.stdout[-3000:]
@@ -169,7 +170,7 @@ def test_two_deploys_at_once_are_serialized(site, testbed):
                                     "--data", "backup_before_update=false") for tag in (a, b)}
         outs = {tag: p.communicate(timeout=900)[0] for tag, p in procs.items()}
     codes = {tag: procs[tag].returncode for tag in procs}
-    assert 0 in codes.values(), outs
+    assert 0 in codes.values(), {tag: out[-2500:] for tag, out in outs.items()}
     log = site["vps"].ssh(f"sudo tail -n 5 {APP_DIR}/releases/log").stdout.splitlines()
     last_ok = [ln.split("\t")[1] for ln in log if "\trelease:ok\t" in ln][-1]
     assert serving(site) == last_ok

@@ -279,3 +279,30 @@ def test_release_command_lines_quote_what_they_carry():
     from dataclasses import replace
 
     assert commands.release_start(replace(RELEASE, migrate=True)) == START + " migrate"
+
+
+def proxy_fact(*lines: str):
+    from vpskit import proxy
+    from vpskit.facts import ProxyState
+
+    return {(ProxyState, ()): proxy.parse_state(list(lines))}
+
+
+def test_proxy_takes_over_the_port_of_an_install_from_before_the_proxy():
+    from vpskit import proxy
+
+    facts = proxy_fact("running false", "listen 127.0.0.1:3000", "held c0ffee example 127.0.0.1:3000->3000/tcp")
+    cmds, _ = run(operations.proxy_serving, facts, app="example", ports=("127.0.0.1:3000:3000",), image="caddy:2",
+                  caddyfile="{}")
+    assert cmds[0] == "docker rm -f c0ffee"
+    assert "docker compose up -d" in cmds[1] and proxy.DIR in cmds[1]
+
+
+def test_proxy_refuses_a_port_another_program_holds_and_changes_nothing():
+    from pyinfra.api import OperationError
+
+    facts = proxy_fact("running true", "listen 127.0.0.1:3000", "listen 0.0.0.0:3001",
+                       "ports example 127.0.0.1:3000:3000", "held beef other 0.0.0.0:3001->80/tcp")
+    with pytest.raises(OperationError, match="port 3001 is already in use on the server by another program"):
+        run(operations.proxy_serving, facts, app="example", ports=("127.0.0.1:3001:3001",), image="caddy:2",
+            caddyfile="{}")

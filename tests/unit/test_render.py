@@ -28,7 +28,7 @@ def test_default_compose():
     assert app["image"] == "example:abc123"
     # Never published: the server's proxy owns the ports, and the app joins its network.
     assert "ports" not in app and "ports" not in db
-    assert app["networks"] == ["internal", "edge"]
+    assert app["networks"] == {"internal": {}, "edge": {"aliases": ["example-app"]}}
     assert c["networks"]["edge"] == {"name": "vpskit-proxy", "external": True}
     assert app["depends_on"] == {"db": {"condition": "service_healthy"}}
     assert app["restart"] == db["restart"] == "unless-stopped"
@@ -48,7 +48,7 @@ def test_compose_behind_a_traefik_network():
                 app_memory_limit="768m", app_cpu_limit="0.5")
     app = c["services"]["app"]
     assert "ports" not in app
-    assert app["networks"] == ["internal", "proxy"]
+    assert app["networks"] == {"internal": {}, "proxy": {}}
     assert c["networks"]["proxy"] == {"name": "web", "external": True}
     assert app["labels"]["traefik.http.routers.example.rule"] == "Host(`cms.example.com`)"
     assert app["labels"]["traefik.http.services.example.loadbalancer.server.port"] == "3000"
@@ -61,8 +61,8 @@ def test_proxy_publishes_what_each_app_asks_and_routes_by_domain():
     s = ctx(publish_host="0.0.0.0", publish_port=8080, domain="shop.example.com")
     assert proxy.app_ports(s) == ("80:80", "443:443", "0.0.0.0:8080:8080")
     route = render("proxy-route.caddy", **s)
-    assert "shop.example.com {\n\treverse_proxy @UPSTREAM@\n}" in route
-    assert "http://:8080 {\n\treverse_proxy @UPSTREAM@\n}" in route
+    assert "shop.example.com {\n\treverse_proxy @UPSTREAM@ example-app:3000 {\n\t\tlb_policy first" in route
+    assert "http://:8080 {\n\treverse_proxy @UPSTREAM@ example-app:3000 {" in route
     # Another app's ports stay when this one deploys; the published set is stable in order.
     both = proxy.union({"shop": proxy.app_ports(s), "blog": ("127.0.0.1:3001:3001",)})
     assert both == ("80:80", "443:443", "127.0.0.1:3001:3001", "0.0.0.0:8080:8080")
