@@ -45,9 +45,11 @@ def file_states(paths) -> str:
 
 
 def private_dir(path: str, owner: str) -> str:
-    """A directory only `owner` and root can enter (700), made afresh, with its parents (755, root)."""
-    return (f"mkdir -p -m 755 {q(path.rsplit('/', 1)[0] or '/')} && rm -rf {q(path)} && "
-            f"install -d -m 700 -o {q(owner)} {q(path)}")
+    """A directory only `owner` and root can enter (700), with its parents (755, root). Not emptied: another
+    deploy may be uploading into it at this moment (each run names its uploads apart); leftovers of runs cut
+    short go after an hour."""
+    return (f"mkdir -p -m 755 {q(path.rsplit('/', 1)[0] or '/')} && install -d -m 700 -o {q(owner)} {q(path)} && "
+            f"find {q(path)} -mindepth 1 -mmin +60 -delete")
 
 
 def files_hash(app_dir: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import secrets
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -98,13 +99,14 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
                        staging="/opt/app/.upload", user="deploy", _sudo=True)
     """
     states = host.get_fact(FileStates, paths=tuple(f.path for f in files))
+    run = secrets.token_hex(4)  # two deploys at once upload side by side, never into each other's files
     changed = 0
     for f in files:
         now = states.get(f.path)
         if now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest():
             if not changed:
                 yield commands.private_dir(staging, user)
-            part = f"{staging}/{changed}"
+            part = f"{staging}/{run}-{changed}"
             yield FileUploadCommand(BytesIO(f.content.encode()), f"{part}.new", remote_temp_filename=f"{part}.part")
             yield (f"chown {f.user}:{f.group} {part}.new && chmod {f.mode} {part}.new && "
                    f"mkdir -p -m 755 {posixpath.dirname(f.path)} && mv -f {part}.new {f.path}")

@@ -226,7 +226,7 @@ def test_a_secret_is_never_readable_by_other_users_on_its_way():
 
     secret = ManagedFile("/opt/example/.env", "PAYLOAD_SECRET=s3cr3t-value\n", "600", "deploy", "deploy")
     mkdir, upload, place = files_in_place([secret], {secret.path: None})
-    assert mkdir.endswith("install -d -m 700 -o deploy /opt/example/.upload")
+    assert "install -d -m 700 -o deploy /opt/example/.upload &&" in mkdir
     assert upload.dest.startswith("/opt/example/.upload/")
     assert upload.remote_temp_filename.startswith("/opt/example/.upload/")
     assert upload.src.getvalue() == b"PAYLOAD_SECRET=s3cr3t-value\n"

@@ -6,7 +6,8 @@ import { appVersion } from '@/lib/version'
 // its schema is behind the code.
 export const dynamic = 'force-dynamic'
 
-const TIMEOUT_MS = 2000
+// Under the healthcheck's own 5 s, with room for a busy 1-CPU server (a new version booting beside the old one).
+const TIMEOUT_MS = 4000
 
 type Pool = { query: (sql: string) => Promise<{ rows: { name: string }[] }> }
 
