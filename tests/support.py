@@ -196,12 +196,14 @@ def build_once(app_path: Path, app_name: str) -> str:
 
 
 class Traffic:
-    """A probe (GET `path`, 25 requests/s) and a writer (POST /api/posts as a logged-in user, about 4/s)
-    running against `base` until stopped, bounded by `limit` seconds. What a user of the site would notice:
+    """A probe (GET `path`, 25 requests/s; /api/health by default: any answer of the app, so that it counts
+    requests lost to a release, not the test machine's database being slow under load) and a writer (POST
+    /api/posts as a logged-in user, about 4/s, which needs the database every time) running against `base`
+    until stopped, bounded by `limit` seconds. What a user of the site would notice:
     failed requests, failed writes, the longest time without a successful answer, and the posts whose
     creation was acknowledged (to check afterwards that each is still there)."""
 
-    def __init__(self, base: str, token: str, path: str = "/api/health/ready", limit: float = 900):
+    def __init__(self, base: str, token: str, path: str = "/api/health", limit: float = 900):
         import threading
 
         self.base, self.token, self.path, self.limit = base, token, path, limit

@@ -74,7 +74,11 @@ def parse_state(lines) -> dict:
             state["listening"].add(int(parts[1].rsplit(":", 1)[1]))
         elif parts[0] == "held" and len(parts) >= 3:
             # "held ID PROJECT 127.0.0.1:3000->3000/tcp, ...": a container publishing ports itself
-            ports = {int(p.split("->")[0].rsplit(":", 1)[1]) for p in " ".join(parts[3:]).split(", ") if "->" in p}
+            ports: set[int] = set()
+            for p in " ".join(parts[3:]).split(", "):
+                if "->" in p:  # docker ps shows consecutive ports as a range: 127.0.0.1:3000-3001->3000-3001/tcp
+                    first, _, last = p.split("->")[0].rsplit(":", 1)[1].partition("-")
+                    ports.update(range(int(first), int(last or first) + 1))
             state["held"].append((parts[1], parts[2], ports))
     return state
 

@@ -298,6 +298,13 @@ def test_proxy_takes_over_the_port_of_an_install_from_before_the_proxy():
     assert "docker compose up -d" in cmds[1] and proxy.DIR in cmds[1]
 
 
+def test_proxy_state_reads_port_ranges_as_docker_shows_them():
+    from vpskit import proxy
+
+    state = proxy.parse_state(["held ab vpskit-proxy 0.0.0.0:80->80/tcp, 127.0.0.1:3000-3001->3000-3001/tcp"])
+    assert state["held"] == [("ab", "vpskit-proxy", {80, 3000, 3001})]
+
+
 def test_proxy_refuses_a_port_another_program_holds_and_changes_nothing():
     from pyinfra.api import OperationError
 
