@@ -107,6 +107,10 @@ backup_names() { # backup_names BACKUP_ROOT
   done
 }
 
+# The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
+# shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
+releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
+
 desired_hash() { # desired_hash DIR: what a release applies, hashed: compose file, .env and proxy route
   { cat "$1/docker-compose.yml" "$1/.env"; cat "$1/proxy-route.caddy" 2>/dev/null || true; } | sha256sum | cut -c1-64
 }

@@ -31,8 +31,6 @@ mkdir -p releases/attempts
 . "$HERE/common.sh"  # locks, container checks, stack health
 # shellcheck source=files/proxy.sh
 . "$HERE/proxy.sh"   # the bundled proxy's route for this app
-# shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
-releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
 
 launch() { # launch ID: `run` in a transient unit of its own (or a new session where systemd is absent)
   local out="releases/attempts/$1.log"
