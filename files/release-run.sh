@@ -82,7 +82,8 @@ finish() { # finish STATUS: the release log line and the status file `follow` wa
   [ "$1" = 0 ] || result=failed
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$VERSION" "${HASH:0:12}" "$WHO" \
     "${KIND}:$result" "$((SECONDS - START))" "${REASON:--}" >> releases/log
-  echo "$1" > "$attempt.status"
+  # Written whole, then renamed: `follow` must never read an empty status (it would pass for success).
+  echo "$1" > "$attempt.status.new" && mv "$attempt.status.new" "$attempt.status"
   rm -rf "$attempt"
   # shellcheck disable=SC2012 # attempt files are named by time
   ls -1t releases/attempts/*.log 2>/dev/null | tail -n +21 | while read -r f; do rm -f "$f" "${f%.log}.status"; done

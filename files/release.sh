@@ -44,15 +44,16 @@ launch() { # launch ID: `run` in a transient unit of its own (or a new session w
 }
 
 follow() { # follow ID: the attempt's log as it grows, until its status file appears
-  local out="releases/attempts/$1.log" status="releases/attempts/$1.status" shown=0 n
+  local out="releases/attempts/$1.log" status="releases/attempts/$1.status" shown=0 n code
   while :; do
     if [ -f "$out" ]; then
       n=$(wc -l < "$out")
       if [ "$n" -gt "$shown" ]; then sed -n "$((shown + 1)),${n}p" "$out" >&2; shown=$n; fi
     fi
-    if [ -f "$status" ]; then
+    if [ -s "$status" ]; then
       [ -f "$out" ] && sed -n "$((shown + 1)),\$p" "$out" >&2
-      return "$(cat "$status")"
+      code=$(cat "$status")
+      case "$code" in ''|*[!0-9]*) return 1 ;; *) return "$code" ;; esac
     fi
     sleep 0.5
   done
