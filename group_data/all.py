@@ -31,7 +31,10 @@ node_image = "node:22-bookworm-slim"  # base image the app is built and run on
 postgres_image = "postgres:17"  # database image
 build_on = "local"  # "local": build on this machine and ship over SSH; "server": build on the VPS (needs >2 GB RAM)
 image_transport = "registry"  # how the database image reaches the server: "registry" (docker pull) or "ssh" (shipped)
-keep_images = 3  # app image versions kept on the server for rollback
+keep_images = 3  # app image versions kept for rollback on the server, and on this machine and its registry
+ship_with = "layers"  # how images built here reach the server: "layers" (only the ones it lacks) or "stream" (whole)
+registry_image = "registry:2"  # image of the registry on this machine (127.0.0.1 only) servers pull layers from
+registry_port = 5055  # its port on 127.0.0.1 of this machine; servers reach it through the SSH connection
 
 # --- Database
 postgres_user = "payload"  # database role the app connects as

@@ -11,7 +11,7 @@ import pytest
 from tests.support import build_once, remove_session_leftovers
 from tests.testbed import vps as testbed_vps
 
-REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", testbed_vps.IMAGE]
+REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", "registry:2", testbed_vps.IMAGE]
 SESSION = f"pytest-{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -178,13 +178,20 @@ def app_build(app_path: Path, app_name: str):
     the same rendered Dockerfile, so the same image and tag (a deploy then finds it and ships it)."""
     from vpskit import app_check, images, settings
     from vpskit.render import render
+    from vpskit.steps import recipe_of
 
     s = settings.load({"app_name": app_name, "app_path": str(app_path)})
     info = app_check.check(app_path)
-    version = images.version(app_path)
+    s["app"] = info
+    version = images.version(app_path, recipe=recipe_of(s))
     s.update(app_image=f"{app_name}:{version}", app_version=version, **info.context(app_name, version))
     return images.LocalBuild(f"{app_name}:{version}", app_path, render("Dockerfile", **s), "",
                              str(info.package_manager))
+
+
+def app_version(app_path: Path, app_name: str) -> str:
+    """The version deploy.py gives the app's image with default settings (sources, Dockerfile, base image)."""
+    return app_build(app_path, app_name).ref.rsplit(":", 1)[1]
 
 
 def build_once(app_path: Path, app_name: str) -> str:

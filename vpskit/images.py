@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,19 +55,40 @@ def content_hash(app_path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def version(app_path: Path, explicit: str = "") -> str:
+def version(app_path: Path, explicit: str = "", recipe: str = "") -> str:
     """The image tag: the explicit version, else the git revision of the app (plus a content hash when it
-    has uncommitted changes), else a content hash. The same sources always give the same version."""
+    has uncommitted changes), else a content hash; then the recipe's hash (see recipe()). The same sources
+    built the same way always give the same version, and anything that changes the image gives a new one."""
     if explicit:
         return explicit
+    suffix = f"-{recipe[:6]}" if recipe else ""
     # The last commit that touched the app, so commits elsewhere in the repository make no new version.
     rev = subprocess.run(["git", "-C", str(app_path), "log", "-1", "--format=%h", "--abbrev=10", "--", "."],
                          capture_output=True, text=True)
     if rev.returncode != 0 or not rev.stdout.strip():
-        return f"c{content_hash(app_path)}"
+        return f"c{content_hash(app_path)}{suffix}"
     dirty = subprocess.run(["git", "-C", str(app_path), "status", "--porcelain", "--", "."],
                            capture_output=True, text=True).stdout.strip()
-    return f"{rev.stdout.strip()}-dirty-{content_hash(app_path)}" if dirty else rev.stdout.strip()
+    base = f"{rev.stdout.strip()}-dirty-{content_hash(app_path)}" if dirty else rev.stdout.strip()
+    return base + suffix
+
+
+def recipe(dockerfile: str, base_image: str) -> str:
+    """What goes into the image besides the app's sources: the rendered Dockerfile (with the version left
+    out: it is rendered with a placeholder), the entrypoint, and the id of the base image this machine
+    builds on, so a new node_image, or the same tag pulled again with a new id, makes a new version."""
+    digest = hashlib.sha256(dockerfile.encode() + b"\0" + ENTRYPOINT.read_bytes() + b"\0")
+    digest.update(base_image_id(base_image).encode())
+    return digest.hexdigest()
+
+
+def base_image_id(ref: str) -> str:
+    """The base image's id on this machine, pulled first when it is missing (the build needs it anyway)."""
+    found = local_image_id(ref)
+    if not found:
+        subprocess.run(["docker", "pull", "-q", ref], capture_output=True, text=True)
+        found = local_image_id(ref)
+    return found
 
 
 def context_tar(app_path: Path, dockerfile: str) -> bytes:
@@ -107,31 +129,69 @@ class LocalBuild:
     package_manager: str = ""
 
     def run(self) -> None:
-        if local_image_id(self.ref):
-            return
-        with build_lock():
-            # Another deploy on this machine may have built it while this one waited.
-            if not local_image_id(self.ref):
-                self._build()
+        if not local_image_id(self.ref):
+            with build_lock():
+                # Another deploy on this machine may have built it while this one waited.
+                if not local_image_id(self.ref):
+                    self._build()
+        from vpskit.shipping import remember_use  # the versions used last are the ones this machine keeps
+
+        remember_use(self.ref)
 
     def _build(self) -> None:
         t0 = time.monotonic()
         what = f" with {self.package_manager}" if self.package_manager else ""
-        print(f"    building {self.ref} on this machine{what} (this takes a few minutes)...", file=sys.stderr)
+        print(f"    building {self.ref} on this machine{what}:", file=sys.stderr)
         context = context_tar(self.app_path, self.dockerfile)
         app = self.ref.rsplit(":", 1)[0].removesuffix("-migrate")
         proc = subprocess.Popen(
             build_command(self.ref, self.target), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        out, _ = proc.communicate(context)
-        text = out.decode(errors="replace")
-        pruned = prune_stage_images(app, keep=built_layers(text))
+        assert proc.stdin is not None and proc.stdout is not None
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, context), daemon=True)
+        feeder.start()
+        lines = []
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if step := progress_line(line):
+                print(f"      {step} ({time.monotonic() - t0:.0f}s)", file=sys.stderr)
+        proc.wait()
+        feeder.join(timeout=10)
+        text = "\n".join(lines)
         if proc.returncode != 0:
-            tail = "\n".join(text.splitlines()[-40:])
+            keep_stage_cache(app, stage_leaves(text))  # what did build (the installed dependencies) stays
+            prune_stage_images(app)
+            tail = "\n".join(lines[-40:])
             raise RuntimeError(f"building {self.ref} failed (docker build exit {proc.returncode}):\n{tail}")
-        freed = f"; removed {pruned} stale build-stage images" if pruned else ""
-        print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s{freed}", file=sys.stderr)
+        kept = keep_stage_cache(app, stage_leaves(text))
+        pruned = prune_stage_images(app)
+        tidy = f"; build cache kept as {', '.join(kept)}" if kept else ""
+        tidy += f", {pruned} older build-stage images removed" if pruned else ""
+        print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s{tidy}", file=sys.stderr)
+
+
+def _feed(stdin, data: bytes) -> None:
+    try:
+        stdin.write(data)
+    except OSError:
+        pass  # the build ended early; its output says why
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def progress_line(line: str) -> str:
+    """The lines of a build worth showing as it runs: each step (legacy builder) or stage step (BuildKit)."""
+    text = line.strip()
+    if text.startswith("Step ") and " : " in text:
+        return text if len(text) <= 110 else text[:107] + "..."
+    if text.startswith("#") and "[" in text and "]" in text and not text.split(" ", 1)[0][1:].isalpha():
+        body = text.split(" ", 1)[1] if " " in text else text
+        if body.startswith("["):
+            return body if len(body) <= 110 else body[:107] + "..."
+    return ""
 
 
 LOCK = Path(tempfile.gettempdir()) / f"vpskit-build-{os.getuid()}.lock"
@@ -167,36 +227,46 @@ def build_command(ref: str, target: str = "") -> list[str]:
     return [*cmd, *(["--target", target] if target else []), "-"]
 
 
-def built_layers(output: str) -> set[str]:
-    """The image ids the (legacy) builder printed for this build's steps (" ---> 3f9c2a1b4d5e")."""
-    return {line.split("--->", 1)[1].strip() for line in output.splitlines()
-            if line.strip().startswith("--->") and not line.strip().startswith("---> Running")}
+def stage_leaves(output: str) -> dict[str, str]:
+    """{stage name: the image id of its last step}, from the legacy builder's output ("Step 3/9 : FROM base AS
+    deps" ... " ---> 3f9c2a1b4d5e"). Empty for BuildKit, which leaves no stage images behind."""
+    leaves: dict[str, str] = {}
+    stage = ""
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("Step ") and " : FROM " in text.upper():
+            words = text.split()
+            stage = words[-1] if len(words) > 2 and words[-2].upper() == "AS" else ""
+        elif text.startswith("--->") and stage and not text.startswith("---> Running"):
+            value = text.split("--->", 1)[1].strip()
+            if value and " " not in value:
+                leaves[stage] = value
+    return leaves
 
 
-STAGE_IMAGES_KEPT = 4  # unnamed stage images kept per app: this build's two leaves and the previous build's
+CACHED_STAGES = ("deps",)  # the installed dependencies: the slow part a code change does not touch
 
 
-def prune_stage_images(app: str, keep: set[str]) -> int:
-    """Removes this app's untagged build-stage images (label vpskit.stage-of) beyond the newest
-    STAGE_IMAGES_KEPT: without this, every changed build leaves a GB or more behind (the legacy builder keeps
-    each stage). The ones this build used always stay, as the cache of the next build; the previous build's
-    too, so going back to the previous sources builds from cache. Returns how many were removed."""
-    listed = subprocess.run(["docker", "image", "ls", "--no-trunc", "--filter", "dangling=true", "--filter",
-                             f"label=vpskit.stage-of={app}", "--format", "{{.CreatedAt}}\t{{.ID}}"],
-                            capture_output=True, text=True)
-    if listed.returncode != 0 or not keep:
-        return 0
-    newest_first = [line.split("\t")[1] for line in sorted(set(listed.stdout.splitlines()), reverse=True)
-                    if "\t" in line]
-    used = [i for i in newest_first if i.removeprefix("sha256:")[:12] in keep]
-    spare = max(0, STAGE_IMAGES_KEPT - len(used))
+def keep_stage_cache(app: str, leaves: dict[str, str]) -> list[str]:
+    """Names the stages worth keeping as the next build's cache (`{app}-cache:deps`): a named image is not a
+    leftover, and its parent layers (the base stage) stay with it. Returns the names given."""
+    kept = []
+    for stage in CACHED_STAGES:
+        if stage in leaves:
+            name = f"{app}-cache:{stage}"
+            if subprocess.run(["docker", "tag", leaves[stage], name], capture_output=True).returncode == 0:
+                kept.append(name)
+    return kept
+
+
+def prune_stage_images(app: str) -> int:
+    """Removes this app's unnamed build-stage images (label vpskit.stage-of): the legacy builder keeps each
+    stage of each build (a Payload app's build stage is 1.5 GB); what the next build needs is named by
+    keep_stage_cache. Returns how many were removed."""
+    listed = subprocess.run(["docker", "image", "ls", "-q", "--no-trunc", "--filter", "dangling=true", "--filter",
+                             f"label=vpskit.stage-of={app}"], capture_output=True, text=True)
     removed = 0
-    for image in newest_first:
-        if image in used:
-            continue
-        if spare:
-            spare -= 1
-            continue
+    for image in sorted(set(listed.stdout.split())):
         removed += subprocess.run(["docker", "image", "rm", image], capture_output=True).returncode == 0
     return removed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import secrets
+import sys
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -12,11 +13,12 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
 from vpskit import commands, health, images, proxy
+from vpskit import shipping as ship
 from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, SshServerPort, UfwStatus
 
 
 @operation()
-def image_present(ref: str, transport: str = "ssh", build=None):
+def image_present(ref: str, transport: str = "ssh", build=None, shipping=None):
     """
     Ensure the server has image ``ref``.
 
@@ -24,6 +26,8 @@ def image_present(ref: str, transport: str = "ssh", build=None):
     + transport: ``ssh`` ships the image from this machine over the SSH connection (no registry needed);
       ``registry`` pulls it on the server when absent
     + build: for ``ssh``, a ``images.LocalBuild`` that makes ``ref`` on this machine when it is missing
+    + shipping: for ``ssh``, a ``shipping.Shipping`` (only missing layers, or the whole image; what this
+      machine keeps); default: only missing layers, nothing tidied
 
     **Example:**
 
@@ -39,22 +43,28 @@ def image_present(ref: str, transport: str = "ssh", build=None):
         yield commands.image_pull(ref)
         return
 
+    how = shipping or ship.Shipping()
     local = images.local_image_id(ref)
+    if current and (not local or local == current):
+        # A version names its content (sources, Dockerfile, base image): the server's copy is that image,
+        # even when this machine no longer has it (pruned here): nothing to build or send.
+        host.noop(f"image {ref} ({current[7:19]}) is on the server")
+        return
     if not local and build is None:
         raise ValueError(f"image {ref} is not on this machine: build or pull it here first")
-    if local and local == current:
-        host.noop(f"image {ref} ({local[7:19]}) is on the server")
-        return
     if local and host.get_fact(DockerImageId, ref=local) == local:
         # The same image under another name (a staging copy, the same app under two names): a tag, no bytes.
         yield commands.image_tag(local, ref)
         return
     if not local:
-        yield FunctionCommand(_build, (build,), {})
-    yield FunctionCommand(_ship, (ref,), {})
+        yield FunctionCommand(_build, (build, how), {})
+    yield FunctionCommand(_ship, (ref, how), {})
 
 
-def _build(state, host, build) -> bool:
+def _build(state, host, build, how) -> bool:
+    if how.method == "layers" and ship.from_local_registry(build.ref, how.port):
+        print(f"    {build.ref} taken from this machine's registry (no build needed)", file=sys.stderr)
+        return True
     try:
         build.run()
     except RuntimeError as err:
@@ -63,7 +73,26 @@ def _build(state, host, build) -> bool:
     return True
 
 
-def _ship(state, host, ref: str) -> bool:
+def _ship(state, host, ref: str, how) -> bool:
+    if how.method == "layers" and "@" not in ref:
+        try:
+            shipped = ship.ship_layers(host, ref, how.image, how.port)
+        except ship.ForwardingRefused:
+            logger.warning(f"{host.print_prefix}the server refuses SSH port forwarding (sshd AllowTcpForwarding "
+                           "no): shipping the whole image instead. Allow forwarding for the deploy user to send "
+                           "only the layers the server lacks, or set ship_with = \"stream\" to skip this try")
+        except RuntimeError as err:
+            logger.error(f"{host.print_prefix}{err}")
+            return False
+        else:
+            print(f"    {shipped.line()}", file=sys.stderr)
+            if how.keep:
+                repo, version = ref.rsplit(":", 1)
+                removed = ship.tidy(repo, how.keep, version, how.port)
+                if removed:
+                    print(f"    this machine keeps {how.keep} version(s) of {repo}: removed {', '.join(removed)}",
+                          file=sys.stderr)
+            return True
     return images.ship_over_ssh(host, ref)
 
 

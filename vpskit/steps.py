@@ -15,7 +15,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, commands, envfile, images, proxy, settings, tasks
+from vpskit import app_check, commands, envfile, images, proxy, settings, shipping, tasks
 from vpskit.facts import AppliedMigrations, ProxyState
 from vpskit.operations import ManagedFile, backup_before_update, image_present, proxy_serving, stack_applied
 from vpskit.operations import firewall as ufw
@@ -31,7 +31,7 @@ def _plan(data_items: tuple) -> dict:
     app_path = (ROOT / s["app_path"]).resolve()
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
-    s["app_version"] = images.version(app_path, s["app_version"])
+    s["app_version"] = images.version(app_path, s["app_version"], recipe=recipe_of(s))
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
     s.update(s["app"].context(s["app_name"], s["app_version"]))
     tasks.paths(s)
@@ -42,6 +42,16 @@ def _plan(data_items: tuple) -> dict:
     s["rendered"] = {name: render(name, **s) for name in ("docker-compose.yml", "Dockerfile", ".env")}
     s["rendered"]["proxy-route.caddy"] = render("proxy-route.caddy", **s) if s["bundled_proxy"] else ""
     return s
+
+
+def recipe_of(s: dict) -> str:
+    """The hash of how the image is built (Dockerfile, base image id), for the version; "" when an explicit
+    version is given or the image is built on the server."""
+    if s["app_version"] or s["build_on"] != "local":
+        return ""
+    placeholder = "@VERSION@"
+    return images.recipe(render("Dockerfile", **{**s, **s["app"].context(s["app_name"], placeholder),
+                                                 "app_version": placeholder}), s["node_image"])
 
 
 def _url(s: dict, server: str) -> str:
@@ -114,7 +124,7 @@ def proxy_step(s: dict) -> None:
                           image=s["proxy_image"], caddyfile=proxy.caddyfile(s), acme_ca_root=s["acme_ca_root"], **SUDO)
         return
     image_present(name=f"Proxy image {s['proxy_image']} on the server", ref=s["proxy_image"],
-                  transport=s["image_transport"], **SUDO)
+                  transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
     proxy_serving(name=f"Proxy serving {', '.join(proxy.app_ports(s))}", app=s["app_name"],
                   ports=proxy.app_ports(s), image=s["proxy_image"], caddyfile=proxy.caddyfile(s),
                   acme_ca_root=s["acme_ca_root"], **SUDO)
@@ -155,7 +165,7 @@ def images_on_server(s: dict) -> None:
     when the app has migrations it does not apply itself and some are pending on the server, the one-shot
     migration runner built from the same sources."""
     image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
-                  transport=s["image_transport"], **SUDO)
+                  transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
     wanted = [(s["app_image"], "")]
     pending = pending_migrations(s)
     if pending:
@@ -166,7 +176,8 @@ def images_on_server(s: dict) -> None:
         if s["build_on"] == "local":
             build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
                                       str(s["app"].package_manager))
-            image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build, **SUDO)
+            image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
+                          shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
         else:
             server_build(name=f"{what} {ref} built on the server", s=s, ref=ref, target=target, **SUDO)
 

@@ -1,7 +1,7 @@
 """The deploying machine after builds: the legacy builder keeps every stage of every build as an unnamed
 image (a Payload app's build stage is 1.5 GB, its yarn install stage 4 GB), and a failed step leaves a
-stopped container. vpskit's build keeps the stage images of the latest two builds only (the next build's cache)
-and leaves no container behind."""
+stopped container. vpskit's build names the dependencies stage as the next build's cache (`APP-cache:deps`),
+removes every other unnamed stage image, and leaves no container behind."""
 
 from __future__ import annotations
 
@@ -40,24 +40,29 @@ def dockerfile(app: str, session: str, change: str, fail: bool = False) -> str:
             "COPY --from=build /build.txt /build.txt\n")
 
 
-def test_builds_leave_one_build_of_stage_images_and_no_container(testbed, tmp_path):
+def test_builds_leave_no_unnamed_stage_image_and_no_container(testbed, tmp_path):
     app = f"vpskit-stages-{os.getpid()}"
-    counts = []
+    counts, cached = [], []
     try:
         for n in range(4):
             images.LocalBuild(f"{app}:v{n}", tmp_path, dockerfile(app, testbed, f"change-{n}")).run()
             counts.append(len(stage_images(app)))
+            cached.append(images.local_image_id(f"{app}-cache:deps"))
+        # The cache is used: the same sources again reuse the named dependencies stage (same image id).
+        images.LocalBuild(f"{app}:v3-again", tmp_path, dockerfile(app, testbed, "change-3")).run()
+        assert images.local_image_id(f"{app}-cache:deps") == cached[-1]
+        assert len(stage_images(app)) == 0
         with pytest.raises(RuntimeError, match="failed"):
             images.LocalBuild(f"{app}:broken", tmp_path, dockerfile(app, testbed, "change-x", fail=True)).run()
         after_failure = len(stage_images(app))
         assert not containers(app), "a failed build step left a container"
     finally:
-        for ref in [f"{app}:v{n}" for n in range(4)]:
+        for ref in [f"{app}:v{n}" for n in range(4)] + [f"{app}:v3-again", f"{app}-cache:deps"]:
             subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=120)
         for image in stage_images(app):
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=120)
-    # Each build leaves its own two leaf stages (migrate, build); the previous build's stay as a cache, older
-    # ones go: the count stops growing at two builds' worth (without the pruning: 2, 4, 6, 8).
-    assert counts == [2, 4, 4, 4], counts
-    assert after_failure <= images.STAGE_IMAGES_KEPT, after_failure
-    print(f"\nstage images after 4 changed builds: {counts}; after a failed one: {after_failure}")
+    # Without the pruning the count grows by two leaves (migrate, build) per build: 2, 4, 6, 8.
+    assert counts == [0, 0, 0, 0], counts
+    assert after_failure == 0, after_failure
+    assert all(cached) and len(set(cached)) == 4, cached  # each build's own dependencies stage, named
+    print(f"\nunnamed stage images after 4 changed builds: {counts}; after a failed one: {after_failure}")

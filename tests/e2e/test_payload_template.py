@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_deploy import results
-from tests.support import app_build, free_port, http, multipart, run_pyinfra, wait_until
+from tests.support import app_build, app_version, free_port, http, multipart, run_pyinfra, wait_until
 from vpskit import images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -129,7 +129,7 @@ def deploy(vps, env_file: Path, app: Path, *extra: str):
 def site(vps_factory, env_file, apps):
     vps = vps_factory("template")
     # The first deploy builds, whatever an earlier run left on this machine: the build is part of what is tested.
-    version = images.version(apps["main"])
+    version = app_version(apps["main"], APP)
     subprocess.run(["docker", "image", "rm", f"{APP}:{version}", f"{APP}-migrate:{version}"], capture_output=True,
                    timeout=120)
     t0 = time.monotonic()
@@ -202,7 +202,7 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
     # The release stops at the migration, so the new version's app image is never started: the first
     # version's image, tagged as the new version, stands in for a 3-minute rebuild that would differ only in
     # the migration list it carries. The migration runner is built by the deploy from the broken sources.
-    first = images.version(apps["main"])
+    first = app_version(apps["main"], APP)
     subprocess.run(["docker", "tag", f"{APP}:{first}", f"{APP}:{BROKEN_VERSION}"], check=True, timeout=60)
     before = psql(site["vps"], "select name from payload_migrations order by id").split()
     version_before = http("GET", f"{site['base']}/api/health").json()["version"]

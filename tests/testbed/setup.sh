@@ -115,6 +115,7 @@ main() {
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie
   built_image "$HERE/images/caddy" caddy:2
   built_image "$HERE/images/pebble" vpskit-testbed/pebble
+  built_image "$HERE/images/registry" registry:2
   log "ready in $((SECONDS - t0)) s"
 }
 
