@@ -9,6 +9,7 @@ import fnmatch
 import hashlib
 import io
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -182,11 +183,16 @@ def _feed(stdin, data: bytes) -> None:
             stdin.close()
 
 
+NEXT_PROGRESS = re.compile(r"^(✓ |▲ |Creating an optimized|Collecting page data|Generating static pages \(\d+/\d+\)$)")
+
+
 def progress_line(line: str) -> str:
     """The lines of a build worth showing as it runs: each step (legacy builder) or stage step (BuildKit)."""
     text = line.strip()
     if text.startswith("Step ") and " : " in text:
         return text if len(text) <= 110 else text[:107] + "..."
+    if NEXT_PROGRESS.match(text):  # Next.js's own milestones inside the long build step
+        return "  " + text[:100]
     if text.startswith("#") and "[" in text and "]" in text and not text.split(" ", 1)[0][1:].isalpha():
         body = text.split(" ", 1)[1] if " " in text else text
         if body.startswith("["):

@@ -112,17 +112,19 @@ class Shipment:
 # --- The local registry
 
 @contextlib.contextmanager
-def registry_lock(exclusive: bool, wait: bool = True):
-    """Shipping holds the lock shared; tidying (which deletes) holds it alone, and skips when busy."""
+def registry_lock(exclusive: bool, wait: float = 3600):
+    """Shipping holds the lock shared; deleting from the registry holds it alone (a collection running while a
+    push or a pull does could take blobs from under it). Yields False when `wait` seconds were not enough."""
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "a") as handle:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(handle, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not wait:
+                if time.monotonic() > deadline:
                     yield False
                     return
                 time.sleep(0.5)
@@ -257,19 +259,19 @@ def ship_layers(host, ref: str, registry_image: str, port: int) -> Shipment:
 
     t0 = time.monotonic()
     ensure_registry(registry_image, port)
-    with registry_lock(exclusive=False):
-        push(ref, port)
-        remember_use(ref)
-        transport = host.connector.client.get_transport()
-        forward = _Forward(transport, port)
-        try:
-            forward.open()
-        except SSHException as err:
-            raise ForwardingRefused(str(err)) from None
-        try:
+    transport = host.connector.client.get_transport()
+    forward = _Forward(transport, port)
+    try:
+        forward.open()
+    except SSHException as err:
+        raise ForwardingRefused(str(err)) from None
+    try:
+        with registry_lock(exclusive=False):
+            push(ref, port)
+            remember_use(ref)
             output = _pull(transport, forward, ref)
-        finally:
-            forward.close()
+    finally:
+        forward.close()
     count = count_layers(output)
     return Shipment(ref, count.sent, count.skipped, forward.bytes, time.monotonic() - t0)
 
@@ -348,22 +350,22 @@ def built_versions(repo: str) -> list[str]:
 
 
 def tidy(app: str, keep: int, current: str, port: int) -> list[str]:
-    """This machine keeps the newest `keep` versions of the app (and of its migration runner) it built, in
-    its image store and in the local registry; the registry's unreferenced blobs are collected. Skipped when
-    another deploy is shipping (it runs again next time). Returns the versions removed."""
+    """This machine keeps the newest `keep` versions (by last use) of the app and of its migration runner that
+    it built, in its image store and in the local registry, whose unreferenced blobs are then collected. The
+    registry part waits for other deploys' transfers (up to 2 minutes, else it is left for next time).
+    Returns the versions removed."""
     removed: list[str] = []
-    with registry_lock(exclusive=True, wait=False) as got:
-        if not got:
-            return removed
-        for repo in (app, f"{app}-migrate"):
-            used = last_used(repo)
-            for version in versions_to_drop(built_versions(repo), used, keep, current):
-                if _docker("image", "rm", f"{repo}:{version}").returncode == 0:
-                    removed.append(f"{repo}:{version}")
-            _tidy_registry(repo, keep, used, current, port)
-        if removed and _docker("inspect", CONTAINER).returncode == 0:
-            _docker("exec", CONTAINER, "/bin/registry", "garbage-collect", "--delete-untagged",
-                    "/etc/docker/registry/config.yml", timeout=600)
+    repos = (app, f"{app}-migrate")
+    for repo in repos:
+        for version in versions_to_drop(built_versions(repo), last_used(repo), keep, current):
+            if _docker("image", "rm", f"{repo}:{version}").returncode == 0:
+                removed.append(f"{repo}:{version}")
+    with registry_lock(exclusive=True, wait=120) as got:
+        if got and _answers(port):
+            deleted = sum(_tidy_registry(repo, keep, last_used(repo), current, port) for repo in repos)
+            if deleted:
+                _docker("exec", CONTAINER, "/bin/registry", "garbage-collect", "--delete-untagged",
+                        "/etc/docker/registry/config.yml", timeout=600)
     return removed
 
 
@@ -378,11 +380,12 @@ def _request(method: str, url: str, accept: str = "") -> tuple[int, dict, bytes]
         return 0, {}, b""
 
 
-def _tidy_registry(repo: str, keep: int, used: dict[str, float], current: str, port: int) -> None:
+def _tidy_registry(repo: str, keep: int, used: dict[str, float], current: str, port: int) -> int:
+    """Deletes the registry's manifests of versions beyond the newest `keep`; returns how many."""
     base = f"http://127.0.0.1:{port}/v2/{repo}"
     status, _, body = _request("GET", f"{base}/tags/list")
     if status != 200:
-        return
+        return 0
     tags = json.loads(body or b"{}").get("tags") or []
     drop = set(versions_to_drop(tags, used, keep, current))
     digests: dict[str, str] = {}
@@ -392,5 +395,5 @@ def _tidy_registry(repo: str, keep: int, used: dict[str, float], current: str, p
         if status == 200 and digest:
             digests[tag] = digest
     kept = {digests.get(t) for t in tags if t not in drop}
-    for digest in {digests[t] for t in drop if t in digests} - kept:  # a digest a kept tag shares stays
-        _request("DELETE", f"{base}/manifests/{digest}")
+    gone = {digests[t] for t in drop if t in digests} - kept  # a digest a kept tag shares stays
+    return sum(_request("DELETE", f"{base}/manifests/{digest}")[0] == 202 for digest in gone)

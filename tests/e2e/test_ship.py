@@ -1,0 +1,149 @@
+"""Images reach a server through this machine's registry and the deploy's SSH connection, sending only the
+layers the server lacks (issue 12); the whole-image stream is the fallback when the server refuses port
+forwarding. Versions of an app `shipt` are built by vpskit's own build on top of the example image (one small
+layer each), so the module needs no Next.js build of its own; the example's real code change is measured in
+test_day2 (an update that adds a migration)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, http, run_pyinfra, wait_until
+from vpskit import images, shipping
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "shipt"
+SHIPPED = re.compile(r"shipped (\S+): (\d+) layer\(s\) sent, (\d+) already on the server, ([0-9.]+) MB over SSH")
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("operator") / ".env"
+    path.write_text("POSTGRES_PASSWORD=ship-password\nPAYLOAD_SECRET=ship-payload-secret-0123456789abcdef0123\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(vps_factory, env_file, example_image, testbed, tmp_path_factory):
+    vps = vps_factory("ship")
+    state = {"vps": vps, "env_file": env_file, "good": example_image, "testbed": testbed,
+             "context": tmp_path_factory.mktemp("context"), "built": []}
+    yield state
+    if "tunnel" in state:
+        state["tunnel"].terminate()
+    for ref in state["built"]:
+        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, timeout=120)
+
+
+def build_version(site, version: str) -> str:
+    """shipt:VERSION by vpskit's build: the example image plus one small layer of its own."""
+    ref = f"{APP}:{version}"
+    dockerfile = (f"FROM {site['good']}\nLABEL vpskit.testbed.session={site['testbed']}\n"
+                  f"RUN echo {version} > /tmp/shipt-version\n")
+    images.LocalBuild(ref, site["context"], dockerfile).run()
+    site["built"].append(ref)
+    return ref
+
+
+def deploy(site, version: str, *data: str) -> subprocess.CompletedProcess:
+    args = ["--data", f"app_name={APP}", "--data", f"app_version={version}", "--data", "backup_before_update=false",
+            "--data", "keep_images=2"]
+    for d in data:
+        args += ["--data", d]
+    out = run_pyinfra(site["vps"], site["env_file"], "deploy.py", *args)
+    assert out.returncode == 0, out.stdout[-4000:]
+    if "tunnel" not in site:
+        local = free_port()
+        site["tunnel"], site["base"] = site["vps"].forward(3000, local), f"http://127.0.0.1:{local}"
+    wait_until(lambda: http("GET", f"{site['base']}/api/health", timeout=3).status == 200, 60, "the tunnel")
+    assert http("GET", f"{site['base']}/api/health").json()["version"] == version
+    return out
+
+
+def shipped(out: str, ref: str) -> tuple[int, int, float]:
+    found = [m for m in SHIPPED.finditer(out) if m.group(1) == ref]
+    assert found, out[-3000:]
+    return int(found[-1].group(2)), int(found[-1].group(3)), float(found[-1].group(4))
+
+
+def forwarding(site, allowed: bool) -> None:
+    value = "yes" if allowed else "no"
+    site["vps"].ssh(f"echo 'AllowTcpForwarding {value}' | sudo tee /etc/ssh/sshd_config.d/50-forwarding.conf "
+                    ">/dev/null && sudo systemctl reload ssh")
+
+
+def test_a_server_refusing_port_forwarding_gets_the_whole_image_and_says_why(site):
+    forwarding(site, allowed=False)
+    try:
+        v1 = build_version(site, "v1").split(":")[1]
+        out = deploy(site, v1)
+    finally:
+        forwarding(site, allowed=True)
+    assert "the server refuses SSH port forwarding (sshd AllowTcpForwarding no): shipping the whole image " \
+           "instead" in out.stdout
+    assert re.search(rf"shipped {APP}:v1: \d+ MB compressed", out.stdout), out.stdout[-3000:]
+
+
+def test_the_first_layers_pull_after_whole_images_pays_once_then_only_changes_travel(site):
+    # Layers that came by `docker load` carry no registry digests: the first pull sends them all again.
+    build_version(site, "v2")
+    first = deploy(site, "v2")
+    sent, skipped, mb = shipped(first.stdout, f"{APP}:v2")
+    assert skipped == 0 and sent >= 8, (sent, skipped)
+    build_version(site, "v3")
+    second = deploy(site, "v3")
+    sent3, skipped3, mb3 = shipped(second.stdout, f"{APP}:v3")
+    assert (sent3, skipped3) == (1, sent - 1), (sent3, skipped3)  # the version's own layer only
+    assert mb3 < 1.0, mb3
+    print(f"\nswitch-over from whole images: {mb:.1f} MB once ({sent} layers); then a one-layer change: {mb3:.2f} MB")
+
+
+def test_this_machine_keeps_keep_images_versions_and_no_stage_leftovers(site):
+    local = shipping.built_versions(APP)
+    assert local == ["v2", "v3"], local  # keep_images=2: v1 went from this machine
+    tags = http("GET", f"http://127.0.0.1:5055/v2/{APP}/tags/list").json().get("tags") or []
+    assert sorted(tags) == ["v2", "v3"], tags
+    dangling = subprocess.run(["docker", "image", "ls", "-q", "--filter", "dangling=true", "--filter",
+                               "label=vpskit.stage-of=example"], capture_output=True, text=True).stdout.split()
+    assert not dangling, dangling
+    site["built"].remove(f"{APP}:v1")
+
+
+def test_an_image_the_server_has_is_not_built_or_sent_again_after_a_local_prune(site):
+    subprocess.run(["docker", "image", "rm", f"{APP}:v3"], check=True, capture_output=True, timeout=120)
+    out = run_pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", f"app_name={APP}", "--data",
+                      "app_version=v3", "--data", "keep_images=2")
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert f"image {APP}:v3" in out.stdout and "is on the server" in out.stdout
+    assert "building" not in out.stdout and "shipped" not in out.stdout
+
+
+def test_a_new_base_image_makes_a_new_version(site):
+    base = f"vpskit-test-node-{site['testbed']}:22"
+    dry = ["--dry", "--data", f"node_image={base}"]
+
+    def planned() -> str:
+        out = run_pyinfra(site["vps"], site["env_file"], "deploy.py", *dry)
+        found = re.search(r"Image example:(\S+) built here and shipped", out.stdout)
+        assert found, out.stdout[-3000:]
+        return found.group(1)
+
+    subprocess.run(["docker", "tag", "node:22-bookworm-slim", base], check=True, timeout=60)
+    try:
+        before = planned()
+        assert planned() == before  # nothing changed: the same version
+        # The same tag pulled again with a new id (a patched base image): a new version, same sources.
+        newer = subprocess.run(["docker", "build", "-q", "--label", f"vpskit.testbed.session={site['testbed']}",
+                                "-t", base, "-"], input="FROM node:22-bookworm-slim\nRUN echo patched > /patch\n",
+                               text=True, capture_output=True, timeout=300)
+        assert newer.returncode == 0, newer.stderr
+        after = planned()
+        assert after != before and after.split("-")[0] == before.split("-")[0], (before, after)
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", base], capture_output=True, timeout=120)
