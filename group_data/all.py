@@ -35,6 +35,7 @@ keep_images = 3  # app image versions kept for rollback on the server, and on th
 ship_with = "layers"  # how images built here reach the server: "layers" (only the ones it lacks) or "stream" (whole)
 registry_image = "registry:2"  # image of the registry on this machine (127.0.0.1 only) servers pull layers from
 registry_port = 5055  # its port on 127.0.0.1 of this machine; servers reach it through the SSH connection
+build_cache = ""  # BuildKit cache for builds here, e.g. "type=gha,scope=vpskit" on GitHub Actions; "" = local
 
 # --- Database
 postgres_user = "payload"  # database role the app connects as

@@ -128,6 +128,7 @@ class LocalBuild:
     dockerfile: str
     target: str = ""
     package_manager: str = ""
+    cache: str = ""  # a BuildKit cache (build_cache setting): the build runs with buildx, importing and exporting it
 
     def run(self) -> None:
         if not local_image_id(self.ref):
@@ -146,7 +147,7 @@ class LocalBuild:
         context = context_tar(self.app_path, self.dockerfile)
         app = self.ref.rsplit(":", 1)[0].removesuffix("-migrate")
         proc = subprocess.Popen(
-            build_command(self.ref, self.target), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            build_command(self.ref, self.target, self.cache), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
         assert proc.stdin is not None and proc.stdout is not None
@@ -226,10 +227,16 @@ def build_lock(path: Path = LOCK):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_command(ref: str, target: str = "") -> list[str]:
-    """`docker build` from a context on stdin. --force-rm: no stopped container is left by a failed step."""
+def build_command(ref: str, target: str = "", cache: str = "") -> list[str]:
+    """`docker build` from a context on stdin. --force-rm: no stopped container is left by a failed step.
+    With a cache (GitHub Actions: type=gha), BuildKit's buildx imports it and exports every stage to it
+    (mode=max), so a code change on a fresh runner does not reinstall the dependencies."""
     version = ref.rsplit(":", 1)[1]
-    cmd = ["docker", "build", "--force-rm", "--label", f"vpskit.version={version}", "-t", ref]
+    if cache:
+        cmd = ["docker", "buildx", "build", "--load", "--progress", "plain", "--cache-from", cache,
+               "--cache-to", f"{cache},mode=max", "--label", f"vpskit.version={version}", "-t", ref]
+    else:
+        cmd = ["docker", "build", "--force-rm", "--label", f"vpskit.version={version}", "-t", ref]
     return [*cmd, *(["--target", target] if target else []), "-"]
 
 

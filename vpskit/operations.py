@@ -61,6 +61,9 @@ def image_present(ref: str, transport: str = "ssh", build=None, shipping=None):
     yield FunctionCommand(_ship, (ref, how), {})
 
 
+FORWARDING_REFUSED = "the server refuses SSH port forwarding (sshd AllowTcpForwarding no): whole image sent instead"
+
+
 def _build(state, host, build, how) -> bool:
     if how.method == "layers" and ship.from_local_registry(build.ref, how.port):
         print(f"    {build.ref} taken from this machine's registry (no build needed)", file=sys.stderr)
@@ -78,8 +81,7 @@ def _ship(state, host, ref: str, how) -> bool:
         try:
             shipped = ship.ship_layers(host, ref, how.image, how.port)
         except ship.ForwardingRefused:
-            logger.warning(f"{host.print_prefix}the server refuses SSH port forwarding (sshd AllowTcpForwarding "
-                           "no): shipping the whole image instead. Allow forwarding for the deploy user to send "
+            logger.warning(f"{host.print_prefix}{FORWARDING_REFUSED}. Allow forwarding for the deploy user to send "
                            "only the layers the server lacks, or set ship_with = \"stream\" to skip this try")
         except RuntimeError as err:
             logger.error(f"{host.print_prefix}{err}")

@@ -113,6 +113,8 @@ CHECKS = {
     "ship_with": _choice("layers", "stream"),
     "registry_image": _str(_IMAGE, "use an image reference such as registry:2"),
     "registry_port": _int(1024, 65535),
+    "build_cache": _str(re.compile(r"^type=[a-z]+(,[a-z_-]+=[A-Za-z0-9_./:-]+)*$"), "use a BuildKit cache such as "
+                        "type=gha,scope=vpskit (or empty)", empty=True),
     "postgres_user": _str(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "use lowercase letters, digits and _"),
     "postgres_db": _str(re.compile(r"^[a-z_][a-z0-9_]{0,62}$"), "use lowercase letters, digits and _"),
     "app_memory_limit": _str(_MEM, "use a Docker memory size such as 512m or 1g"),

@@ -175,7 +175,7 @@ def images_on_server(s: dict) -> None:
         what = "Migration runner" if target else "Image"
         if s["build_on"] == "local":
             build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
-                                      str(s["app"].package_manager))
+                                      str(s["app"].package_manager), s["build_cache"])
             image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
                           shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
         else:

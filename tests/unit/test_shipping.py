@@ -85,3 +85,13 @@ def test_the_version_follows_the_recipe(tmp_path, monkeypatch):
     assert one != images.version(tmp_path, recipe=images.recipe("FROM x", "node:b"))  # new base image id
     assert one != images.version(tmp_path, recipe=images.recipe("FROM y", "node:a"))  # another Dockerfile
     assert images.version(tmp_path, "v9", recipe=images.recipe("FROM x", "node:a")) == "v9"
+
+
+def test_a_build_cache_builds_with_buildx_importing_and_exporting_every_stage():
+    assert images.build_command("example:v3") == ["docker", "build", "--force-rm", "--label", "vpskit.version=v3",
+                                                  "-t", "example:v3", "-"]
+    cmd = images.build_command("example:v3", "migrate", "type=gha,scope=vpskit")
+    assert cmd[:4] == ["docker", "buildx", "build", "--load"]
+    assert cmd[cmd.index("--cache-from") + 1] == "type=gha,scope=vpskit"
+    assert cmd[cmd.index("--cache-to") + 1] == "type=gha,scope=vpskit,mode=max"
+    assert cmd[-3:] == ["--target", "migrate", "-"]

@@ -23,3 +23,9 @@ def test_deploy_runs_the_readme_commands():
     assert "run: make install" in deploy
     assert ".venv/bin/pyinfra -y inventory.py deploy.py" in deploy
     assert "branches: [main]" in deploy and "workflow_dispatch" in deploy
+
+
+def test_deploy_keeps_the_build_cache_between_runs():
+    deploy = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    assert "docker/setup-buildx-action" in deploy and "crazy-max/ghaction-github-runtime" in deploy
+    assert "VPSKIT_BUILD_CACHE: type=gha," in deploy
