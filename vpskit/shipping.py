@@ -35,6 +35,7 @@ MANIFESTS = ", ".join([
     "application/vnd.oci.image.index.v1+json",
 ])
 LOCK = Path(tempfile.gettempdir()) / f"vpskit-registry-{os.getuid()}.lock"
+PUSH_LOCK = Path(tempfile.gettempdir()) / f"vpskit-registry-push-{os.getuid()}.lock"
 USED = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vpskit" / "used"
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a long transfer
 
@@ -174,7 +175,11 @@ def push(ref: str, port: int) -> LayerCount:
     _docker("tag", ref, local)
     try:
         t0 = time.monotonic()
-        out = _docker("push", local, timeout=3600)
+        # One push at a time on this machine: deploys to several servers (or of several apps) push the same
+        # layers, which the first compresses and stores and the next then finds there.
+        with open(PUSH_LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            out = _docker("push", local, timeout=3600)
         if out.returncode != 0:
             raise RuntimeError(f"pushing {ref} to the local registry failed: {out.stderr.strip()[-300:]}")
         count = count_layers(out.stdout)
@@ -345,8 +350,12 @@ def versions_to_drop(built: list[str], used: dict[str, float], keep: int, curren
 
 def built_versions(repo: str) -> list[str]:
     """Tags of `repo` on this machine that vpskit built (their vpskit.version label is their tag)."""
-    out = _docker("image", "ls", repo, "--format", "{{.Tag}}\t{{.Label \"vpskit.version\"}}").stdout
-    return sorted({tag for tag, _, label in (ln.partition("\t") for ln in out.splitlines()) if tag == label})
+    tags = sorted(set(_docker("image", "ls", repo, "--format", "{{.Tag}}").stdout.split()) - {"<none>"})
+    if not tags:
+        return []
+    labels = _docker("image", "inspect", "-f", '{{index .Config.Labels "vpskit.version"}}',
+                     *[f"{repo}:{t}" for t in tags]).stdout.splitlines()
+    return [tag for tag, label in zip(tags, labels, strict=False) if tag == label.strip()]
 
 
 def tidy(app: str, keep: int, current: str, port: int) -> list[str]:

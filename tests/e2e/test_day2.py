@@ -303,6 +303,13 @@ def test_update_that_adds_a_migration_keeps_the_data(site, tmp_path):
     out = pyinfra(site["vps"], site["env_file"], "tasks/update.py", "--data", f"app_path={app}",
                   "--data", "app_version=with-subtitle")
     assert out.returncode == 0, out.stdout[-4000:]
+    # A code change sends only its own layers (static assets and server code); the base image's and the
+    # dependencies' layers are on the server already (the transfer's own count).
+    sent = re.search(r"shipped example:with-subtitle: (\d+) layer\(s\) sent, (\d+) already on the server, "
+                     r"([0-9.]+) MB over SSH", out.stdout)
+    assert sent, out.stdout[-4000:]
+    assert int(sent.group(1)) <= 3 and int(sent.group(2)) >= 6, sent.group(0)
+    print(f"\ncode change (a migration added): {sent.group(0)}")
     site["before_subtitle"] = previous
     reopen(site)
     assert http("GET", f"{site['base']}/api/health").json()["version"] == "with-subtitle"
