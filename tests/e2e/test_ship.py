@@ -126,7 +126,7 @@ def test_an_image_the_server_has_is_not_built_or_sent_again_after_a_local_prune(
                       "app_version=v3", "--data", "keep_images=2")
     assert out.returncode == 0, out.stdout[-3000:]
     assert results(out.stdout)[f"Image {APP}:v3 built here and shipped"] == ("-", "-", "1")  # no change
-    assert "building" not in out.stdout and "shipped" not in out.stdout
+    assert f"building {APP}:v3" not in out.stdout and f"shipped {APP}:v3:" not in out.stdout
 
 
 def test_a_new_base_image_makes_a_new_version(site):
