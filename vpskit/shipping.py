@@ -135,6 +135,23 @@ def registry_lock(exclusive: bool, wait: float = 3600):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An exclusive lock taken by polling: a blocking flock would stop every host of the same pyinfra run
+    (they share one process, as gevent greenlets)."""
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
@@ -177,8 +194,7 @@ def push(ref: str, port: int) -> LayerCount:
         t0 = time.monotonic()
         # One push at a time on this machine: deploys to several servers (or of several apps) push the same
         # layers, which the first compresses and stores and the next then finds there.
-        with open(PUSH_LOCK, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with _exclusive(PUSH_LOCK):
             out = _docker("push", local, timeout=3600)
         if out.returncode != 0:
             raise RuntimeError(f"pushing {ref} to the local registry failed: {out.stderr.strip()[-300:]}")
