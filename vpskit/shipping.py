@@ -187,24 +187,25 @@ def ensure_registry(image: str, port: int) -> None:
 
 
 def push(ref: str, port: int) -> LayerCount:
-    """`ref` into the local registry (only layers it lacks are compressed and stored)."""
+    """`ref` into the local registry (only layers it lacks are compressed and stored). One push at a time on
+    this machine, its registry name made and dropped under the same lock (another deploy pushing the same
+    image would drop the name from under it): deploys to several servers, or of several apps, push the same
+    layers, which the first compresses and stores and the next finds there."""
     local = registry_ref(port, ref)
-    _docker("tag", ref, local)
-    try:
-        t0 = time.monotonic()
-        # One push at a time on this machine: deploys to several servers (or of several apps) push the same
-        # layers, which the first compresses and stores and the next then finds there.
-        with _exclusive(PUSH_LOCK):
+    t0 = time.monotonic()
+    with _exclusive(PUSH_LOCK):
+        _docker("tag", ref, local)
+        try:
             out = _docker("push", local, timeout=3600)
-        if out.returncode != 0:
-            raise RuntimeError(f"pushing {ref} to the local registry failed: {out.stderr.strip()[-300:]}")
-        count = count_layers(out.stdout)
-        if count.sent:
-            print(f"    stored {count.sent} new layer(s) of {ref} in the local registry in "
-                  f"{time.monotonic() - t0:.0f}s", file=sys.stderr)
-        return count
-    finally:
-        _docker("image", "rm", local)  # only the registry name goes; the image stays as `ref`
+        finally:
+            _docker("image", "rm", local)  # only the registry name goes; the image stays as `ref`
+    if out.returncode != 0:
+        raise RuntimeError(f"pushing {ref} to the local registry failed: {out.stderr.strip()[-300:]}")
+    count = count_layers(out.stdout)
+    if count.sent:
+        print(f"    stored {count.sent} new layer(s) of {ref} in the local registry in {time.monotonic() - t0:.0f}s",
+              file=sys.stderr)
+    return count
 
 
 def from_local_registry(ref: str, port: int) -> bool:
@@ -213,10 +214,11 @@ def from_local_registry(ref: str, port: int) -> bool:
     if not _answers(port):
         return False
     local = registry_ref(port, ref)
-    if _docker("pull", local, timeout=1800).returncode != 0:
-        return False
-    _docker("tag", local, ref)
-    _docker("image", "rm", local)
+    with _exclusive(PUSH_LOCK):
+        if _docker("pull", local, timeout=1800).returncode != 0:
+            return False
+        _docker("tag", local, ref)
+        _docker("image", "rm", local)
     remember_use(ref)
     return True
 

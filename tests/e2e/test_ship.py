@@ -152,3 +152,14 @@ def test_a_new_base_image_makes_a_new_version(site):
         assert after != before and after.split("-")[0] == before.split("-")[0], (before, after)
     finally:
         subprocess.run(["docker", "image", "rm", "-f", base], capture_output=True, timeout=120)
+
+
+def test_deploys_pushing_the_same_image_at_once_all_succeed():
+    # Three deploys starting together (parallel CI jobs, or hosts) push the same image to this machine's
+    # registry: each push makes and drops the same registry name, so they must take turns.
+    shipping.ensure_registry("registry:2", 5055)
+    code = "from vpskit import shipping; print(shipping.push('caddy:2', 5055))"
+    procs = [subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-c", code], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
