@@ -300,6 +300,8 @@ def test_update_that_adds_a_migration_keeps_the_data(site, tmp_path):
     previous = current_version(site)
     backups_before = backups(site["vps"])
     assert f"example:{site.get('bad', 'bad-ready')}" in server_images(site)  # left by the failed updates
+    # Built by this run whatever an earlier one left under that name (an explicit version names no content).
+    subprocess.run(["docker", "image", "rm", "-f", "example:with-subtitle"], capture_output=True, timeout=120)
     out = pyinfra(site["vps"], site["env_file"], "tasks/update.py", "--data", f"app_path={app}",
                   "--data", "app_version=with-subtitle")
     assert out.returncode == 0, out.stdout[-4000:]
