@@ -28,7 +28,7 @@ START=$SECONDS
 applied_migrations() { docker compose exec -T db sh -c 'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select name from payload_migrations order by id"' 2>/dev/null || true; }
 
 record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired state kept for rollback
-  local keep=$2 n old ref project now kept tagged
+  local keep=$2 n old ref project kept pending
   desired_hash . > .applied
   cp "$3/docker-compose.yml" "releases/$1.yml"
   cp -p "$3/.env" "releases/$1.env"
@@ -43,12 +43,11 @@ record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired 
     rm -f "releases/$old.yml" "releases/$old.env" "releases/$old.caddy" "releases/$old.migrations"
   done
   # Every other image of the app goes, failed versions included: only kept releases can be rolled back to.
-  # An image tagged in the last 30 minutes stays: another deploy may have just shipped it to release next.
-  now=$(date +%s)
+  # The images the newest pushed files name stay: another deploy may have just shipped them to release next.
+  pending=$(sed -n 's/^ *image: *"\{0,1\}\([^" ]*\)"\{0,1\} *$/\1/p' next/docker-compose.yml 2>/dev/null || true)
   for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$project" | grep -v ':<none>$'); do
     grep -qxF "${ref##*:}" <<< "$(releases)" && continue
-    tagged=$(date -d "$(docker image inspect -f '{{.Metadata.LastTagTime}}' "$ref" | cut -d' ' -f1,2)" +%s 2>/dev/null || echo 0)
-    (( now - tagged < 1800 )) && continue
+    grep -qxF "$ref" <<< "$pending" && continue
     docker image rm "$ref" >/dev/null 2>&1 && log "pruned image $ref" || true
   done
   # Migration runners are single-use: their migrations are applied now.

@@ -129,8 +129,13 @@ class LocalBuild:
     target: str = ""
     package_manager: str = ""
     cache: str = ""  # a BuildKit cache (build_cache setting): the build runs with buildx, importing and exporting it
+    shareable: bool = False  # the version names sources and recipe (not set by hand): an image of it under
+    # another app name is this image (a staging copy), tagged rather than built again
 
     def run(self) -> None:
+        if not local_image_id(self.ref) and self.shareable and (twin := same_version_elsewhere(self.ref)):
+            subprocess.run(["docker", "tag", twin, self.ref], capture_output=True)
+            print(f"    {self.ref}: the same sources and recipe as {twin}, tagged rather than built", file=sys.stderr)
         if not local_image_id(self.ref):
             with build_lock():
                 # Another deploy on this machine may have built it while this one waited.
@@ -172,6 +177,15 @@ class LocalBuild:
         tidy = f"; build cache kept as {', '.join(kept)}" if kept else ""
         tidy += f", {pruned} older build-stage images removed" if pruned else ""
         print(f"    built {self.ref} in {time.monotonic() - t0:.0f}s{tidy}", file=sys.stderr)
+
+
+def same_version_elsewhere(ref: str) -> str:
+    """Another name of this machine's image that vpskit built as this version (`example:v` for `staging:v`)."""
+    version = ref.rsplit(":", 1)[1]
+    out = subprocess.run(["docker", "image", "ls", "--filter", f"label=vpskit.version={version}", "--format",
+                          "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True).stdout.split()
+    # Images built FROM it inherit the label: only one whose own tag is the version is the build.
+    return next((r for r in out if r.rsplit(":", 1)[-1] == version and not r.endswith("-migrate:" + version)), "")
 
 
 def _feed(stdin, data: bytes) -> None:

@@ -90,7 +90,7 @@ def _ship(state, host, ref: str, how) -> bool:
             print(f"    {shipped.line()}", file=sys.stderr)
             if how.keep:
                 repo, version = ref.rsplit(":", 1)
-                removed = ship.tidy(repo, how.keep, version, how.port)
+                removed = ship.tidy(repo, how.keep, version, how.port, how.image)
                 if removed:
                     print(f"    this machine keeps {how.keep} version(s) of {repo}: removed {', '.join(removed)}",
                           file=sys.stderr)

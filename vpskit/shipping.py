@@ -281,7 +281,6 @@ def ship_layers(host, ref: str, registry_image: str, port: int) -> Shipment:
     from paramiko import SSHException
 
     t0 = time.monotonic()
-    ensure_registry(registry_image, port)
     transport = host.connector.client.get_transport()
     forward = _Forward(transport, port)
     try:
@@ -290,6 +289,7 @@ def ship_layers(host, ref: str, registry_image: str, port: int) -> Shipment:
         raise ForwardingRefused(str(err)) from None
     try:
         with registry_lock(exclusive=False):
+            ensure_registry(registry_image, port)  # inside the lock: a tidy may have it stopped for a moment
             push(ref, port)
             remember_use(ref)
             output = _pull(transport, forward, ref)
@@ -376,7 +376,7 @@ def built_versions(repo: str) -> list[str]:
     return [tag for tag, label in zip(tags, labels, strict=False) if tag == label.strip()]
 
 
-def tidy(app: str, keep: int, current: str, port: int) -> list[str]:
+def tidy(app: str, keep: int, current: str, port: int, image: str = "registry:2") -> list[str]:
     """This machine keeps the newest `keep` versions (by last use) of the app and of its migration runner that
     it built, in its image store and in the local registry, whose unreferenced blobs are then collected. The
     registry part waits for other deploys' transfers (up to 2 minutes, else it is left for next time).
@@ -391,9 +391,24 @@ def tidy(app: str, keep: int, current: str, port: int) -> list[str]:
         if got and _answers(port):
             deleted = sum(_tidy_registry(repo, keep, last_used(repo), current, port) for repo in repos)
             if deleted:
-                _docker("exec", CONTAINER, "/bin/registry", "garbage-collect", "--delete-untagged",
-                        "/etc/docker/registry/config.yml", timeout=600)
+                collect_garbage(image, port)
     return removed
+
+
+def collect_garbage(image: str, port: int) -> None:
+    """The registry's unreferenced blobs removed, with the registry stopped (as its documentation requires:
+    a running one keeps a cache of blobs that would then say "present" for blobs gone, and a manifest pushed
+    again would be accepted and then not found). Called with the registry lock held alone."""
+    _docker("stop", CONTAINER, timeout=120)
+    try:
+        _docker("run", "--rm", "-v", f"{VOLUME}:/var/lib/registry", "--entrypoint", "/bin/registry", image,
+                "garbage-collect", "/etc/docker/registry/config.yml", timeout=600)
+    finally:
+        _docker("start", CONTAINER, timeout=120)
+        for _ in range(60):
+            if _answers(port):
+                break
+            time.sleep(0.5)
 
 
 def _request(method: str, url: str, accept: str = "") -> tuple[int, dict, bytes]:

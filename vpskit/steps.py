@@ -31,6 +31,7 @@ def _plan(data_items: tuple) -> dict:
     app_path = (ROOT / s["app_path"]).resolve()
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
+    s["version_derived"] = not s["app_version"]
     s["app_version"] = images.version(app_path, s["app_version"], recipe=recipe_of(s))
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
     s.update(s["app"].context(s["app_name"], s["app_version"]))
@@ -49,9 +50,11 @@ def recipe_of(s: dict) -> str:
     version is given or the image is built on the server."""
     if s["app_version"] or s["build_on"] != "local":
         return ""
-    placeholder = "@VERSION@"
-    return images.recipe(render("Dockerfile", **{**s, **s["app"].context(s["app_name"], placeholder),
-                                                 "app_version": placeholder}), s["node_image"])
+    # Rendered with the app's name and version left out: the same sources built the same way are the same
+    # version under any app name (a staging copy), so it is built once.
+    v, name = "@VERSION@", "@APP@"
+    return images.recipe(render("Dockerfile", **{**s, **s["app"].context(name, v), "app_version": v,
+                                                 "app_name": name}), s["node_image"])
 
 
 def _url(s: dict, server: str) -> str:
@@ -175,7 +178,8 @@ def images_on_server(s: dict) -> None:
         what = "Migration runner" if target else "Image"
         if s["build_on"] == "local":
             build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
-                                      str(s["app"].package_manager), s["build_cache"])
+                                      str(s["app"].package_manager), s["build_cache"],
+                                      shareable=s["version_derived"] and not target)
             image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
                           shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
         else:

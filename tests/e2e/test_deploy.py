@@ -57,7 +57,7 @@ def site(vps_factory, env_file):
     """A fresh VPS after one deploy, with an SSH tunnel to the app's published port."""
     vps = vps_factory("deploy")
     first = pyinfra(vps, env_file, "--debug")
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert first.returncode == 0, first.stdout[-4000:] + (first.stderr or "")[-4000:]
     local = free_port()
     tunnel = vps.forward(3000, local)
     base = f"http://127.0.0.1:{local}"
