@@ -138,7 +138,8 @@ if [ "$MIGRATE" = migrate ]; then
   docker compose run --rm -T migrate 2>&1 | tee "$out" >&2
   status=${PIPESTATUS[0]}; set -e
   which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}' || true); rm -f "$out"
-  if [ "$status" != 0 ]; then
+  # Payload's own error line counts even when the exit status says 0 (seen under load: `compose run` lost it).
+  if [ "$status" != 0 ] || [ -n "$which" ]; then
     put_back
     fail "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
   fi
