@@ -96,7 +96,7 @@ def main() -> int:
                 skipped = sum(int(m.group(3)) for m in app)
                 app_mb = sum(float(m.group(4)) for m in app)
                 print(f"{name:<24} {wire:>8.1f} {app_mb:>7.1f} {sent:>11} {skipped:>7} {wall:>7.1f}", flush=True)
-            changed = next((ref for ref in made if not ref.startswith("example2")), "")
+            changed = next((ref for ref in made if ref.startswith("example:")), "")
             if changed:
                 stream = subprocess.run(f"docker save {changed} | gzip -1 | wc -c", shell=True,  # noqa: S602
                                         capture_output=True, text=True).stdout.strip()
