@@ -41,3 +41,13 @@ def deployed_vps(tag: str, **settings: str) -> Iterator[tuple[testbed.VPS, Calla
             yield host, run
     finally:
         testbed.remove(host.name)
+
+
+def example_version_or_exit() -> str:
+    """The version deploy.py gives example/ now; exits unless this machine has that image built."""
+    from tests.support import app_version
+
+    good = app_version(ROOT / "example", "example")
+    if subprocess.run(["docker", "image", "inspect", f"example:{good}"], capture_output=True).returncode != 0:
+        sys.exit(f"example:{good} is not on this machine: deploy example/ once (or run make test) first")
+    return good

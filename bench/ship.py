@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import app_version  # noqa: E402
+from common import example_version_or_exit  # noqa: E402
+
 from tests.testbed import vps as testbed  # noqa: E402
 
 SHIPPED = re.compile(r"shipped (\S+): (\d+) layer\(s\) sent, (\d+) already on the server, ([0-9.]+) MB over SSH")
@@ -46,9 +47,7 @@ def copy_app(dest: Path) -> Path:
 
 
 def main() -> int:
-    good = app_version(ROOT / "example", "example")
-    if subprocess.run(["docker", "image", "inspect", f"example:{good}"], capture_output=True).returncode != 0:
-        sys.exit(f"example:{good} is not on this machine: deploy example/ once (or run make test) first")
+    good = example_version_or_exit()
     host = testbed.start(f"vpskit-bench-ship-{os.getpid()}", session="bench")
     made: list[str] = []
     try:

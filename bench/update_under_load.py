@@ -22,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import Traffic, app_version, free_port, http, wait_until  # noqa: E402
+from common import example_version_or_exit  # noqa: E402
+
+from tests.support import Traffic, free_port, http, wait_until  # noqa: E402
 from tests.testbed import vps as testbed  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 here: the VPS's inner containers are its siblings
@@ -77,9 +79,7 @@ def variant(good: str, tag: str, cmd: str = "") -> str:
 
 
 def main() -> int:
-    good = app_version(ROOT / "example", "example")
-    if subprocess.run(["docker", "image", "inspect", f"example:{good}"], capture_output=True).returncode != 0:
-        sys.exit(f"example:{good} is not on this machine: deploy example/ once (or run make test) first")
+    good = example_version_or_exit()
     host = testbed.start(f"vpskit-bench-load-{os.getpid()}", session="bench")
     tunnel = None
     try:
