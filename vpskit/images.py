@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpskit.render import render
+from vpskit.shipping import remember_use
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = ROOT / "files" / "entrypoint.sh"
@@ -141,9 +142,7 @@ class LocalBuild:
                 # Another deploy on this machine may have built it while this one waited.
                 if not local_image_id(self.ref):
                     self._build()
-        from vpskit.shipping import remember_use  # the versions used last are the ones this machine keeps
-
-        remember_use(self.ref)
+        remember_use(self.ref)  # the versions used last are the ones this machine keeps
 
     def _build(self) -> None:
         t0 = time.monotonic()

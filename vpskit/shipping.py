@@ -113,12 +113,11 @@ class Shipment:
 # --- The local registry
 
 @contextlib.contextmanager
-def registry_lock(exclusive: bool, wait: float = 3600):
-    """Shipping holds the lock shared; deleting from the registry holds it alone (a collection running while a
-    push or a pull does could take blobs from under it). Yields False when `wait` seconds were not enough."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "a") as handle:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+def _flock(path: Path, mode: int, wait: float = 3600):
+    """A lock taken by polling: a blocking flock would stop every host of the same pyinfra run (they share one
+    process, as gevent greenlets). Yields False when `wait` seconds were not enough."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -135,25 +134,23 @@ def registry_lock(exclusive: bool, wait: float = 3600):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    """An exclusive lock taken by polling: a blocking flock would stop every host of the same pyinfra run
-    (they share one process, as gevent greenlets)."""
-    with open(path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def registry_lock(exclusive: bool, wait: float = 3600):
+    """Shipping holds the lock shared; deleting from the registry holds it alone (a collection running while a
+    push or a pull does could take blobs from under it)."""
+    return _flock(LOCK, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, wait)
 
 
 def _docker(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_answering(port: int, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _answers(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _answers(port: int) -> bool:
@@ -178,10 +175,8 @@ def ensure_registry(image: str, port: int) -> None:
             reason = made.stderr.strip().splitlines()[-1] if made.stderr.strip() else f"exit {made.returncode}"
             raise RuntimeError(f"the local image registry did not start ({reason}): free 127.0.0.1:{port} or set "
                                "registry_port, or set ship_with = \"stream\"")
-    for _ in range(60):
-        if _answers(port):
-            return
-        time.sleep(0.5)
+    if _wait_answering(port):
+        return
     raise RuntimeError(f"the local image registry ({CONTAINER}) does not answer on 127.0.0.1:{port}: "
                        f"`docker logs {CONTAINER}` says why; or set ship_with = \"stream\"")
 
@@ -193,7 +188,7 @@ def push(ref: str, port: int) -> LayerCount:
     layers, which the first compresses and stores and the next finds there."""
     local = registry_ref(port, ref)
     t0 = time.monotonic()
-    with _exclusive(PUSH_LOCK):
+    with _flock(PUSH_LOCK, fcntl.LOCK_EX):
         _docker("tag", ref, local)
         try:
             out = _docker("push", local, timeout=3600)
@@ -214,7 +209,7 @@ def from_local_registry(ref: str, port: int) -> bool:
     if not _answers(port):
         return False
     local = registry_ref(port, ref)
-    with _exclusive(PUSH_LOCK):
+    with _flock(PUSH_LOCK, fcntl.LOCK_EX):
         if _docker("pull", local, timeout=1800).returncode != 0:
             return False
         _docker("tag", local, ref)
@@ -405,10 +400,7 @@ def collect_garbage(image: str, port: int) -> None:
                 "garbage-collect", "/etc/docker/registry/config.yml", timeout=600)
     finally:
         _docker("start", CONTAINER, timeout=120)
-        for _ in range(60):
-            if _answers(port):
-                break
-            time.sleep(0.5)
+        _wait_answering(port)
 
 
 def _request(method: str, url: str, accept: str = "") -> tuple[int, dict, bytes]:
@@ -422,6 +414,18 @@ def _request(method: str, url: str, accept: str = "") -> tuple[int, dict, bytes]
         return 0, {}, b""
 
 
+def _digest(base: str, tag: str) -> str:
+    status, headers, _ = _request("HEAD", f"{base}/manifests/{tag}", MANIFESTS)
+    return {k.lower(): v for k, v in headers.items()}.get("docker-content-digest", "") if status == 200 else ""
+
+
+def forget(repo: str, tag: str, port: int) -> bool:
+    """Deletes `repo:tag` (its manifest) from the local registry; False when it was not there."""
+    base = f"http://127.0.0.1:{port}/v2/{repo}"
+    digest = _digest(base, tag)
+    return bool(digest) and _request("DELETE", f"{base}/manifests/{digest}")[0] == 202
+
+
 def _tidy_registry(repo: str, keep: int, used: dict[str, float], current: str, port: int) -> int:
     """Deletes the registry's manifests of versions beyond the newest `keep`; returns how many."""
     base = f"http://127.0.0.1:{port}/v2/{repo}"
@@ -430,12 +434,7 @@ def _tidy_registry(repo: str, keep: int, used: dict[str, float], current: str, p
         return 0
     tags = json.loads(body or b"{}").get("tags") or []
     drop = set(versions_to_drop(tags, used, keep, current))
-    digests: dict[str, str] = {}
-    for tag in tags:
-        status, headers, _ = _request("HEAD", f"{base}/manifests/{tag}", MANIFESTS)
-        digest = {k.lower(): v for k, v in headers.items()}.get("docker-content-digest", "")
-        if status == 200 and digest:
-            digests[tag] = digest
+    digests = {tag: d for tag in tags if (d := _digest(base, tag))}
     kept = {digests.get(t) for t in tags if t not in drop}
     gone = {digests[t] for t in drop if t in digests} - kept  # a digest a kept tag shares stays
     return sum(_request("DELETE", f"{base}/manifests/{digest}")[0] == 202 for digest in gone)

@@ -125,20 +125,6 @@ def deploy(vps, env_file: Path, app: Path, *extra: str):
                        *extra)
 
 
-def registry_forget(repo: str, tag: str) -> None:
-    """The tag removed from this machine's registry (vpskit takes an image back from it rather than build)."""
-    import urllib.request
-
-    base = f"http://127.0.0.1:5055/v2/{repo}/manifests"
-    head = urllib.request.Request(f"{base}/{tag}", method="HEAD", headers={"Accept": shipping.MANIFESTS})
-    try:
-        with urllib.request.urlopen(head, timeout=10) as resp:
-            digest = resp.headers["Docker-Content-Digest"]
-        urllib.request.urlopen(urllib.request.Request(f"{base}/{digest}", method="DELETE"), timeout=10).close()
-    except OSError:
-        pass  # not there (or no registry yet)
-
-
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file, apps):
     vps = vps_factory("template")
@@ -147,8 +133,7 @@ def site(vps_factory, env_file, apps):
     subprocess.run(["docker", "image", "rm", f"{APP}:{version}", f"{APP}-migrate:{version}"], capture_output=True,
                    timeout=120)
     for ref in (f"{APP}:{version}", f"{APP}-migrate:{version}"):  # nor from this machine's registry
-        repo, tag = ref.split(":")
-        registry_forget(repo, tag)
+        shipping.forget(*ref.split(":"), 5055)
     t0 = time.monotonic()
     first = deploy(vps, env_file, apps["main"])
     assert first.returncode == 0, first.stdout[-5000:]
