@@ -8,8 +8,9 @@ settings = steps.plan()  # validated here, before any change is made
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
+steps.offsite_tools(settings)  # restic, ssh, curl: only when backup_offsite or NOTIFY_URL ask for them
 steps.proxy_step(settings)  # the server's one proxy; a port taken on the server stops the deploy here
 pushed = steps.artifacts(settings)
 steps.images_on_server(settings)
 steps.stack(settings)  # backup first when the app changes; rolls back when the new version is not ready
-steps.backup_timer(settings, pushed)
+steps.timers(settings, pushed)  # backup, restore drill, health check

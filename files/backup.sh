@@ -4,9 +4,11 @@
 #   backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]
 #
 # The database as a pg_dump custom-format archive streamed from the db container to disk (never held in
-# memory), the media volume as a tar, a SHA256SUMS sidecar and a manifest. Written under a .partial name,
-# fsynced, checked with pg_restore --list, then renamed: a folder without .partial is a complete, verified
-# backup. Retention runs only after a successful backup and never removes the newest good backup.
+# memory), the media volume as a tar, each media file's checksum, a SHA256SUMS sidecar and a manifest (with
+# the rows of every table the dump holds, for the restore drill). Written under a .partial name, fsynced,
+# checked with pg_restore --list, then renamed: a folder without .partial is a complete, verified backup.
+# Retention runs only after a successful backup and never removes the newest good backup. Then, when
+# backup_offsite is set, the copy offsite (files/offsite.sh): its failure fails the backup, which stays here.
 # A lock shared with restore.sh keeps two backups (or a backup and a restore) from overlapping.
 set -Eeuo pipefail
 
@@ -26,8 +28,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
-exec 9>"$ROOT/.lock"
-flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
+if [ "${VPSKIT_BACKUP_LOCKED:-}" != 1 ]; then  # restore.sh holds this lock already for its safety backup
+  exec 9>"$ROOT/.lock"
+  flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
+fi
 
 compose() { docker compose "$@"; }
 db_id=$(compose ps -q db)
@@ -38,6 +42,24 @@ rm -rf "$ROOT"/*.partial  # left by an interrupted backup; never counted as a ba
 dest="$ROOT/$NOW"
 work="$dest.partial"
 [ -e "$dest" ] && die "backup $NOW exists already"
+
+free_mb() { df -Pm "$ROOT" | awk 'NR == 2 {print $4}'; }
+# The last backup's size (and a fifth more) is what this one needs: refused before anything is written.
+last=$(backup_names "$ROOT" | tail -1)
+if [ -n "$last" ]; then
+  need=$(sed -n 's/.*"\(db_dump\|media_tar\)_bytes": \([0-9]*\).*/\2/p' "$ROOT/$last/manifest.json" 2>/dev/null \
+    | awk '{s += $1} END {printf "%d", s * 1.2 / 1048576 + 1}')
+  if [ "$(free_mb)" -lt "${need:-0}" ]; then
+    die "not enough disk space for a backup: $(free_mb) MB free in $ROOT, the last backup ($last) needed about $(( need * 5 / 6 )) MB; free space (older backups, docker image prune) or set backup_root to a bigger disk"
+  fi
+fi
+failed_writing() { # failed_writing WHAT: one line with the cause (a full disk named as such)
+  if [ "$(free_mb)" -lt 2 ]; then
+    die "the disk filled up while writing $1 ($(free_mb) MB free in $ROOT): free space (older backups, docker image prune) or set backup_root to a bigger disk; nothing kept"
+  fi
+  die "writing $1 failed (above): nothing kept"
+}
+
 rm -rf "$work"
 mkdir -m 700 "$work"
 # Whatever ends this script before the rename (an error, a die, a signal) takes the partial folder with it.
@@ -45,21 +67,34 @@ trap 'rm -rf "$work"' EXIT
 
 t0=$(date +%s)
 # shellcheck disable=SC2016 # expanded inside the container, where the variables are set
-compose exec -T db sh -c 'pg_dump -Fc -U "$POSTGRES_USER" -d "$POSTGRES_DB"' > "$work/db.dump"
+compose exec -T db sh -c 'pg_dump -Fc -U "$POSTGRES_USER" -d "$POSTGRES_DB"' > "$work/db.dump" \
+  || failed_writing "the database dump"
 compose exec -T db sh -c 'pg_restore --list' < "$work/db.dump" > /dev/null \
   || die "the dump did not pass pg_restore --list: nothing kept"
+# Rows per table as the dump holds them (one line per row in each COPY block), for the drill to compare.
+compose exec -T db sh -c 'pg_restore --data-only -f -' < "$work/db.dump" \
+  | awk '/^COPY / {t = $2; n = 0; c = 1; next} c && $0 == "\\." {print n, t; c = 0; next} c {n++}' \
+  > "$work/tables" || failed_writing "the row counts"
 docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar "$(docker inspect -f '{{.Config.Image}}' "$db_id")" \
-  -C /media -cf - . > "$work/media.tar"
+  -C /media -cf - . > "$work/media.tar" || failed_writing "the media archive"
+# Each media file's checksum, read from the archive itself: what a restore puts back.
+# shellcheck disable=SC2016 # expanded by the shell tar starts for each file
+tar -xf "$work/media.tar" --to-command='sha256sum | sed "s|-\$|$TAR_FILENAME|"' > "$work/media.sha256" \
+  || failed_writing "the media checksums"
 
-(cd "$work" && sha256sum db.dump media.tar > SHA256SUMS)
+(cd "$work" && sha256sum db.dump media.tar media.sha256 > SHA256SUMS)
 pg_version=$(compose exec -T db postgres --version | awk '{print $NF}')
-app_image=$(docker inspect -f '{{.Config.Image}}' "$(compose ps -q app)" 2>/dev/null || echo "")
+app_image=$(docker inspect -f '{{.Config.Image}}' "$(compose ps -q app | head -1)" 2>/dev/null || echo "")
 # Every value is read before the manifest is written, so a failing read stops the backup (set -e) instead
 # of leaving an empty field in invalid JSON.
 db_bytes=$(stat -c %s "$work/db.dump")
 media_bytes=$(stat -c %s "$work/media.tar")
+media_files=$(wc -l < "$work/media.sha256")
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 [[ $db_bytes =~ ^[0-9]+$ && $media_bytes =~ ^[0-9]+$ ]] || die "could not read the sizes of the backup files"
+# "schema.table": rows, one per line (a quoted identifier's quotes escaped for JSON).
+tables=$(awk '{gsub(/"/, "\\\"", $2); printf "%s    \"%s\": %d", (NR > 1 ? ",\n" : ""), $2, $1}' "$work/tables")
+rm -f "$work/tables"
 cat > "$work/manifest.json" <<EOF
 {
   "name": "$NOW",
@@ -70,19 +105,27 @@ cat > "$work/manifest.json" <<EOF
   "postgres_version": "$pg_version",
   "db_dump_bytes": $db_bytes,
   "media_tar_bytes": $media_bytes,
-  "seconds": $(( $(date +%s) - t0 ))
+  "media_files": $media_files,
+  "seconds": $(( $(date +%s) - t0 )),
+  "tables": {
+$tables
+  }
 }
 EOF
 sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
 trap - EXIT
-log "backup $NOW complete: db $db_bytes bytes, media $media_bytes bytes"
+mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1048576}'; }
+log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(mb "$db_bytes"), media $(mb "$media_bytes") ($media_files files), in $dest"
+
+# A restore's safety backup (KEEP_DAILY=none) is neither pruned nor copied offsite: it is the way back from
+# that restore on this server, not a copy of the site (and must never become the newest offsite backup).
+[ "$KEEP_DAILY" = none ] && { echo "$NOW"; exit 0; }
 
 # Retention: the newest backup of each of the last KEEP_DAILY days, KEEP_WEEKLY ISO weeks and KEEP_MONTHLY
 # months survives; so does every backup of the last 24 hours (a pre-update backup next to the daily one)
-# and the newest whatever the counts. KEEP_DAILY=none skips pruning (the safety backup of a restore).
-[ "$KEEP_DAILY" = none ] && { echo "$NOW"; exit 0; }
+# and the newest whatever the counts. offsite.sh gives restic the same rule for the remote copies.
 stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +%s; }
 recent=$(( $(stamp "$NOW") - 86400 ))
 declare -A day_seen week_seen month_seen
@@ -102,4 +145,17 @@ for b in $(backup_names "$ROOT" | sort -r); do
     log "pruned $b"
   fi
 done
+
+# The copy offsite once the backup verified here (backup_offsite): its failure fails this backup, whose local
+# copy stays; the deploy's pre-update backup only warns (VPSKIT_OFFSITE_SOFT), so a release is not held up.
+if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
+  t1=$(date +%s)
+  if id=$("$HERE/offsite.sh" copy "$ROOT" "$NOW"); then
+    log "offsite copy of $NOW: snapshot $id in $(sed -n 's/^export RESTIC_REPOSITORY=//p' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env" | tr -d "'") ($(( $(date +%s) - t1 ))s)"
+  elif [ "${VPSKIT_OFFSITE_SOFT:-}" = 1 ]; then
+    log "WARNING: the offsite copy of $NOW failed (above); the local backup is kept and the update goes on"
+  else
+    exit 1
+  fi
+fi
 echo "$NOW"

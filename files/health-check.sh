@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vpskit health check for one app, run on the server as root (tasks/health.py, cron or monitoring).
 #
-#   health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]
+#   health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS [MAX_OFFSITE_AGE_SECONDS]]
 #
 # APP_PORT is the port the app is published on, on 127.0.0.1; 0 when it is not published (publish_port = 0,
 # reached through a proxy network): the routes are then asked from inside the app container.
@@ -12,6 +12,7 @@ APP_DIR=${1:?usage: health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_
 BACKUP_DIR=${2:?}
 PORT=${3:?}
 MAX_AGE_H=${4:-26}
+MAX_OFFSITE_S=${5:-172800}
 MIN_FREE_MB=1024  # disk: FAIL below 1 GiB free or below 10 % of the disk (docs/DOCKER-DEPLOYMENT.md says so)
 MIN_FREE_PCT=10
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -86,6 +87,18 @@ else
   age_h=$(( ($(date -u +%s) - $(date -u -d "${last:0:4}-${last:4:2}-${last:6:2} ${last:9:2}:${last:11:2}:${last:13:2}" +%s)) / 3600 ))
   if [ "$age_h" -le "$MAX_AGE_H" ]; then report ok backup "last $last (${age_h}h ago)"
   else report FAIL backup "last $last is ${age_h}h old (limit ${MAX_AGE_H}h)"; fi
+fi
+
+# The last confirmed offsite copy (files/offsite.sh writes it), when backup_offsite is set.
+if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
+  if read -r name snapshot at < "$BACKUP_DIR/.offsite-last" 2>/dev/null; then
+    age=$(( $(date -u +%s) - at ))
+    ago="$((age / 3600))h $((age % 3600 / 60))m ago"
+    if [ "$age" -le "$MAX_OFFSITE_S" ]; then report ok offsite "last copy $name, snapshot ${snapshot:0:8} ($ago)"
+    else report FAIL offsite "last copy $name is $ago old (limit offsite_max_age = ${MAX_OFFSITE_S}s): run tasks/backup.py and read its error"; fi
+  else
+    report FAIL offsite "no offsite copy yet: run tasks/backup.py"
+  fi
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

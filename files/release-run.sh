@@ -86,6 +86,9 @@ finish() { # finish STATUS: the release log line and the status file `follow` wa
   rm -rf "$attempt"
   # shellcheck disable=SC2012 # attempt files are named by time
   ls -1t releases/attempts/*.log 2>/dev/null | tail -n +21 | while read -r f; do rm -f "$f" "${f%.log}.status"; done
+  # After the status: a slow webhook never holds up the deploy that follows this release (notify_releases).
+  "$HERE/notify.sh" release "$([ "$1" = 0 ] && echo OK || echo FAILED)" \
+    "$KIND of $VERSION $result after $((SECONDS - START))s${REASON:+: $REASON}" >/dev/null 2>&1 || true
 }
 FINISHED=""
 fail() { REASON=$1; log "$1"; finish 1; FINISHED=1; exit 1; }

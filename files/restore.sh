@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # vpskit restore for one app, run on the server as root by tasks/restore.py.
 #
-#   restore.sh APP_DIR BACKUP_ROOT NAME
+#   restore.sh APP_DIR BACKUP_ROOT NAME [local|offsite]
 #
-# Refuses a backup whose checksums or dump do not verify, touching nothing. Otherwise: a safety backup of
-# the live data, the dump restored into a scratch database, then swapped in for the live one (a failed
-# restore leaves the live database as it was), the media volume replaced, the app started and waited for.
+# NAME: latest, a backup name or (offsite) a restic snapshot id. An offsite backup is fetched first
+# (files/offsite.sh: checked by restic and against its own checksums). Refuses a backup whose checksums or
+# dump do not verify, touching nothing. Otherwise, under the app's lock and the backups' lock: a safety
+# backup of the live data, the dump restored into a scratch database, then swapped in for the live one (a
+# failed restore leaves the live database as it was), the media swapped in (files/media-swap.sh: all old or
+# all new, even across a crash), the app started and waited for.
 set -Eeuo pipefail
 
-APP_DIR=${1:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
-ROOT=${2:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
-NAME=${3:?usage: restore.sh APP_DIR BACKUP_ROOT NAME}
+APP_DIR=${1:?usage: restore.sh APP_DIR BACKUP_ROOT NAME [local|offsite]}
+ROOT=${2:?usage: restore.sh APP_DIR BACKUP_ROOT NAME [local|offsite]}
+NAME=${3:?usage: restore.sh APP_DIR BACKUP_ROOT NAME [local|offsite]}
+FROM=${4:-local}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 log() { echo "vpskit restore: $*" >&2; }
@@ -19,18 +23,33 @@ die() { log "$*"; exit 1; }
 # shellcheck source=files/common.sh
 . "$HERE/common.sh"  # backup_names; wait_healthy, the one definition of healthy
 
-if [ "$NAME" = latest ]; then
-  NAME=$(backup_names "$ROOT" | tail -1)
-  [ -n "$NAME" ] || die "no backup in $ROOT to restore: take one with tasks/backup.py"
-fi
-[[ $NAME =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "'$NAME' is not a backup name (like 20261128T201500Z): list them with tasks/backup.py --data list=true"
-src="$ROOT/$NAME"
-[ -d "$src" ] || die "no backup $NAME in $ROOT"
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 # The app's lock: no release, rollback or stop of this app while its data is swapped.
 take_lock "${VPSKIT_LOCK_WAIT:-300}" "restore of $NAME" || die "$LOCK_REFUSAL"
+# The backups' lock, from before the safety backup to the end: no backup (nor its retention) in between.
+mkdir -p "$ROOT"
+chmod 700 "$ROOT"
+exec 9>"$ROOT/.lock"
+flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
 
-log "verifying $NAME"
+where="local backup"
+if [ "$FROM" = offsite ]; then
+  fetched="$ROOT/.offsite-restore"
+  trap 'rm -rf "$fetched"' EXIT
+  read -r NAME snapshot < <("$HERE/offsite.sh" fetch "$NAME" "$fetched") || exit 1
+  src=$fetched
+  where="offsite backup (snapshot $snapshot)"
+else
+  if [ "$NAME" = latest ]; then
+    NAME=$(backup_names "$ROOT" | tail -1)
+    [ -n "$NAME" ] || die "no backup in $ROOT to restore: take one with tasks/backup.py (or restore from=offsite)"
+  fi
+  [[ $NAME =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "'$NAME' is not a backup name (like 20261128T201500Z): list them with tasks/backup.py --data list=true"
+  src="$ROOT/$NAME"
+  [ -d "$src" ] || die "no backup $NAME in $ROOT"
+fi
+
+log "verifying $where $NAME"
 (cd "$src" && sha256sum --quiet -c SHA256SUMS) >&2 || die "backup $NAME is corrupt (checksum mismatch): nothing was changed"
 compose() { docker compose "$@"; }
 db_id=$(compose ps -q db)
@@ -39,11 +58,8 @@ compose exec -T db sh -c 'pg_restore --list' < "$src/db.dump" > /dev/null \
   || die "backup $NAME has an unreadable dump: nothing was changed"
 
 log "safety backup of the live data first"
-safety=$("$HERE/backup.sh" "$APP_DIR" "$ROOT" none)
+safety=$(VPSKIT_BACKUP_LOCKED=1 "$HERE/backup.sh" "$APP_DIR" "$ROOT" none)
 log "safety backup: $safety"
-
-exec 9>"$ROOT/.lock"
-flock -n 9 || die "a backup is running (lock $ROOT/.lock): try again when it ends"
 
 project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
 # shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
@@ -61,25 +77,24 @@ if ! compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\"
   die "pg_restore into the scratch database failed: the live database is unchanged"
 fi
 
-log "swapping the restored database in"
+log "unpacking the media beside the live files"
+image=$(docker inspect -f '{{.Config.Image}}' "$db_id")
+media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HERE/media-swap.sh:/swap.sh:ro" \
+  --entrypoint sh "$image" /swap.sh "$@"; }
+media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
+
+log "swapping the restored database and media in"
 compose stop app >&2
 psql -c "DROP DATABASE IF EXISTS \"$old\"" \
      -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
      -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
      -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
-
-log "restoring media"
-docker run --rm --network none -i -v "${project}_media:/media" --entrypoint sh "$(docker inspect -f '{{.Config.Image}}' "$db_id")" -c '
-  set -e
-  rm -rf /media/.restore && mkdir /media/.restore
-  tar -C /media/.restore -xf -
-  find /media -mindepth 1 -maxdepth 1 ! -name .restore -exec rm -rf {} +
-  cp -a /media/.restore/. /media/
-  rm -rf /media/.restore' < "$src/media.tar"
+media swap
 
 log "starting the app"
 if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
   die "the app did not become ready on the restored data; the previous database is kept as $old"
 fi
 psql -c "DROP DATABASE IF EXISTS \"$old\""
-log "restored $NAME (safety backup of the data before: $safety)"
+log "restored $where $NAME: $(sed -n 's/.*"media_files": \([0-9]*\).*/\1/p' "$src/manifest.json" || true) media files, app version of the backup $(sed -n 's/.*"app_version": "\(.*\)".*/\1/p' "$src/manifest.json")"
+log "the data from before this restore is the safety backup $safety; to go back to it: pyinfra inventory.py tasks/restore.py --data backup=$safety"

@@ -56,6 +56,13 @@ backup_keep_monthly = 6  # newest backup of each of the last N months kept
 backup_schedule = "*-*-* 03:15:00"  # systemd OnCalendar of the daily backup timer; empty = no timer
 backup_before_update = True  # take a backup before a deploy changes a running app
 
+# --- Offsite backups and alerts (secrets in .env: RESTIC_PASSWORD, OFFSITE_* keys, NOTIFY_URL)
+backup_offsite = ""  # restic repository for offsite copies: sftp:user@host:/path, s3:https://host/bucket; "" = none
+offsite_max_age = "2d"  # tasks/health.py (and its timer) fail when the last offsite copy is older than this
+drill_schedule = "Sun *-*-* 04:45:00"  # OnCalendar of the restore drill (latest backup into a scratch db); "" = none
+health_schedule = "hourly"  # OnCalendar of the scheduled health check (alerts NOTIFY_URL when it fails); "" = none
+notify_releases = False  # also send NOTIFY_URL one message per release with its result
+
 # --- Logs
 log_max_size = "10m"  # json-file log size before rotation
 log_max_file = 3  # rotated json-file logs kept per container

@@ -1,21 +1,31 @@
 """Back up the database and the media now: `pyinfra inventory.py tasks/backup.py`.
 
+Says the backup's name, sizes, duration and where it is (the folder here, the offsite snapshot when
+backup_offsite is set; an offsite failure fails the task and keeps the local backup).
 Options (`--data key=value`): download=true copies the new backup to ./backups/<app>/<name>/ here;
-list=true only lists the backups on the server.
+list=true lists the backups on the server, list=offsite the snapshots in the offsite repository.
 """
 
 from pyinfra import host
-from pyinfra.operations import python, server
+from pyinfra.operations import python
 
 from vpskit import tasks
 from vpskit.backups import download_latest, print_list
+from vpskit.operations import report
 
 s = tasks.plan()
+listing = str(tasks.option("list", "false")).lower()
+if listing == "offsite" and not s["backup_offsite"]:
+    tasks.fail("list=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
 tasks.scripts(s)
-if str(tasks.option("list", "false")).lower() == "true":
+if listing == "true":
     python.call(name="List backups", function=print_list, backup_dir=s["backup_dir"])
+elif listing == "offsite":
+    report(name="Offsite snapshots", command=f"{s['app_dir']}/bin/offsite.sh list 2>&1", failure="vpskit offsite",
+           _sudo=True)
 else:
-    server.shell(name="Back up database and media", commands=[tasks.backup_command(s)], _sudo=True)
+    report(name="Back up database and media", command=f"{tasks.backup_command(s)} 2>&1", failure="vpskit backup",
+           follow=True, _sudo=True)
     if str(tasks.option("download", "false")).lower() == "true":
         python.call(name="Download the backup", function=download_latest, backup_dir=s["backup_dir"],
                     app_name=s["app_name"], host_name=host.name)

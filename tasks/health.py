@@ -1,6 +1,7 @@
 """Check the deployed app from outside: `pyinfra inventory.py tasks/health.py`.
 
-Prints one line per check (containers, /api/health, /api/health/ready, disk, memory, last backup's age)
+Prints one line per check (containers, /api/health, /api/health/ready, disk, memory, last backup's age and, with
+backup_offsite, the last offsite copy's)
 and fails naming what is unhealthy. files/health-check.sh runs the same checks on the server.
 """
 
@@ -11,8 +12,7 @@ s = tasks.plan()
 tasks.scripts(s)
 report(
     name="Health",
-    # The published port on the server's loopback; 0 (not published) asks from inside the app container.
-    command=f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {s['publish_port']}",
+    command=tasks.health_command(s),
     failure="vpskit health",
     _sudo=True,
 )

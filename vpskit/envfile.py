@@ -69,8 +69,10 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     public = settings.get("public_url") or (f"https://{settings['domain']}" if settings.get("domain") else "")
     if public:
         env["PAYLOAD_PUBLIC_SERVER_URL"] = public.rstrip("/")
+    from vpskit.offsite import SECRET_KEYS  # backup and alert secrets: the server's root-only file, not the app
+
     for key, value in values.items():
         if key not in env or key == "PAYLOAD_PUBLIC_SERVER_URL":
-            if not key.startswith(KIT_PREFIX):
+            if not key.startswith(KIT_PREFIX) and key not in SECRET_KEYS:
                 env[key] = value
     return env

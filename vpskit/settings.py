@@ -129,6 +129,15 @@ CHECKS = {
     "backup_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
                             "'*-*-* 03:15:00' or daily, or empty for no timer", empty=True),
     "backup_before_update": _bool,
+    "backup_offsite": _str(re.compile(r"^(sftp:[^\s'\"]+|s3:https?://[^\s'\"]+/[^\s'\"]+|/[A-Za-z0-9._/-]+)$"),
+                           "use sftp:user@host:/path, s3:https://host/bucket or an absolute path (or empty)",
+                           empty=True),
+    "offsite_max_age": _str(re.compile(r"^[0-9]+[smhd]$"), "use a duration such as 2d, 36h or 90m"),
+    "drill_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
+                           "'Sun *-*-* 04:45:00' or weekly, or empty for no drill", empty=True),
+    "health_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
+                            "hourly or '*:0/15', or empty for no scheduled check", empty=True),
+    "notify_releases": _bool,
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
     "health_timeout": _int(10, 3600),
@@ -181,6 +190,11 @@ def _check_together(s: dict[str, Any]) -> None:
                             "pick another port, e.g. 3000")
     if s["publish_port"] == 0 and not (s["proxy_network"] or s["domain"]):
         raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port, domain or proxy_network")
+
+
+def seconds(duration: str) -> int:
+    """A duration setting ("2d", "36h", "90m", "30s") in seconds."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
 
 
 def bundled_proxy(s: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, commands, envfile, images, proxy, settings, shipping, tasks
+from vpskit import app_check, commands, envfile, images, offsite, proxy, settings, shipping, tasks
 from vpskit.facts import AppliedMigrations, ProxyState
 from vpskit.operations import ManagedFile, backup_before_update, image_present, proxy_serving, stack_applied
 from vpskit.operations import firewall as ufw
@@ -36,7 +36,9 @@ def _plan(data_items: tuple) -> dict:
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
     s.update(s["app"].context(s["app_name"], s["app_version"]))
     tasks.paths(s)
-    s["env"] = envfile.server_env(envfile.read(), s)
+    values = envfile.read()
+    s["env"] = envfile.server_env(values, s)
+    s["offsite"] = offsite.Offsite.of(s, values)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
     s["bundled_proxy"] = proxy.bundled(s)
     # Rendered once: pushed by artifacts(), hashed by stack(), built from by images_on_server().
@@ -145,22 +147,44 @@ def artifacts(s: dict) -> None:
         ManagedFile(f"{app}/next/proxy-route.caddy", s["rendered"]["proxy-route.caddy"]),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
         *tasks.script_files(s),
-        *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in backup_units(s).items()],
+        *s["offsite"].files(),
+        *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in timer_units(s).items()],
     ]
-    return tasks.push(s, "App files, .env (mode 600), scripts and units", managed)
+    return tasks.push(s, "App files, .env (mode 600), scripts, offsite configuration (root only) and units", managed)
 
 
-def backup_units(s: dict) -> dict[str, str]:
-    if not s["backup_schedule"]:
-        return {}
-    unit = f"vpskit-backup-{s['app_name']}"
-    return {
-        f"{unit}.service": (f"[Unit]\nDescription=vpskit backup of {s['app_name']}\nAfter=docker.service\n\n"
-                            f"[Service]\nType=oneshot\nExecStart={tasks.backup_command(s)}\n"),
-        f"{unit}.timer": (f"[Unit]\nDescription=Daily vpskit backup of {s['app_name']}\n\n[Timer]\n"
-                          f"OnCalendar={s['backup_schedule']}\nPersistent=true\nRandomizedDelaySec=600\n\n"
-                          "[Install]\nWantedBy=timers.target\n"),
-    }
+# What each timer runs (its failure alerts NOTIFY_URL), by kind: backup, drill, health.
+TIMERS = {
+    "backup": ("backup_schedule", "Daily vpskit backup", tasks.backup_command, 600),
+    "drill": ("drill_schedule", "vpskit restore drill", tasks.drill_command, 600),
+    "health": ("health_schedule", "vpskit health check", tasks.health_command, 60),
+}
+
+
+def timer_units(s: dict) -> dict[str, str]:
+    """The systemd service and timer of each scheduled job whose schedule is set."""
+    units = {}
+    for kind, (key, what, command, delay) in TIMERS.items():
+        if not s[key]:
+            continue
+        unit = f"vpskit-{kind}-{s['app_name']}"
+        units[f"{unit}.service"] = (f"[Unit]\nDescription={what} of {s['app_name']}\nAfter=docker.service\n\n"
+                                    f"[Service]\nType=oneshot\nExecStart={tasks.notified(s, kind, command(s))}\n")
+        units[f"{unit}.timer"] = (f"[Unit]\nDescription={what} of {s['app_name']}\n\n[Timer]\n"
+                                  f"OnCalendar={s[key]}\nPersistent=true\nRandomizedDelaySec={delay}\n\n"
+                                  "[Install]\nWantedBy=timers.target\n")
+    return units
+
+
+def offsite_tools(s: dict) -> None:
+    """restic (offsite copies), ssh (an sftp repository) and curl (alerts) from the distribution's packages,
+    when the settings ask for them."""
+    packages = s["offsite"].packages()
+    if not packages:
+        return
+    missing = [p for p in packages if p not in (host.get_fact(DebPackages) or {})]
+    apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=bool(missing),
+                 no_recommends=True, **SUDO)
 
 
 def images_on_server(s: dict) -> None:
@@ -215,7 +239,8 @@ def stack(s: dict) -> None:
     until every service is healthy, and the previous release put back when the new one does not get ready."""
     if s["backup_before_update"]:
         backup_before_update(name="Backup before the update", app_dir=s["app_dir"], project=s["app_name"],
-                             app_ref=s["app_image"], command=tasks.backup_command(s), **SUDO)
+                             app_ref=s["app_image"], command=f"VPSKIT_OFFSITE_SOFT=1 {tasks.backup_command(s)}",
+                             **SUDO)
     pending = tuple(pending_migrations(s))
     release = commands.Release(
         app_dir=s["app_dir"], attempt=_attempt_id(), version=s["app_version"], files_hash=_files_hash(s),
@@ -237,14 +262,15 @@ def _attempt_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def backup_timer(s: dict, pushed) -> None:
-    """The daily backup timer enabled (or disabled when backup_schedule is empty)."""
-    unit = f"vpskit-backup-{s['app_name']}.timer"
-    if not s["backup_schedule"]:
-        systemd.service(name="No backup timer", service=unit, running=False, enabled=False, **SUDO)
-        return
+def timers(s: dict, pushed) -> None:
+    """The backup, drill and health timers enabled (or disabled when their schedule is empty)."""
     systemd.daemon_reload(name="Reload systemd when the units changed", _if=pushed.did_change, **SUDO)
-    systemd.service(name="Backup timer enabled", service=unit, running=True, enabled=True, **SUDO)
+    for kind, (key, what, _, _) in TIMERS.items():
+        unit = f"vpskit-{kind}-{s['app_name']}.timer"
+        if s[key]:
+            systemd.service(name=f"{what} timer enabled", service=unit, running=True, enabled=True, **SUDO)
+        else:
+            systemd.service(name=f"No {kind} timer", service=unit, running=False, enabled=False, **SUDO)
 
 
 def log_plan(s: dict) -> None:

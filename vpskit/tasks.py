@@ -12,7 +12,8 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "release-run.sh", "proxy.sh", "common.sh")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "release-run.sh", "proxy.sh", "common.sh",
+           "offsite.sh", "drill.sh", "notify.sh", "media-swap.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -43,8 +44,24 @@ def backup_name(value: str) -> str:
 
 
 def scripts(s: dict) -> None:
-    """The server-side scripts in {app_dir}/bin, uploaded only when they differ."""
-    push(s, "Server scripts", script_files(s))
+    """The server-side scripts in {app_dir}/bin and the root-only offsite and alert configuration (from this
+    machine's .env, so a changed password or URL counts at once), uploaded only when they differ."""
+    push(s, "Server scripts and the offsite configuration", script_files(s) + offsite_files(s))
+
+
+def offsite_files(s: dict) -> list:
+    """/etc/vpskit/<app>/offsite.env (and the sftp key): needs the operator's .env when offsite copies or
+    alerts are configured; without .env and without backup_offsite there is nothing to write."""
+    from vpskit import envfile
+    from vpskit.offsite import Offsite
+
+    try:
+        values = envfile.read()
+    except SettingsError:
+        if s["backup_offsite"]:
+            raise
+        values = {}
+    return Offsite.of(s, values).files()
 
 
 def script_files(s: dict) -> list:
@@ -74,6 +91,26 @@ def staging_dir(s: dict) -> str:
 def backup_command(s: dict) -> str:
     return (f"{s['app_dir']}/bin/backup.sh {s['app_dir']} {s['backup_dir']} {s['backup_keep_daily']} "
             f"{s['backup_keep_weekly']} {s['backup_keep_monthly']}")
+
+
+def drill_command(s: dict, which: str = "latest", source: str = "") -> str:
+    """The restore drill of `which` (latest or a name), from offsite when configured (or `source`)."""
+    source = source or ("offsite" if s["backup_offsite"] else "local")
+    return f"{s['app_dir']}/bin/drill.sh {s['app_dir']} {s['backup_dir']} {which} {source}"
+
+
+def health_command(s: dict) -> str:
+    """The health check: the published port on the server's loopback (0, not published, asks from inside the
+    app container), the backup age limit, and the offsite copy's in seconds."""
+    from vpskit.settings import seconds
+
+    return (f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {s['publish_port']} 26 "
+            f"{seconds(s['offsite_max_age'])}")
+
+
+def notified(s: dict, event: str, command: str) -> str:
+    """`command` run so that its failure sends one alert to NOTIFY_URL (files/notify.sh)."""
+    return f"{s['app_dir']}/bin/notify.sh run {event} -- {command}"
 
 
 def who() -> str:

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# vpskit restore drill, run on the server as root by tasks/restore.py --data drill=true and the drill timer.
+#
+#   drill.sh APP_DIR BACKUP_ROOT WHICH local|offsite
+#
+# Restores a backup (latest, or a name) into a scratch database beside the live one and its media into a
+# scratch folder, compares the rows of every table with the counts its manifest recorded and every media
+# file with its checksum, then removes the scratch copies. Nothing live is touched: not the database, not
+# the media volume, not the app.
+set -Eeuo pipefail
+
+APP_DIR=${1:?usage: drill.sh APP_DIR BACKUP_ROOT WHICH local|offsite}
+ROOT=${2:?usage: drill.sh APP_DIR BACKUP_ROOT WHICH local|offsite}
+WHICH=${3:-latest}
+FROM=${4:-local}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+log() { echo "vpskit drill: $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # backup_names
+cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
+mkdir -p "$ROOT"
+exec 9>"$ROOT/.lock"
+flock -w 300 9 || die "a backup or restore held $ROOT/.lock for 5 minutes: run the drill again when it ends"
+
+compose() { docker compose "$@"; }
+[ -n "$(compose ps -q db)" ] || die "the db service is not running: start the stack first"
+# shellcheck disable=SC2016 # expanded inside the db container
+scratch="$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')_drill"
+# shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
+psql() { compose exec -T db sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" "$@"' psql "$@"; }
+work="$ROOT/.drill"
+cleanup() { psql -d postgres -c "DROP DATABASE IF EXISTS \"$scratch\"" >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+cleanup
+mkdir -m 700 "$work"
+t0=$SECONDS
+
+where="local backup"
+if [ "$FROM" = offsite ]; then
+  read -r name snapshot < <("$HERE/offsite.sh" fetch "$WHICH" "$work/backup") || exit 1
+  src="$work/backup"
+  where="offsite backup (snapshot $snapshot)"
+else
+  name=$WHICH
+  [ "$name" = latest ] && name=$(backup_names "$ROOT" | tail -1)
+  [ -n "$name" ] || die "no backup in $ROOT to drill: take one with tasks/backup.py"
+  src="$ROOT/$name"
+  [ -d "$src" ] || die "no backup $name in $ROOT"
+  (cd "$src" && sha256sum --quiet -c SHA256SUMS >&2) || die "backup $name is corrupt (checksum mismatch)"
+fi
+log "restoring $where $name into the scratch database $scratch"
+
+# The rows its manifest recorded: `"schema.table": N` lines of its "tables" object.
+sed -n '/"tables": {/,/}/s/^ *"\(.*\)": \([0-9]*\),\{0,1\}$/\2 \1/p' "$src/manifest.json" | sed 's/\\"/"/g' > "$work/expected"
+[ -s "$work/expected" ] || die "backup $name records no row counts (taken by an older vpskit): take a new backup, then drill"
+
+psql -d postgres -c "CREATE DATABASE \"$scratch\""
+# shellcheck disable=SC2016
+compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\" --no-owner --exit-on-error" \
+  < "$src/db.dump" || die "backup $name does not restore: pg_restore into a scratch database failed (above)"
+
+# One count per recorded table, in the same order, from the restored copy.
+awk '{sub(/^[0-9]+ /, ""); print "SELECT count(*) FROM " $0 ";"}' "$work/expected" \
+  | psql -d "$scratch" -t -A > "$work/actual" 2>"$work/err" || die "counting rows failed: $(head -1 "$work/err")"
+mismatch=$(paste -d' ' "$work/actual" "$work/expected" \
+  | awk '$1 != $2 {sub(/^[0-9]+ [0-9]+ /, "", $0); printf "%s", sep $0; sep = ", "}')
+if [ -n "$mismatch" ]; then
+  first=$(paste -d' ' "$work/actual" "$work/expected" | awk '$1 != $2 {print; exit}')
+  read -r got want table <<< "$first"
+  die "backup $name: table $table has $got rows restored, its manifest recorded $want (differing: $mismatch)"
+fi
+tables=$(wc -l < "$work/expected")
+rows=$(awk '{s += $1} END {print s + 0}' "$work/expected")
+
+mkdir "$work/media"
+tar -C "$work/media" -xf "$src/media.tar" || die "backup $name: the media archive does not unpack"
+files=$(wc -l < "$src/media.sha256")
+bad=$(cd "$work/media" && sha256sum -c "$src/media.sha256" 2>/dev/null | grep -c -v ': OK$' || true)
+[ "$bad" = 0 ] || die "backup $name: $bad of $files media files do not match their checksums"
+
+log "passed in $((SECONDS - t0))s: $where $name restores; $tables tables, $rows rows as its manifest recorded; $files media files match their checksums"

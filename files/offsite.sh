@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# vpskit offsite copies with restic, run on the server as root by backup.sh, restore.sh and drill.sh.
+#
+#   offsite.sh copy BACKUP_ROOT NAME     # after a verified local backup: upload, confirm, then remote retention
+#   offsite.sh fetch WHICH DEST          # a snapshot (latest, a backup name or a snapshot id) into DEST, verified
+#
+# Repository, password and keys come from the root-only /etc/vpskit/<app>/offsite.env that deploy.py writes
+# (rendered by vpskit/offsite.py): restic reads them from its environment, so they never reach a command
+# line, the process list or a log. Every failure ends with one line naming the repository and the cause.
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+APP=$(basename "$(dirname "$HERE")")
+CONF=${VPSKIT_OFFSITE_CONF:-/etc/vpskit/$APP/offsite.env}
+die() { echo "vpskit offsite: $*" >&2; exit 1; }
+[ -r "$CONF" ] || die "no offsite configuration ($CONF): set backup_offsite and run deploy.py"
+# shellcheck source=/dev/null
+. "$CONF"
+[ -n "${RESTIC_REPOSITORY:-}" ] || die "backup_offsite is not set: nothing to copy to or fetch from"
+export TZ=UTC  # snapshot times (and so the retention's days and weeks) in UTC, as the local backups' names
+
+# restic with the options every call shares; sftp goes through the app's own key (a path, not a secret)
+RESTIC=(restic --retry-lock 2m)
+if [ -n "${VPSKIT_SFTP_COMMAND:-}" ]; then RESTIC+=(-o "sftp.command=$VPSKIT_SFTP_COMMAND"); fi
+r() { "${RESTIC[@]}" "$@"; }
+
+cause() { # the first line of restic's error that says something, without its "Fatal: " prefix
+  grep -v -e '^$' -e 'retrying after' "$1" | head -1 | sed 's/^Fatal: //'
+}
+
+open_repo() { # open_repo init|noinit: the repository answers with this password (created on first use)
+  local err rc=0
+  err=$(mktemp)
+  timeout 120 "${RESTIC[@]}" cat config >/dev/null 2>"$err" || rc=$?
+  if [ "$rc" = 0 ]; then rm -f "$err"; return; fi
+  if [ "$rc" = 10 ] || grep -q 'Is there a repository at the following location' "$err"; then
+    if [ "$1" = noinit ]; then rm -f "$err"; die "no restic repository at $RESTIC_REPOSITORY yet: nothing to restore from"; fi
+    if timeout 120 "${RESTIC[@]}" init >/dev/null 2>"$err"; then
+      echo "vpskit offsite: initialized the restic repository $RESTIC_REPOSITORY" >&2; rm -f "$err"; return
+    fi
+    rc=1
+  fi
+  local why; why=$(cause "$err"); rm -f "$err"
+  if [ "$rc" = 12 ] || [[ $why == *"wrong password"* ]]; then
+    die "the restic repository $RESTIC_REPOSITORY does not open with RESTIC_PASSWORD from .env (wrong password): nothing was changed"
+  fi
+  [ "$rc" = 124 ] && why="no answer within 120s"
+  die "cannot reach the restic repository $RESTIC_REPOSITORY: ${why:-restic exited $rc}"
+}
+
+snapshot_field() { # snapshot_field FIELD JSON: the last value of "FIELD":"..." in restic's JSON
+  grep -o "\"$1\":\"[^\"]*\"" <<< "$2" | tail -1 | cut -d'"' -f4
+}
+
+copy() {
+  local root=$1 name=$2 err out id created
+  local -a keep
+  read -r -a keep <<< "${VPSKIT_KEEP:-7 4 6}"
+  open_repo init
+  created=$(sed -n 's/.*"created": "\(.*\)".*/\1/p' "$root/$name/manifest.json")
+  err=$(mktemp)
+  # From inside the backup's folder: the snapshot holds its files at the top, as fetch puts them back.
+  if ! out=$(cd "$root/$name" && r backup --host "$VPSKIT_APP" --tag vpskit --tag "backup=$name" \
+      --time "$(date -u -d "$created" '+%Y-%m-%d %H:%M:%S')" --json --quiet . 2>"$err"); then
+    local why; why=$(cause "$err"); rm -f "$err"
+    die "copying backup $name to $RESTIC_REPOSITORY failed: ${why:-restic backup failed}; the local backup is kept"
+  fi
+  id=$(snapshot_field snapshot_id "$out")
+  # Confirmed: the repository lists the new snapshot before any remote retention may remove anything.
+  if [ -z "$id" ] || ! r snapshots --json "$id" 2>"$err" | grep -q "\"id\":\"$id\""; then
+    rm -f "$err"
+    die "backup $name was sent to $RESTIC_REPOSITORY but the snapshot is not listed there: the local backup is kept; remote retention skipped"
+  fi
+  # Remote retention, the same rule as the local one (backup.sh): the newest of each of the last N days,
+  # ISO weeks and months, and everything of the last 24 hours.
+  if ! r forget --host "$VPSKIT_APP" --tag vpskit --group-by host --keep-within 1d --keep-daily "${keep[0]}" \
+      --keep-weekly "${keep[1]}" --keep-monthly "${keep[2]}" --prune --quiet >/dev/null 2>"$err"; then
+    echo "vpskit offsite: remote retention failed ($(cause "$err")): the copy itself is safe" >&2
+  fi
+  rm -f "$err"
+  printf '%s %s %s\n' "$name" "$id" "$(date -u +%s)" > "$root/.offsite-last.new"
+  mv "$root/.offsite-last.new" "$root/.offsite-last"
+  echo "${id:0:8}"
+}
+
+fetch() { # fetch WHICH DEST: prints the backup's name
+  local which=$1 dest=$2 err list id name
+  open_repo noinit
+  err=$(mktemp)
+  case $which in
+    latest) list=$(r snapshots --json --host "$VPSKIT_APP" --tag vpskit 2>"$err") ;;
+    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z)
+      list=$(r snapshots --json --host "$VPSKIT_APP" --tag "vpskit,backup=$which" 2>"$err") ;;
+    *) list=$(r snapshots --json "$which" 2>"$err") || true ;;
+  esac
+  id=$(snapshot_field id "$list")
+  name=$(grep -o '"backup=[0-9TZ]*"' <<< "$list" | tail -1 | tr -d '"' | cut -d= -f2)
+  [ -n "$id" ] && [ -n "$name" ] || { rm -f "$err"; die "no offsite snapshot '$which' of $VPSKIT_APP in $RESTIC_REPOSITORY: list them with tasks/backup.py --data list=offsite"; }
+  echo "vpskit offsite: fetching backup $name (snapshot ${id:0:8}) from $RESTIC_REPOSITORY" >&2
+  rm -rf "$dest" "$dest.partial"
+  mkdir -p "$(dirname "$dest")"
+  mkdir -m 700 "$dest.partial"
+  if ! r restore "$id" --target "$dest.partial" --quiet 2>"$err"; then
+    local why; why=$(cause "$err"); rm -rf "$err" "$dest.partial"
+    die "snapshot ${id:0:8} of $RESTIC_REPOSITORY cannot be read back (${why:-restic restore failed}): the repository may be damaged; nothing was changed"
+  fi
+  rm -f "$err"
+  (cd "$dest.partial" && sha256sum --quiet -c SHA256SUMS >&2) \
+    || { rm -rf "$dest.partial"; die "snapshot ${id:0:8} of $RESTIC_REPOSITORY came back with files that fail their checksums: nothing was changed"; }
+  mv "$dest.partial" "$dest"
+  echo "$name ${id:0:8}"
+}
+
+list() {
+  open_repo noinit
+  r snapshots --host "$VPSKIT_APP" --tag vpskit --compact
+}
+
+case ${1:-} in
+  copy) copy "${2:?BACKUP_ROOT}" "${3:?NAME}" ;;
+  fetch) fetch "${2:?WHICH}" "${3:?DEST}" ;;
+  list) list ;;
+  *) die "usage: offsite.sh copy BACKUP_ROOT NAME | fetch WHICH DEST | list" ;;
+esac
