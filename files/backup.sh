@@ -116,7 +116,7 @@ sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
 trap - EXIT
-mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1048576}'; }
+mb() { awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'; }
 log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(mb "$db_bytes"), media $(mb "$media_bytes") ($media_files files), in $dest"
 
 # A restore's safety backup (KEEP_DAILY=none) is neither pruned nor copied offsite: it is the way back from

@@ -38,11 +38,11 @@ cleanup
 mkdir -m 700 "$work"
 t0=$SECONDS
 
-where="local backup"
+where=""
 if [ "$FROM" = offsite ]; then
   read -r name snapshot < <("$HERE/offsite.sh" fetch "$WHICH" "$work/backup") || exit 1
   src="$work/backup"
-  where="offsite backup (snapshot $snapshot)"
+  where=" (offsite snapshot $snapshot)"
 else
   name=$WHICH
   [ "$name" = latest ] && name=$(backup_names "$ROOT" | tail -1)
@@ -51,7 +51,7 @@ else
   [ -d "$src" ] || die "no backup $name in $ROOT"
   (cd "$src" && sha256sum --quiet -c SHA256SUMS >&2) || die "backup $name is corrupt (checksum mismatch)"
 fi
-log "restoring $where $name into the scratch database $scratch"
+log "restoring backup $name$where into the scratch database $scratch"
 
 # The rows its manifest recorded: `"schema.table": N` lines of its "tables" object.
 sed -n '/"tables": {/,/}/s/^ *"\(.*\)": \([0-9]*\),\{0,1\}$/\2 \1/p' "$src/manifest.json" | sed 's/\\"/"/g' > "$work/expected"
@@ -81,4 +81,4 @@ files=$(wc -l < "$src/media.sha256")
 bad=$(cd "$work/media" && sha256sum -c "$src/media.sha256" 2>/dev/null | grep -c -v ': OK$' || true)
 [ "$bad" = 0 ] || die "backup $name: $bad of $files media files do not match their checksums"
 
-log "passed in $((SECONDS - t0))s: $where $name restores; $tables tables, $rows rows as its manifest recorded; $files media files match their checksums"
+log "passed in $((SECONDS - t0))s: backup $name$where restores; $tables tables, $rows rows as its manifest recorded; $files media files match their checksums"

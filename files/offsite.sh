@@ -28,8 +28,9 @@ cause() { # the first line of restic's error that says something, without its "F
   grep -v -e '^$' -e 'retrying after' "$1" | head -1 | sed 's/^Fatal: //'
 }
 
-open_repo() { # open_repo init|noinit: the repository answers with this password (created on first use)
-  local err rc=0
+open_repo() { # open_repo init|noinit CONSEQUENCE: the repository answers with this password (created on first
+  # use with init); otherwise one line with the cause, then CONSEQUENCE
+  local err rc=0 then=$2
   err=$(mktemp)
   timeout 120 "${RESTIC[@]}" cat config >/dev/null 2>"$err" || rc=$?
   if [ "$rc" = 0 ]; then rm -f "$err"; return; fi
@@ -42,10 +43,10 @@ open_repo() { # open_repo init|noinit: the repository answers with this password
   fi
   local why; why=$(cause "$err"); rm -f "$err"
   if [ "$rc" = 12 ] || [[ $why == *"wrong password"* ]]; then
-    die "the restic repository $RESTIC_REPOSITORY does not open with RESTIC_PASSWORD from .env (wrong password): nothing was changed"
+    die "the restic repository $RESTIC_REPOSITORY does not open with RESTIC_PASSWORD from .env (wrong password): $then"
   fi
   [ "$rc" = 124 ] && why="no answer within 120s"
-  die "cannot reach the restic repository $RESTIC_REPOSITORY: ${why:-restic exited $rc}"
+  die "cannot reach the restic repository $RESTIC_REPOSITORY (${why:-restic exited $rc}): $then"
 }
 
 snapshot_field() { # snapshot_field FIELD JSON: the last value of "FIELD":"..." in restic's JSON
@@ -53,15 +54,14 @@ snapshot_field() { # snapshot_field FIELD JSON: the last value of "FIELD":"..." 
 }
 
 copy() {
-  local root=$1 name=$2 err out id created
+  local root=$1 name=$2 err out id
   local -a keep
   read -r -a keep <<< "${VPSKIT_KEEP:-7 4 6}"
-  open_repo init
-  created=$(sed -n 's/.*"created": "\(.*\)".*/\1/p' "$root/$name/manifest.json")
+  open_repo init "the local backup $name is kept"
   err=$(mktemp)
   # From inside the backup's folder: the snapshot holds its files at the top, as fetch puts them back.
   if ! out=$(cd "$root/$name" && r backup --host "$VPSKIT_APP" --tag vpskit --tag "backup=$name" \
-      --time "$(date -u -d "$created" '+%Y-%m-%d %H:%M:%S')" --json --quiet . 2>"$err"); then
+      --time "${name:0:4}-${name:4:2}-${name:6:2} ${name:9:2}:${name:11:2}:${name:13:2}" --json --quiet . 2>"$err"); then
     local why; why=$(cause "$err"); rm -f "$err"
     die "copying backup $name to $RESTIC_REPOSITORY failed: ${why:-restic backup failed}; the local backup is kept"
   fi
@@ -85,7 +85,7 @@ copy() {
 
 fetch() { # fetch WHICH DEST: prints the backup's name
   local which=$1 dest=$2 err list id name
-  open_repo noinit
+  open_repo noinit "nothing was changed"
   err=$(mktemp)
   case $which in
     latest) list=$(r snapshots --json --host "$VPSKIT_APP" --tag vpskit 2>"$err") ;;
@@ -100,7 +100,7 @@ fetch() { # fetch WHICH DEST: prints the backup's name
   rm -rf "$dest" "$dest.partial"
   mkdir -p "$(dirname "$dest")"
   mkdir -m 700 "$dest.partial"
-  if ! r restore "$id" --target "$dest.partial" --quiet 2>"$err"; then
+  if ! r restore "$id" --target "$dest.partial" --quiet >/dev/null 2>"$err"; then
     local why; why=$(cause "$err"); rm -rf "$err" "$dest.partial"
     die "snapshot ${id:0:8} of $RESTIC_REPOSITORY cannot be read back (${why:-restic restore failed}): the repository may be damaged; nothing was changed"
   fi
@@ -112,7 +112,7 @@ fetch() { # fetch WHICH DEST: prints the backup's name
 }
 
 list() {
-  open_repo noinit
+  open_repo noinit "nothing to list"
   r snapshots --host "$VPSKIT_APP" --tag vpskit --compact
 }
 

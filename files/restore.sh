@@ -32,13 +32,13 @@ chmod 700 "$ROOT"
 exec 9>"$ROOT/.lock"
 flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
 
-where="local backup"
+where=""
 if [ "$FROM" = offsite ]; then
   fetched="$ROOT/.offsite-restore"
   trap 'rm -rf "$fetched"' EXIT
   read -r NAME snapshot < <("$HERE/offsite.sh" fetch "$NAME" "$fetched") || exit 1
   src=$fetched
-  where="offsite backup (snapshot $snapshot)"
+  where=" (offsite snapshot $snapshot)"
 else
   if [ "$NAME" = latest ]; then
     NAME=$(backup_names "$ROOT" | tail -1)
@@ -49,7 +49,7 @@ else
   [ -d "$src" ] || die "no backup $NAME in $ROOT"
 fi
 
-log "verifying $where $NAME"
+log "verifying backup $NAME$where"
 (cd "$src" && sha256sum --quiet -c SHA256SUMS) >&2 || die "backup $NAME is corrupt (checksum mismatch): nothing was changed"
 compose() { docker compose "$@"; }
 db_id=$(compose ps -q db)
@@ -63,7 +63,8 @@ log "safety backup: $safety"
 
 project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
 # shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
-psql() { compose exec -T db sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d postgres "$@"' psql "$@"; }
+psql() { compose exec -T -e PGOPTIONS=--client-min-messages=warning db \
+  sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d postgres "$@"' psql "$@" >/dev/null; }
 # shellcheck disable=SC2016 # expanded inside the db container
 live=$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')
 scratch="${live}_restore"
@@ -96,5 +97,5 @@ if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" res
   die "the app did not become ready on the restored data; the previous database is kept as $old"
 fi
 psql -c "DROP DATABASE IF EXISTS \"$old\""
-log "restored $where $NAME: $(sed -n 's/.*"media_files": \([0-9]*\).*/\1/p' "$src/manifest.json" || true) media files, app version of the backup $(sed -n 's/.*"app_version": "\(.*\)".*/\1/p' "$src/manifest.json")"
+log "restored backup $NAME$where: $(sed -n 's/.*"media_files": \([0-9]*\).*/\1/p' "$src/manifest.json" || true) media files; the app version it was taken with: $(sed -n 's/.*"app_version": "\(.*\)".*/\1/p' "$src/manifest.json")"
 log "the data from before this restore is the safety backup $safety; to go back to it: pyinfra inventory.py tasks/restore.py --data backup=$safety"
