@@ -41,7 +41,9 @@ case ${1:-} in
     out=$(mktemp)
     "$@" 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
-    cause=$(grep -v '^ *$' "$out" | tail -1)
+    # The cause: a health check's failed checks, else the command's last line (vpskit's scripts end on it).
+    cause=$(sed -n 's/^FAIL *//p' "$out" | paste -sd ';' | sed 's/;/; /g')
+    [ -n "$cause" ] || cause=$(grep -v '^ *$' "$out" | tail -1)
     rm -f "$out"
     if [ "$event" = health ]; then
       # Once per change of state: failing (what failed), then recovered; nothing while all stays well.

@@ -24,29 +24,34 @@ RESTIC=(restic --retry-lock 2m)
 if [ -n "${VPSKIT_SFTP_COMMAND:-}" ]; then RESTIC+=(-o "sftp.command=$VPSKIT_SFTP_COMMAND"); fi
 r() { "${RESTIC[@]}" "$@"; }
 
-cause() { # the first line of restic's error that says something, without its "Fatal: " prefix
-  grep -v -e '^$' -e 'retrying after' "$1" | head -1 | sed 's/^Fatal: //'
+cause() { # the first line of restic's error that says something (without "Fatal: "), else why it kept retrying
+  local line
+  line=$(grep -v -e '^$' -e 'retrying after' "$1" | head -1 | sed 's/^Fatal: //')
+  [ -n "$line" ] || line=$(grep 'retrying after' "$1" | tail -1 | sed 's/.*retrying after [^:]*: //')
+  printf '%s' "$line"
 }
 
 open_repo() { # open_repo init|noinit CONSEQUENCE: the repository answers with this password (created on first
   # use with init); otherwise one line with the cause, then CONSEQUENCE
-  local err rc=0 then=$2
+  local err rc=0 after=$2
   err=$(mktemp)
   timeout 120 "${RESTIC[@]}" cat config >/dev/null 2>"$err" || rc=$?
   if [ "$rc" = 0 ]; then rm -f "$err"; return; fi
-  if [ "$rc" = 10 ] || grep -q 'Is there a repository at the following location' "$err"; then
+  if [ "$rc" = 10 ] || { [ "$rc" != 124 ] && grep -q 'Is there a repository at the following location' "$err"; }; then
     if [ "$1" = noinit ]; then rm -f "$err"; die "no restic repository at $RESTIC_REPOSITORY yet: nothing to restore from"; fi
     if timeout 120 "${RESTIC[@]}" init >/dev/null 2>"$err"; then
       echo "vpskit offsite: initialized the restic repository $RESTIC_REPOSITORY" >&2; rm -f "$err"; return
     fi
     rc=1
   fi
-  local why; why=$(cause "$err"); rm -f "$err"
+  local why; why=$(cause "$err")
+  # Cut short by the timeout: what restic kept retrying on says more than its goodbye.
+  [ "$rc" = 124 ] && why="no answer within 120s$(grep 'retrying after' "$err" | tail -1 | sed 's/.*retrying after [^:]*: /, last error: /')"
+  rm -f "$err"
   if [ "$rc" = 12 ] || [[ $why == *"wrong password"* ]]; then
-    die "the restic repository $RESTIC_REPOSITORY does not open with RESTIC_PASSWORD from .env (wrong password): $then"
+    die "the restic repository $RESTIC_REPOSITORY does not open with RESTIC_PASSWORD from .env (wrong password): $after"
   fi
-  [ "$rc" = 124 ] && why="no answer within 120s"
-  die "cannot reach the restic repository $RESTIC_REPOSITORY (${why:-restic exited $rc}): $then"
+  die "cannot reach the restic repository $RESTIC_REPOSITORY (${why:-restic exited $rc}): $after"
 }
 
 snapshot_field() { # snapshot_field FIELD JSON: the last value of "FIELD":"..." in restic's JSON
