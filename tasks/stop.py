@@ -5,9 +5,8 @@ Containers stop gracefully within their grace periods; volumes (database, media)
 only `--data purge=<app name>` removes the volumes too, after a final backup would be your job.
 """
 
-from pyinfra.operations import server
-
 from vpskit import tasks
+from vpskit.operations import report
 
 s = tasks.plan()
 purge = str(tasks.option("purge", ""))
@@ -17,16 +16,23 @@ if purge and purge != s["app_name"]:
     tasks.fail(f"purge={purge!r} does not name this app: to delete its volumes for good, use "
                f"--data purge={s['app_name']}")
 if purge:
-    action, args = "Remove containers and VOLUMES (data deleted)", ("down", "--volumes", "--remove-orphans")
+    action, args, done = ("Remove containers and VOLUMES (data deleted)", ("down", "--volumes", "--remove-orphans"),
+                          "containers, network and data volumes removed (the backups in backup_root are kept)")
 elif remove:
-    action, args = "Remove containers (volumes kept)", ("down", "--remove-orphans")
+    action, args, done = ("Remove containers (volumes kept)", ("down", "--remove-orphans"),
+                          "containers and network removed, data volumes kept")
 else:
-    action, args = "Stop containers (volumes kept)", ("stop",)
+    action, args, done = "Stop containers (volumes kept)", ("stop",), "containers stopped, data volumes kept"
 
 # Under the app's lock (files/common.sh take_lock): never in the middle of a release, restore or rollback.
 busy = (f"vpskit: another operation on {s['app_name']} still holds its lock after {s['lock_timeout']}s "
         f"($(cat {s['app_dir']}/.vpskit.lock.holder 2>/dev/null)): nothing was stopped; run this again when it "
         "has finished")
+# What was serving, read before it stops, so the output says from what to what.
+serving = "$(docker inspect -f '{{.Config.Image}}' $(docker compose ps -q app | head -1) 2>/dev/null)"
 locked = (f"cd {s['app_dir']} && {{ flock -w {s['lock_timeout']} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; "
-          f"docker compose {' '.join(args)}; }} 8>>.vpskit.lock")
-server.shell(name=action, commands=[f"if [ -d {s['app_dir']} ]; then {locked}; fi"], _sudo=True)
+          f"was={serving}; docker compose {' '.join(args)} 2>&1 | grep -v -e ' Stopping$' -e ' Removing$'; "
+          f"echo \"vpskit stop: {s['app_name']} was serving ${{was:-nothing}}; now {done}; start it again with: "
+          f"pyinfra inventory.py deploy.py\"; }} 8>>.vpskit.lock")
+report(name=action, command=f"if [ -d {s['app_dir']} ]; then {locked}; else echo 'vpskit stop: nothing deployed at "
+       f"{s['app_dir']}'; fi", failure="vpskit stop", _sudo=True)
