@@ -93,9 +93,9 @@ fi
 if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
   if read -r name snapshot at < "$BACKUP_DIR/.offsite-last" 2>/dev/null; then
     age=$(( $(date -u +%s) - at ))
-    ago="$((age / 3600))h $((age % 3600 / 60))m ago"
-    if [ "$age" -le "$MAX_OFFSITE_S" ]; then report ok offsite "last copy $name, snapshot ${snapshot:0:8} ($ago)"
-    else report FAIL offsite "last copy $name is $ago old (limit offsite_max_age = ${MAX_OFFSITE_S}s): run tasks/backup.py and read its error"; fi
+    took="$((age / 3600))h $((age % 3600 / 60))m"
+    if [ "$age" -le "$MAX_OFFSITE_S" ]; then report ok offsite "last copy $name, snapshot ${snapshot:0:8} ($took ago)"
+    else report FAIL offsite "last copy $name is $took old (limit ${MAX_OFFSITE_S}s, offsite_max_age): run tasks/backup.py and read its error"; fi
   else
     report FAIL offsite "no offsite copy yet: run tasks/backup.py"
   fi
