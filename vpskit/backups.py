@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pyinfra import host, logger
 
 from vpskit.tasks import BACKUP_NAME
 
-FILES = ("manifest.json", "SHA256SUMS", "db.dump", "media.tar")
+BACKUP_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file of a backup folder, no path
+
 
 
 def names(backup_dir: str) -> list[str]:
@@ -41,7 +43,15 @@ def download_latest(backup_dir: str, app_name: str, host_name: str) -> None:
     dest = Path("backups") / app_name / name
     dest.mkdir(parents=True, exist_ok=True)
     dest.chmod(0o700)
-    for f in FILES:
-        if not host.get_file(f"{backup_dir}/{name}/{f}", str(dest / f), _sudo=True):
-            raise RuntimeError(f"downloading {name}/{f} failed")
+    # The checksum file first: it names the files of this backup (older backups have no media.sha256).
+    for f in ("manifest.json", "SHA256SUMS"):
+        _get(backup_dir, name, f, dest)
+    for f in [line.split()[-1] for line in (dest / "SHA256SUMS").read_text().splitlines() if line.strip()]:
+        _get(backup_dir, name, f, dest)
     logger.info(f"{host.print_prefix}downloaded backup {name} to {dest}/")
+
+
+def _get(backup_dir: str, name: str, filename: str, dest: Path) -> None:
+    if not BACKUP_FILE.match(filename) or not host.get_file(f"{backup_dir}/{name}/{filename}", str(dest / filename),
+                                                            _sudo=True):
+        raise RuntimeError(f"downloading {name}/{filename} failed")

@@ -99,7 +99,7 @@ def test_backup_restore_round_trip(site):
     assert out.returncode == 0, out.stdout[-3000:]
     name = backups(site["vps"])[-1]
     listing = site["vps"].ssh(f"sudo ls {BACKUPS}/{name}").stdout.split()
-    assert sorted(listing) == ["SHA256SUMS", "db.dump", "manifest.json", "media.tar"]
+    assert sorted(listing) == ["SHA256SUMS", "db.dump", "manifest.json", "media.sha256", "media.tar"]
     assert '"postgres_version": "17.' in site["vps"].ssh(f"sudo cat {BACKUPS}/{name}/manifest.json").stdout
 
     a = auth(site)
@@ -375,7 +375,8 @@ def test_backup_list_and_download(site):
     newest = backups(site["vps"])[-1]
     local = ROOT / "backups" / "example" / newest
     try:
-        assert sorted(p.name for p in local.iterdir()) == ["SHA256SUMS", "db.dump", "manifest.json", "media.tar"]
+        assert sorted(p.name for p in local.iterdir()) == ["SHA256SUMS", "db.dump", "manifest.json", "media.sha256",
+                                                           "media.tar"]
         check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=local, capture_output=True, text=True,
                                timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
