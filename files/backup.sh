@@ -150,8 +150,8 @@ done
 # copy stays; the deploy's pre-update backup only warns (VPSKIT_OFFSITE_SOFT), so a release is not held up.
 if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
   t1=$(date +%s)
-  if id=$("$HERE/offsite.sh" copy "$ROOT" "$NOW"); then
-    log "offsite copy of $NOW: snapshot $id in $(sed -n 's/^export RESTIC_REPOSITORY=//p' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env" | tr -d "'") ($(( $(date +%s) - t1 ))s)"
+  if copied=$("$HERE/offsite.sh" copy "$ROOT" "$NOW"); then
+    log "offsite copy of $NOW: snapshot ${copied%% *} in $(sed -n 's/^export RESTIC_REPOSITORY=//p' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env" | tr -d "'") (${copied#* }, $(( $(date +%s) - t1 ))s)"
   elif [ "${VPSKIT_OFFSITE_SOFT:-}" = 1 ]; then
     log "WARNING: the offsite copy of $NOW failed (above); the local backup is kept and the update goes on"
   else

@@ -85,8 +85,13 @@ copy() {
   rm -f "$err"
   printf '%s %s %s\n' "$name" "$id" "$(date -u +%s)" > "$root/.offsite-last.new"
   mv "$root/.offsite-last.new" "$root/.offsite-last"
-  echo "${id:0:8}"
+  # What this copy added to the repository, after deduplication and compression, against what it holds.
+  local added total
+  added=$(grep -o '"data_added_packed":[0-9]*' <<< "$out" | tail -1 | cut -d: -f2)
+  total=$(grep -o '"total_bytes_processed":[0-9]*' <<< "$out" | tail -1 | cut -d: -f2)
+  echo "${id:0:8} $(kb "${added:-0}") new of $(kb "${total:-0}")"
 }
+kb() { awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'; }
 
 fetch() { # fetch WHICH DEST: prints the backup's name
   local which=$1 dest=$2 err list id name
