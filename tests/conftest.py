@@ -11,7 +11,8 @@ import pytest
 from tests.support import build_once, remove_session_leftovers
 from tests.testbed import vps as testbed_vps
 
-REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", "registry:2", testbed_vps.IMAGE]
+REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", "registry:2", "vpskit-testbed/s3",
+                   testbed_vps.IMAGE]
 SESSION = f"pytest-{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +42,11 @@ def vps_factory(testbed):
     """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the session ends."""
     started: list[str] = []
 
-    def make(tag: str = "vps", ssh_port: int = 22) -> testbed_vps.VPS:
+    def make(tag: str = "vps", ssh_port: int = 22, network: str | None = None) -> testbed_vps.VPS:
+        """`network`: a test network (testbed_vps.network(NAME, testbed)) to put it on, reachable there by name."""
         name = f"vpskit-{tag}-{os.getpid()}-{len(started)}"
         started.append(name)
-        return testbed_vps.start(name, session=testbed, ssh_port=ssh_port)
+        return testbed_vps.start(name, session=testbed, ssh_port=ssh_port, network=network)
 
     yield make
     for name in started:

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.testbed.vps import LABEL, docker, published_port
+from tests.testbed.vps import LABEL, STATE, VPS, docker, published_port
 
 
 def free_port() -> int:
@@ -132,6 +132,116 @@ class Postgres:
         docker("rm", "-f", self.name, check=False)
 
 
+@dataclass
+class S3Server:
+    """The S3-compatible server (vpskit-testbed/s3: moto) on a test network as `name`, for restic's s3 backend:
+    `s3:{endpoint}/BUCKET[/PREFIX]`, path-style, no region needed, any access key and secret accepted (moto
+    checks no signatures). A bucket name needs 3 characters or more. Buckets live in memory: gone with the
+    container."""
+
+    name: str
+    network: str
+    session: str
+    image: str = "vpskit-testbed/s3"
+    access_key: str = "vpskit-test-access"
+    secret_key: str = "vpskit-test-secret"
+
+    def run(self) -> S3Server:
+        docker(
+            "run", "-d", "--name", self.name, "--network", self.network,
+            "--label", f"{LABEL}=s3", "--label", f"{LABEL}.session={self.session}", self.image,
+        )  # fmt: skip
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.name}:5000"
+
+    def env(self) -> dict[str, str]:
+        """The credentials restic (or any S3 client) reads from its environment."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def ready(self) -> bool:
+        out = docker("exec", self.name, "curl", "-fsS", "-m", "5", "http://127.0.0.1:5000/", check=False, timeout=30)
+        return out.returncode == 0 and "ListAllMyBucketsResult" in out.stdout
+
+    def wait_ready(self, timeout: float = 60) -> S3Server:
+        wait_until(self.ready, timeout, f"the S3 server in {self.name} to answer ListBuckets")
+        return self
+
+    def logs(self) -> str:
+        out = docker("logs", self.name, check=False)
+        return out.stdout + out.stderr
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+
+
+@dataclass
+class Webhook:
+    """A webhook receiver (tests/testbed/webhook.py) running inside a test VPS as the transient systemd service
+    vpskit-webhook: every POST it gets is one record {"path": ..., "body": ..., "headers": ...} (body parsed
+    from JSON when it is JSON, else text), answered 204. Other hosts on the VPS's test network reach it at
+    url(vps.name)."""
+
+    vps: VPS
+    port: int = 8080
+    file: str = "/var/lib/vpskit-webhook/messages.jsonl"
+
+    UNIT = "vpskit-webhook"
+    SOURCE = Path(__file__).resolve().parent / "testbed" / "webhook.py"
+
+    @classmethod
+    def start(cls, vps: VPS, port: int = 8080, timeout: float = 30) -> Webhook:
+        hook = cls(vps, port)
+        vps.exec("sh", "-c", "cat > /usr/local/bin/vpskit-webhook && chmod 755 /usr/local/bin/vpskit-webhook",
+                 input=cls.SOURCE.read_text())
+        vps.exec("sh", "-c", f"systemctl stop {cls.UNIT} 2>/dev/null; systemctl reset-failed {cls.UNIT} 2>/dev/null;"
+                 f" mkdir -p {Path(hook.file).parent} && rm -f {hook.file}")
+        vps.exec("systemd-run", "--unit", cls.UNIT, "/usr/bin/python3", "/usr/local/bin/vpskit-webhook",
+                 str(port), hook.file)
+        wait_until(hook.ready, timeout, f"the webhook receiver in {vps.name} to answer")
+        return hook
+
+    def ready(self) -> bool:
+        return self.vps.exec("curl", "-fsS", "-m", "5", f"http://127.0.0.1:{self.port}/", check=False).returncode == 0
+
+    def url(self, host_name: str) -> str:
+        return f"http://{host_name}:{self.port}/hook"
+
+    def messages(self) -> list[dict]:
+        """Every POST received since the start or the last clear(), oldest first: {"path", "body", "headers"}."""
+        out = self.vps.exec("cat", self.file, check=False)
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def clear(self) -> None:
+        self.vps.exec("sh", "-c", f": > {self.file}")
+
+    def stop(self) -> None:
+        self.vps.exec("systemctl", "stop", self.UNIT, check=False)
+
+
+def storage_box(vps: VPS, user: str = "storage") -> tuple[Path, str]:
+    """Makes `vps` a backup box like a rented storage box: a user `user` who logs in over SSH (and sftp) with
+    its own generated ed25519 key only (no password login: the VPS's sshd has it off), and a folder that user
+    owns for a restic repository. Returns (the private key's path on this machine, the folder's path on the
+    box); the key sits in the VPS's state folder and goes with it (tests.testbed.vps.remove)."""
+    key = STATE / vps.name / f"{user}_ed25519"
+    for f in (key, key.with_name(key.name + ".pub")):
+        f.unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vpskit-testbed-{user}@{vps.name}",
+                    "-f", str(key)], check=True, timeout=30)
+    repo = f"/home/{user}/restic"
+    vps.exec("sh", "-c", f"""set -e
+id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}
+passwd -l {user} >/dev/null
+install -d -m 700 -o {user} -g {user} /home/{user}/.ssh {repo}
+cat > /home/{user}/.ssh/authorized_keys
+chown {user}:{user} /home/{user}/.ssh/authorized_keys
+chmod 600 /home/{user}/.ssh/authorized_keys""", input=key.with_name(key.name + ".pub").read_text())
+    return key, repo
+
+
 def remove_session_leftovers(session: str) -> None:
     ids = docker("ps", "-aq", "--filter", f"label={LABEL}.session={session}").stdout.split()
     if ids:
@@ -139,6 +249,9 @@ def remove_session_leftovers(session: str) -> None:
     vols = docker("volume", "ls", "-q", "--filter", f"label={LABEL}.session={session}").stdout.split()
     if vols:
         docker("volume", "rm", "-f", *vols, check=False)
+    nets = docker("network", "ls", "-q", "--filter", f"label={LABEL}.session={session}").stdout.split()
+    if nets:  # after the containers: Docker refuses to remove a network in use
+        docker("network", "rm", *nets, check=False)
 
 
 def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:

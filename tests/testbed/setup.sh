@@ -116,6 +116,7 @@ main() {
   built_image "$HERE/images/caddy" caddy:2
   built_image "$HERE/images/pebble" vpskit-testbed/pebble
   built_image "$HERE/images/registry" registry:2
+  built_image "$HERE/images/s3" vpskit-testbed/s3
   log "ready in $((SECONDS - t0)) s"
 }
 

@@ -3,9 +3,12 @@
 
 Used by the pytest fixtures and, as a command, by the Makefile:
 
-    python tests/testbed/vps.py start NAME [--port 2222]   # prints the SSH settings as KEY=value lines
-    python tests/testbed/vps.py stop NAME                  # removes the container, its volume and keys
-    python tests/testbed/vps.py cleanup                    # removes every test VPS but the demo's
+    python tests/testbed/vps.py start NAME [--port 2222] [--network NET]  # prints the SSH settings as KEY=value
+    python tests/testbed/vps.py stop NAME        # removes the container, its volume and keys
+    python tests/testbed/vps.py cleanup          # removes every test VPS but the demo's (and unused test networks)
+
+A VPS started on a test network (`network(NAME, SESSION)`, then `start(..., network=NAME)`) reaches the other
+containers on it by their container names (a backup box, an S3 server, a webhook receiver), and only them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class VPS:
     host: str = "127.0.0.1"
     user: str = "deploy"
     ssh_port: int = 22  # the port sshd listens on inside the VPS (published on 127.0.0.1:port)
+    network: str | None = None  # the test network it is on (its host name there: its container name)
 
     @property
     def volume(self) -> str:
@@ -124,10 +128,26 @@ def _wait(what: str, check, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def network(name: str, session: str = "manual") -> str:
+    """A user-defined Docker network for test-bed hosts to talk over by container name, labelled with the
+    session (remove_session_leftovers removes it); returns `name`. Idempotent: an existing one is kept."""
+    if docker("network", "inspect", name, check=False).returncode != 0:
+        made = docker("network", "create", "--label", f"{LABEL}.session={session}", name, check=False)
+        if made.returncode != 0 and docker("network", "inspect", name, check=False).returncode != 0:
+            raise RuntimeError(f"docker network create {name}: {made.stderr.strip()}")
+    return name
+
+
+def remove_network(name: str) -> None:
+    """Removes a test network (its containers first, or Docker refuses). No error if absent."""
+    docker("network", "rm", name, check=False)
+
+
 def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = (),
-          ssh_port: int = 22) -> VPS:
+          ssh_port: int = 22, network: str | None = None) -> VPS:
     """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key; its sshd listens
-    on `ssh_port` inside (like a server whose SSH was moved off 22)."""
+    on `ssh_port` inside (like a server whose SSH was moved off 22). With `network` (see network()), the VPS
+    is on that Docker network instead of the default bridge, reachable there as `name`."""
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
     remove(name)
@@ -143,7 +163,8 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
     docker(
         "run", "-d", "--name", name, "--hostname", name,
         "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
-        *RUN_FLAGS, "-v", f"{name}-docker:/var/lib/docker", "-p", publish_ssh,
+        *RUN_FLAGS, *(["--network", network] if network else []),
+        "-v", f"{name}-docker:/var/lib/docker", "-p", publish_ssh,
         *[a for p in publish for a in ("-p", f"127.0.0.1:{p}")], IMAGE,
     )  # fmt: skip
     _wait(f"systemd in {name}", lambda: _system_state(name) in ("running", "degraded"), BOOT_TIMEOUT)
@@ -162,7 +183,7 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
     actual_port = published_port(name, f"{ssh_port}/tcp")
     known_hosts = state / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{actual_port} {host_key[0]} {host_key[1]}\n")
-    vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts, ssh_port=ssh_port)
+    vps = VPS(name=name, port=actual_port, key=key, known_hosts=known_hosts, ssh_port=ssh_port, network=network)
     _wait(f"SSH login to {name}", lambda: vps.ssh("true", check=False, timeout=10).returncode == 0, BOOT_TIMEOUT)
     return vps
 
@@ -207,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--session", default="manual")
     p_start.add_argument("--publish", action="append", default=[], metavar="HOSTPORT:PORT",
                          help="also publish a VPS port on 127.0.0.1 (repeatable)")
+    p_start.add_argument("--network", help="a Docker network to put it on (created, labelled, if absent)")
     p_start.add_argument("--reuse", action="store_true", help="keep a VPS of that name that is already up")
     p_stop = sub.add_parser("stop", help="remove a VPS with its volume and keys")
     p_stop.add_argument("name")
@@ -214,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "start":
         t0 = time.monotonic()
-        vps = (args.reuse and running(args.name)) or start(args.name, args.port, args.session, tuple(args.publish))
+        net = network(args.network, args.session) if args.network else None
+        vps = (args.reuse and running(args.name)) or start(args.name, args.port, args.session, tuple(args.publish),
+                                                           network=net)
         for k, v in vps.env().items():
             print(f"{k}={v}")
         print(f"# {args.name} ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
@@ -225,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in existing():
             if docker("inspect", "-f", label, name).stdout.strip() != "demo":
                 remove(name)
+        net_label = f'{{{{ index .Labels "{LABEL}.session" }}}}'
+        nets = docker("network", "ls", "--filter", f"label={LABEL}.session", "--format", "{{.Name}}").stdout.split()
+        for net in nets:
+            if docker("network", "inspect", "-f", net_label, net).stdout.strip() != "demo":
+                remove_network(net)
     return 0
 
 
