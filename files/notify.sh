@@ -49,7 +49,7 @@ case ${1:-} in
       # Once per change of state: failing (what failed), then recovered; nothing while all stays well.
       mkdir -p "$STATE"
       before=$(cat "$STATE/health" 2>/dev/null || echo ok)
-      now=ok; [ "$rc" = 0 ] || now="failing: $cause"
+      now=ok; [ "$rc" = 0 ] || now=failing  # not the cause: a check that fails differently is one failure
       if [ "$now" != "$before" ]; then
         if [ "$rc" = 0 ]; then send health true "health check passes again"; else send health false "health check failed: $cause"; fi
         echo "$now" > "$STATE/health"

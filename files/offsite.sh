@@ -17,6 +17,7 @@ die() { echo "vpskit offsite: $*" >&2; exit 1; }
 # shellcheck source=/dev/null
 . "$CONF"
 [ -n "${RESTIC_REPOSITORY:-}" ] || die "backup_offsite is not set: nothing to copy to or fetch from"
+command -v restic >/dev/null || die "restic is not installed on this server: run deploy.py (it installs restic when backup_offsite is set)"
 export TZ=UTC  # snapshot times (and so the retention's days and weeks) in UTC, as the local backups' names
 
 # restic with the options every call shares; sftp goes through the app's own key (a path, not a secret)
@@ -31,11 +32,26 @@ cause() { # the first line of restic's error that says something (without "Fatal
   printf '%s' "$line"
 }
 
+bounded() { # bounded SECONDS ERRFILE ARGS...: restic ARGS, stderr to ERRFILE; 124 after SECONDS; 10 as soon as
+  # an S3 bucket is reported missing (restic keeps retrying that instead of saying "no repository")
+  local limit=$1 err=$2 pid waited=0
+  shift 2
+  "${RESTIC[@]}" "$@" >/dev/null 2>"$err" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if grep -q -e 'bucket does not exist' -e 'NoSuchBucket' "$err"; then kill "$pid"; wait "$pid"; return 10; fi
+    if [ "$waited" -ge $((limit * 5)) ]; then kill "$pid"; wait "$pid"; return 124; fi
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  wait "$pid"
+}
+
 open_repo() { # open_repo init|noinit CONSEQUENCE: the repository answers with this password (created on first
   # use with init); otherwise one line with the cause, then CONSEQUENCE
   local err rc=0 after=$2
   err=$(mktemp)
-  timeout 120 "${RESTIC[@]}" cat config >/dev/null 2>"$err" || rc=$?
+  bounded 120 "$err" cat config || rc=$?
   if [ "$rc" = 0 ]; then rm -f "$err"; return; fi
   if [ "$rc" = 10 ] || { [ "$rc" != 124 ] && grep -q 'Is there a repository at the following location' "$err"; }; then
     if [ "$1" = noinit ]; then rm -f "$err"; die "no restic repository at $RESTIC_REPOSITORY yet: nothing to restore from"; fi

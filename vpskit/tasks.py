@@ -46,7 +46,11 @@ def backup_name(value: str) -> str:
 def scripts(s: dict) -> None:
     """The server-side scripts in {app_dir}/bin and the root-only offsite and alert configuration (from this
     machine's .env, so a changed password or URL counts at once), uploaded only when they differ."""
-    push(s, "Server scripts and the offsite configuration", script_files(s) + offsite_files(s))
+    try:
+        conf = offsite_files(s)
+    except SettingsError as err:
+        fail(str(err))
+    push(s, "Server scripts and the offsite configuration", script_files(s) + conf)
 
 
 def offsite_files(s: dict) -> list:
