@@ -46,8 +46,8 @@ work="$dest.partial"
 free_mb() { df -Pm "$ROOT" | awk 'NR == 2 {print $4}'; }
 # The last backup's size (and a fifth more) is what this one needs: refused before anything is written.
 last=$(backup_names "$ROOT" | tail -1)
-if [ -n "$last" ]; then
-  need=$(sed -n 's/.*"\(db_dump\|media_tar\)_bytes": \([0-9]*\).*/\2/p' "$ROOT/$last/manifest.json" 2>/dev/null \
+if [ -n "$last" ] && [ -f "$ROOT/$last/manifest.json" ]; then
+  need=$(sed -n 's/.*"\(db_dump\|media_tar\)_bytes": \([0-9]*\).*/\2/p' "$ROOT/$last/manifest.json" \
     | awk '{s += $1} END {printf "%d", s * 1.2 / 1048576 + 1}')
   if [ "$(free_mb)" -lt "${need:-0}" ]; then
     die "not enough disk space for a backup: $(free_mb) MB free in $ROOT, the last backup ($last) needed about $(( need * 5 / 6 )) MB; free space (older backups, docker image prune) or set backup_root to a bigger disk"

@@ -13,8 +13,8 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 APP=$(basename "$(dirname "$HERE")")
-CONF=/etc/vpskit/$APP/offsite.env
-STATE=/var/lib/vpskit/$APP
+CONF=${VPSKIT_OFFSITE_CONF:-/etc/vpskit/$APP/offsite.env}  # settable for the unit test
+STATE=${VPSKIT_STATE:-/var/lib/vpskit/$APP}
 NOTIFY_URL="" VPSKIT_NOTIFY_RELEASES=""
 # shellcheck source=/dev/null
 [ -r "$CONF" ] && . "$CONF"
