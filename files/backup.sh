@@ -123,24 +123,10 @@ log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(mb "$db_bytes"
 # that restore on this server, not a copy of the site (and must never become the newest offsite backup).
 [ "$KEEP_DAILY" = none ] && { echo "$NOW"; exit 0; }
 
-# Retention: the newest backup of each of the last KEEP_DAILY days, KEEP_WEEKLY ISO weeks and KEEP_MONTHLY
-# months survives; so does every backup of the last 24 hours (a pre-update backup next to the daily one)
-# and the newest whatever the counts. offsite.sh gives restic the same rule for the remote copies.
-stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +%s; }
-recent=$(( $(stamp "$NOW") - 86400 ))
-declare -A day_seen week_seen month_seen
-days=0 weeks=0 months=0 newest=1
-for b in $(backup_names "$ROOT" | sort -r); do
-  d=${b:0:8}
-  w=$(date -u -d "$d" +%G%V)
-  m=${b:0:6}
-  keep=$newest
-  newest=0
-  [ "$(stamp "$b")" -gt "$recent" ] && keep=1
-  if [ -z "${day_seen[$d]:-}" ] && [ "$days" -lt "$KEEP_DAILY" ]; then day_seen[$d]=1; days=$((days + 1)); keep=1; fi
-  if [ -z "${week_seen[$w]:-}" ] && [ "$weeks" -lt "$KEEP_WEEKLY" ]; then week_seen[$w]=1; weeks=$((weeks + 1)); keep=1; fi
-  if [ -z "${month_seen[$m]:-}" ] && [ "$months" -lt "$KEEP_MONTHLY" ]; then month_seen[$m]=1; months=$((months + 1)); keep=1; fi
-  if [ "$keep" = 0 ]; then
+# Retention (common.sh gfs_keep, the same rule offsite.sh applies to the remote copies).
+kept=$(backup_names "$ROOT" | gfs_keep "$NOW" "$KEEP_DAILY" "$KEEP_WEEKLY" "$KEEP_MONTHLY")
+for b in $(backup_names "$ROOT"); do
+  if ! grep -qx "$b" <<< "$kept"; then
     rm -rf "${ROOT:?}/$b"
     log "pruned $b"
   fi

@@ -107,6 +107,24 @@ backup_names() { # backup_names BACKUP_ROOT
   done
 }
 
+# Retention, one rule for the backups here (backup.sh) and the offsite copies (offsite.sh): of the backup names
+# on stdin, the newest of each of the last DAILY days, WEEKLY ISO weeks and MONTHLY months survive, and so do
+# every backup of the 24 hours before NOW (a pre-update backup next to the daily one) and the newest one.
+stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +%s; }
+gfs_keep() { # gfs_keep NOW DAILY WEEKLY MONTHLY < names -> the names kept, newest first
+  local recent b d w m keep newest=1 days=0 weeks=0 months=0
+  local -A day_seen=() week_seen=() month_seen=()
+  recent=$(( $(stamp "$1") - 86400 ))
+  while read -r b; do
+    d=${b:0:8} w=$(date -u -d "${b:0:8}" +%G%V) m=${b:0:6} keep=$newest newest=0
+    [ "$(stamp "$b")" -gt "$recent" ] && keep=1
+    if [ -z "${day_seen[$d]:-}" ] && [ "$days" -lt "$2" ]; then day_seen[$d]=1; days=$((days + 1)); keep=1; fi
+    if [ -z "${week_seen[$w]:-}" ] && [ "$weeks" -lt "$3" ]; then week_seen[$w]=1; weeks=$((weeks + 1)); keep=1; fi
+    if [ -z "${month_seen[$m]:-}" ] && [ "$months" -lt "$4" ]; then month_seen[$m]=1; months=$((months + 1)); keep=1; fi
+    if [ "$keep" = 1 ]; then echo "$b"; fi
+  done < <(sort -ru)
+}
+
 # The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
 # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }

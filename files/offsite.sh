@@ -10,6 +10,8 @@
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=files/common.sh
+. "$HERE/common.sh"  # gfs_keep, the retention rule
 APP=$(basename "$(dirname "$HERE")")
 CONF=${VPSKIT_OFFSITE_CONF:-/etc/vpskit/$APP/offsite.env}
 die() { echo "vpskit offsite: $*" >&2; exit 1; }
@@ -92,11 +94,21 @@ copy() {
     rm -f "$err"
     die "backup $name was sent to $RESTIC_REPOSITORY but the snapshot is not listed there: the local backup is kept; remote retention skipped"
   fi
-  # Remote retention, the same rule as the local one (backup.sh): the newest of each of the last N days,
-  # ISO weeks and months, and everything of the last 24 hours.
-  if ! r forget --host "$VPSKIT_APP" --tag vpskit --group-by host --keep-within 1d --keep-daily "${keep[0]}" \
-      --keep-weekly "${keep[1]}" --keep-monthly "${keep[2]}" --prune --quiet >/dev/null 2>"$err"; then
-    echo "vpskit offsite: remote retention failed ($(cause "$err")): the copy itself is safe" >&2
+  # Remote retention by the local rule itself (common.sh gfs_keep; restic's own policy keeps extra "oldest"
+  # snapshots): the app's snapshots whose backup the rule drops are forgotten, then their data pruned.
+  local pairs kept drop
+  pairs=$(r snapshots --json --host "$VPSKIT_APP" --tag vpskit 2>"$err" \
+    | grep -o -e '"backup=[0-9TZ]*"' -e '"short_id":"[0-9a-f]*"' \
+    | sed -e 's/^"backup=\(.*\)"$/\1/' -e 's/^"short_id":"\(.*\)"$/\1/' | paste -d' ' - -) \
+    || { echo "vpskit offsite: remote retention skipped (the snapshots could not be listed): the copy itself is safe" >&2; pairs=""; }
+  if [ -n "$pairs" ]; then
+    kept=$(awk '{print $1}' <<< "$pairs" | gfs_keep "$name" "${keep[0]}" "${keep[1]}" "${keep[2]}")
+    drop=$(awk -v kept="$kept" 'BEGIN {n = split(kept, k, "\n"); for (i = 1; i <= n; i++) keep[k[i]] = 1}
+      !($1 in keep) {print $2}' <<< "$pairs")
+    # shellcheck disable=SC2086 # one snapshot id per word
+    if [ -n "$drop" ] && ! r forget --prune --quiet $drop >/dev/null 2>"$err"; then
+      echo "vpskit offsite: remote retention failed ($(cause "$err")): the copy itself is safe" >&2
+    fi
   fi
   rm -f "$err"
   printf '%s %s %s\n' "$name" "$id" "$(date -u +%s)" > "$root/.offsite-last.new"
