@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from dotenv import dotenv_values
 
+from vpskit.offsite import SECRET_KEYS
 from vpskit.settings import SettingsError
 
 REQUIRED = {
@@ -69,10 +70,9 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     public = settings.get("public_url") or (f"https://{settings['domain']}" if settings.get("domain") else "")
     if public:
         env["PAYLOAD_PUBLIC_SERVER_URL"] = public.rstrip("/")
-    from vpskit.offsite import SECRET_KEYS  # backup and alert secrets: the server's root-only file, not the app
-
     for key, value in values.items():
         if key not in env or key == "PAYLOAD_PUBLIC_SERVER_URL":
+            # Backup and alert secrets go to the server's root-only file (vpskit/offsite.py), not to the app.
             if not key.startswith(KIT_PREFIX) and key not in SECRET_KEYS:
                 env[key] = value
     return env

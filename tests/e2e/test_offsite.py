@@ -239,6 +239,23 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     bed["site"].open()
 
 
+def test_a_release_is_announced_when_asked(bed, tmp_path):
+    """notify_releases: one message per release with its result (a changed .env makes this deploy a release)."""
+    hook = bed["hook"]
+    hook.clear()
+    env_file = tmp_path / ".env"
+    env_file.write_text(bed["env_file"].read_text() + "SITE_BANNER=announced\n")
+    out = task(bed, "deploy.py", env={"VPSKIT_NOTIFY_RELEASES": "true"}, env_file=env_file)
+    assert out.returncode == 0, out.stdout[-3000:]
+    version = re.search(r"version (\S+) is serving", out.stdout)[1]
+    messages = wait_until(hook.messages, 30, "the release message")
+    assert len(messages) == 1
+    body = messages[0]["body"]
+    assert body["event"] == "release" and body["ok"] is True
+    assert re.search(rf"release of {re.escape(version)} ok after \d+s", body["text"])
+    bed["site"].open()
+
+
 def test_backup_that_would_not_fit_is_refused_before_it_starts(bed):
     """The last backup's recorded size is larger than the free space: refused with both figures, nothing written."""
     vps = bed["vps"]
