@@ -20,6 +20,10 @@ die() { echo "vpskit offsite: $*" >&2; exit 1; }
 . "$CONF"
 [ -n "${RESTIC_REPOSITORY:-}" ] || die "backup_offsite is not set: nothing to copy to or fetch from"
 command -v restic >/dev/null || die "restic is not installed on this server: run deploy.py (it installs restic when backup_offsite is set)"
+# --retry-lock came with restic 0.16 (Ubuntu 24.04 has 0.16, Debian 13 0.18; Debian 12's 0.14 is too old).
+version=$(restic version | awk '{print $2}')
+[ "$(printf '%s\n' 0.16.0 "$version" | sort -V | head -1)" = 0.16.0 ] \
+  || die "restic $version on this server is too old for vpskit's offsite copies: 0.16 or newer is needed (Debian 13, Ubuntu 24.04)"
 export TZ=UTC  # snapshot times (and so the retention's days and weeks) in UTC, as the local backups' names
 
 # restic with the options every call shares; sftp goes through the app's own key (a path, not a secret)
