@@ -150,7 +150,7 @@ def artifacts(s: dict) -> None:
         *s["offsite"].files(),
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in timer_units(s).items()],
     ]
-    return tasks.push(s, "App files, .env (mode 600), scripts, offsite configuration (root only) and units", managed)
+    return tasks.push(s, "App files, .env (mode 600), scripts and units", managed)  # offsite.env too (root, 600)
 
 
 # What each timer runs (its failure alerts NOTIFY_URL), by kind: backup, drill, health.
