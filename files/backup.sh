@@ -116,8 +116,7 @@ sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
 trap - EXIT
-mb() { awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'; }
-log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(mb "$db_bytes"), media $(mb "$media_bytes") ($media_files files), in $dest"
+log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(human_size "$db_bytes"), media $(human_size "$media_bytes") ($media_files files), in $dest"
 
 # A restore's safety backup (KEEP_DAILY=none) is neither pruned nor copied offsite: it is the way back from
 # that restore on this server, not a copy of the site (and must never become the newest offsite backup).
@@ -134,10 +133,11 @@ done
 
 # The copy offsite once the backup verified here (backup_offsite): its failure fails this backup, whose local
 # copy stays; the deploy's pre-update backup only warns (VPSKIT_OFFSITE_SOFT), so a release is not held up.
-if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
+repository=$(offsite_repository "$APP_DIR")
+if [ -n "$repository" ]; then
   t1=$(date +%s)
   if copied=$("$HERE/offsite.sh" copy "$ROOT" "$NOW"); then
-    log "offsite copy of $NOW: snapshot ${copied%% *} in $(sed -n 's/^export RESTIC_REPOSITORY=//p' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env" | tr -d "'") (${copied#* }, $(( $(date +%s) - t1 ))s)"
+    log "offsite copy of $NOW: snapshot ${copied%% *} in $repository (${copied#* }, $(( $(date +%s) - t1 ))s)"
   elif [ "${VPSKIT_OFFSITE_SOFT:-}" = 1 ]; then
     log "WARNING: the offsite copy of $NOW failed (above); the local backup is kept and the update goes on"
   else

@@ -125,6 +125,15 @@ gfs_keep() { # gfs_keep NOW DAILY WEEKLY MONTHLY < names -> the names kept, newe
   done < <(sort -ru)
 }
 
+human_size() { # human_size BYTES: "12 kB" below a MB, else "3.4 MB"
+  awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'
+}
+
+# The offsite repository set for the app in APP_DIR (backup_offsite), or nothing; read from its root-only file.
+offsite_repository() { # offsite_repository APP_DIR
+  sed -n "s/^export RESTIC_REPOSITORY=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null | tr -d "'"
+}
+
 # The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
 # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }

@@ -90,7 +90,7 @@ else
 fi
 
 # The last confirmed offsite copy (files/offsite.sh writes it), when backup_offsite is set.
-if grep -qs '^export RESTIC_REPOSITORY=' "/etc/vpskit/$(basename "$APP_DIR")/offsite.env"; then
+if [ -n "$(offsite_repository "$APP_DIR")" ]; then
   if read -r name snapshot at < "$BACKUP_DIR/.offsite-last" 2>/dev/null; then
     age=$(( $(date -u +%s) - at ))
     took="$((age / 3600))h $((age % 3600 / 60))m"

@@ -11,7 +11,7 @@ set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=files/common.sh
-. "$HERE/common.sh"  # gfs_keep, the retention rule
+. "$HERE/common.sh"  # gfs_keep, the retention rule; human_size
 APP=$(basename "$(dirname "$HERE")")
 CONF=${VPSKIT_OFFSITE_CONF:-/etc/vpskit/$APP/offsite.env}
 die() { echo "vpskit offsite: $*" >&2; exit 1; }
@@ -121,9 +121,8 @@ copy() {
   local added total
   added=$(grep -o '"data_added_packed":[0-9]*' <<< "$out" | tail -1 | cut -d: -f2)
   total=$(grep -o '"total_bytes_processed":[0-9]*' <<< "$out" | tail -1 | cut -d: -f2)
-  echo "${id:0:8} $(kb "${added:-0}") new of $(kb "${total:-0}")"
+  echo "${id:0:8} $(human_size "${added:-0}") new of $(human_size "${total:-0}")"
 }
-kb() { awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'; }
 
 fetch() { # fetch WHICH DEST: prints the backup's name
   local which=$1 dest=$2 err list id name

@@ -3,6 +3,7 @@ what a user would compare after a restore (post titles, each media file's checks
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -66,3 +67,20 @@ class Site:
         for doc in http("GET", f"{self.base}/api/media?limit=100", headers=a).json()["docs"]:
             media[doc["filename"]] = hashlib.sha256(http("GET", f"{self.base}{doc['url']}", headers=a).body).hexdigest()
         return {"posts": posts, "media": media}
+
+
+def expected_retention(days: list[dt.date], daily=7, weekly=4, monthly=6) -> set[dt.date]:
+    """The days whose backup survives, by the retention rule written out (one backup a day at the same time)."""
+    keep, seen_d, seen_w, seen_m = {days[-1]}, set(), set(), set()
+    for d in sorted(days, reverse=True):
+        w, m = d.isocalendar()[:2], (d.year, d.month)
+        if d not in seen_d and len(seen_d) < daily:
+            seen_d.add(d)
+            keep.add(d)
+        if w not in seen_w and len(seen_w) < weekly:
+            seen_w.add(w)
+            keep.add(d)
+        if m not in seen_m and len(seen_m) < monthly:
+            seen_m.add(m)
+            keep.add(d)
+    return keep

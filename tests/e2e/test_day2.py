@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sites import expected_retention
 from tests.support import free_port, http, multipart, popen_pyinfra, run_pyinfra, wait_until
 from tests.testbed.vps import docker
 
@@ -141,20 +142,6 @@ def test_backup_name_that_is_not_a_backup_is_refused(site, value):
     assert "is not a backup name" in out.stdout
 
 
-def expected_retention(days: list[dt.date], daily=7, weekly=4, monthly=6) -> set[dt.date]:
-    keep, seen_d, seen_w, seen_m = {days[-1]}, set(), set(), set()
-    for d in sorted(days, reverse=True):
-        w, m = d.isocalendar()[:2], (d.year, d.month)
-        if d not in seen_d and len(seen_d) < daily:
-            seen_d.add(d)
-            keep.add(d)
-        if w not in seen_w and len(seen_w) < weekly:
-            seen_w.add(w)
-            keep.add(d)
-        if m not in seen_m and len(seen_m) < monthly:
-            seen_m.add(m)
-            keep.add(d)
-    return keep
 
 
 def test_retention_over_a_simulated_calendar(site):

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from tests.sites import Site
+from tests.sites import Site, expected_retention
 from tests.support import Webhook, run_pyinfra, storage_box, wait_until
 from tests.testbed import vps as testbed_vps
 
@@ -274,20 +274,6 @@ def test_backup_that_would_not_fit_is_refused_before_it_starts(bed):
                                                     check=False).stdout.strip() == "0"
 
 
-def expected_retention(days: list[dt.date], daily=7, weekly=4, monthly=6) -> set[dt.date]:
-    keep, seen_d, seen_w, seen_m = {days[-1]}, set(), set(), set()
-    for d in sorted(days, reverse=True):
-        w, m = d.isocalendar()[:2], (d.year, d.month)
-        if d not in seen_d and len(seen_d) < daily:
-            seen_d.add(d)
-            keep.add(d)
-        if w not in seen_w and len(seen_w) < weekly:
-            seen_w.add(w)
-            keep.add(d)
-        if m not in seen_m and len(seen_m) < monthly:
-            seen_m.add(m)
-            keep.add(d)
-    return keep
 
 
 def test_remote_retention_over_a_simulated_calendar_matches_local(bed):
