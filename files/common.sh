@@ -131,7 +131,8 @@ human_size() { # human_size BYTES: "12 kB" below a MB, else "3.4 MB"
 
 # The offsite repository set for the app in APP_DIR (backup_offsite), or nothing; read from its root-only file.
 offsite_repository() { # offsite_repository APP_DIR
-  sed -n "s/^export RESTIC_REPOSITORY=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null | tr -d "'"
+  { sed -n "s/^export RESTIC_REPOSITORY=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null || true; } \
+    | tr -d "'"
 }
 
 # The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
