@@ -33,7 +33,12 @@ export default buildConfig({
   db: postgresAdapter({
     pool: {
       connectionString: process.env.DATABASE_URI,
-      connectionTimeoutMillis: 3000,
+      // A new connection (a forked backend, SCRAM) can take seconds on a busy 1-CPU server, e.g. while another
+      // app on it boots a new version: 3 s failed a write there, and Payload reports a failed lookup of the
+      // logged-in user as 403. Readiness has its own 4 s limit, so this does not slow it down.
+      connectionTimeoutMillis: 10000,
+      // Idle connections live past the healthcheck's 10 s interval, so it does not reconnect every time.
+      idleTimeoutMillis: 60000,
     },
     // Never push the schema from the running app (not even in dev): the schema
     // changes only through committed migrations in src/migrations.

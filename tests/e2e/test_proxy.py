@@ -148,8 +148,12 @@ def test_an_update_of_one_app_costs_neither_app_a_request(sites, testbed):
     assert update.returncode == 0, update.stdout[-3000:]
     assert http("GET", f"{sites['shop']['base']}/api/health").json()["version"] == tag
     assert http("GET", f"{sites['blog']['base']}/api/health").json()["version"] == version
-    for name, traffic in (("shop (updated)", shop), ("blog (beside it)", blog)):
+    for (name, traffic), app in zip((("shop (updated)", shop), ("blog (beside it)", blog)), APPS, strict=True):
         print(f"\n{name}: {traffic.summary()}")
+        if traffic.failures or traffic.failed_writes:  # what the app and its database said meanwhile
+            logs = sites["vps"].ssh(f"cd /opt/{app} && sudo docker compose logs --since 5m --tail 30 app db 2>&1",
+                                    check=False).stdout
+            print(f"{app}'s log:\n{logs}")
         assert traffic.failures == 0 and traffic.failed_writes == 0, (name, traffic.summary(), traffic.errors[:5])
         assert traffic.acknowledged
     # The certificate survived the release (kept in the proxy's volume, not issued again).
