@@ -61,11 +61,16 @@ def deploy(site, version: str) -> subprocess.CompletedProcess:
 
 
 def serving(site) -> str:
-    """The version the site answers with (through an SSH tunnel, opened again when it ended)."""
-    if "tunnel" not in site or site["tunnel"].poll() is not None:
-        local = free_port()
-        site["tunnel"], site["base"] = site["vps"].forward(3000, local), f"http://127.0.0.1:{local}"
-    wait_until(lambda: http("GET", f"{site['base']}/api/health", timeout=3).status == 200, 60, "the tunnel")
+    """The version the site answers with (through an SSH tunnel, opened again whenever it ended: one opened
+    while the server refused forwarding ends as soon as it is used)."""
+
+    def answers() -> bool:
+        if "tunnel" not in site or site["tunnel"].poll() is not None:
+            local = free_port()
+            site["tunnel"], site["base"] = site["vps"].forward(3000, local), f"http://127.0.0.1:{local}"
+        return http("GET", f"{site['base']}/api/health", timeout=3).status == 200
+
+    wait_until(answers, 60, "the tunnel")
     return http("GET", f"{site['base']}/api/health").json()["version"]
 
 
