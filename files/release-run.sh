@@ -138,10 +138,18 @@ applied_before=$(applied_migrations)
 if [ "$MIGRATE" = migrate ]; then
   log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
   out=$(mktemp); set +e
-  docker compose run --rm -T migrate 2>&1 | tee "$out" >&2
-  status=${PIPESTATUS[0]}; set -e
+  # Detached, then its log followed and its exit status waited for: attached, `compose run` lost both the
+  # output and the status of a short run under load (a failed migration passed for none at all).
+  if runner=$(docker compose run -d migrate 2>"$out"); then
+    docker logs -f "$runner" 2>&1 | tee "$out" >&2
+    status=$(docker wait "$runner")
+    docker rm -f "$runner" >/dev/null 2>&1
+  else
+    status=$?; cat "$out" >&2
+  fi
+  set -e
   which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}' || true); rm -f "$out"
-  # Payload's own error line counts even when the exit status says 0 (seen under load: `compose run` lost it).
+  # Payload's own error line counts even when the exit status says 0.
   if [ "$status" != 0 ] || [ -n "$which" ]; then
     put_back
     fail "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
