@@ -206,6 +206,9 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
     # the migration list it carries. The migration runner is built by the deploy from the broken sources.
     first = app_version(apps["main"], APP)
     subprocess.run(["docker", "tag", f"{APP}:{first}", f"{APP}:{BROKEN_VERSION}"], check=True, timeout=60)
+    # The runner must come from the broken sources: a runner of that version left on this machine by an
+    # earlier run would be shipped instead (an explicit version names its content).
+    subprocess.run(["docker", "rmi", f"{APP}-migrate:{BROKEN_VERSION}"], capture_output=True, timeout=60)
     before = psql(site["vps"], "select name from payload_migrations order by id").split()
     version_before = http("GET", f"{site['base']}/api/health").json()["version"]
     seen, stop = [], threading.Event()
