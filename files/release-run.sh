@@ -138,8 +138,8 @@ applied_before=$(applied_migrations)
 if [ "$MIGRATE" = migrate ]; then
   log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
   out=$(mktemp); set +e
-  # Detached, then its log followed and its exit status waited for: attached, `compose run` lost both the
-  # output and the status of a short run under load (a failed migration passed for none at all).
+  # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
+  # attach (an attached run was once seen to lose its output under load).
   if runner=$(docker compose run -d migrate 2>"$out"); then
     docker logs -f "$runner" 2>&1 | tee "$out" >&2
     status=$(docker wait "$runner")
