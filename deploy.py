@@ -8,6 +8,7 @@ settings = steps.plan()  # validated here, before any change is made
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
+steps.database_firewall(settings)  # a db server: postgres reachable from the app servers only
 steps.offsite_tools(settings)  # restic, ssh, curl: only when backup_offsite or NOTIFY_URL ask for them
 steps.proxy_step(settings)  # the server's one proxy; a port taken on the server stops the deploy here
 pushed = steps.artifacts(settings)

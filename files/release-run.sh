@@ -125,14 +125,27 @@ for c in $(docker compose ps -a -q app 2>/dev/null); do
   if [ "$name" != "$live_app" ]; then log "removing $name, left by an earlier attempt"; docker rm -f "$c" >/dev/null; fi
 done
 
+# Which services this host runs: both (one server), the app only (app server), the database only (db server).
+services=$(docker compose config --services)
+has() { grep -qx "$1" <<< "$services"; }
+
 # --- Database: recreated only when its own image or settings changed (the one announced interruption)
-before=$(docker compose ps -q db 2>/dev/null || true)
-compose_up --no-deps db || { put_back; fail "compose could not start the database service (its message above): version $VERSION was not released, ${previous:-nothing} keeps serving"; }
-if [ -n "$before" ] && [ "$before" != "$(docker compose ps -q db)" ]; then
-  log "the database service changed: it was restarted (the app is briefly without its database)"
+if has db; then
+  before=$(docker compose ps -q db 2>/dev/null || true)
+  compose_up --no-deps db || { put_back; fail "compose could not start the database service (its message above): version $VERSION was not released, ${previous:-nothing} keeps serving"; }
+  if [ -n "$before" ] && [ "$before" != "$(docker compose ps -q db)" ]; then
+    log "the database service changed: it was restarted (the app is briefly without its database)"
+  fi
+  wait_service_healthy db "$TIMEOUT" || { put_back; fail "the database did not become healthy within ${TIMEOUT}s: version $VERSION was not released, ${previous:-nothing} keeps serving"; }
 fi
-wait_service_healthy db "$TIMEOUT" || { put_back; fail "the database did not become healthy within ${TIMEOUT}s: version $VERSION was not released, ${previous:-nothing} keeps serving"; }
 applied_before=$(applied_migrations)
+if ! has app; then  # a db server: its database is all it serves
+  record_release "$VERSION" "$KEEP" "$attempt"
+  log "database of version $VERSION is serving (released in $((SECONDS - START))s)"
+  finish 0
+  FINISHED=1
+  exit 0
+fi
 
 # --- Migrations, while the serving version keeps serving
 if [ "$MIGRATE" = migrate ]; then

@@ -63,6 +63,13 @@ drill_schedule = "Sun *-*-* 04:45:00"  # OnCalendar of the restore drill (latest
 health_schedule = "hourly"  # OnCalendar of the scheduled health check (alerts NOTIFY_URL when it fails); "" = none
 notify_releases = False  # also send NOTIFY_URL one message per release with its result
 
+# --- Several servers (the inventory sets these from VPSKIT_APP_HOSTS and VPSKIT_DB_HOST; see inventory.py)
+role = "all"  # what this host runs: "all" (app, database, proxy), "app" (app and proxy), "db" (the database only)
+private_address = ""  # this host's address on the private network its peers use; "" = its SSH address
+database_host = ""  # role "app": private address of the db server the app connects to
+database_clients = ""  # role "db": the app servers' private addresses (comma-separated), the only ones let in
+rollout_batch = 1  # app servers released at once in a rolling release; the others keep serving meanwhile
+
 # --- Logs
 log_max_size = "10m"  # json-file log size before rotation
 log_max_file = 3  # rotated json-file logs kept per container

@@ -333,6 +333,7 @@ class Traffic:
         self.acknowledged: list[int | str] = []
         self.versions: list[str] = []
         self.answers: list[float] = []
+        self.failure_times: list[float] = []  # when each failed request or write was sent
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._probe, daemon=True),
                          threading.Thread(target=self._write, daemon=True)]
@@ -358,14 +359,17 @@ class Traffic:
         from concurrent.futures import ThreadPoolExecutor
 
         def one() -> None:
+            sent = time.monotonic()
             try:
                 r = http("GET", self.base + self.path, timeout=5)
                 if r.status == 200:
                     self.answers.append(time.monotonic())
                 else:
                     self.get_errors.append(f"GET {r.status}: {r.body[:120]!r}")
+                    self.failure_times.append(sent)
             except OSError as err:
                 self.get_errors.append(f"GET {err!r}")
+                self.failure_times.append(sent)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             tick = time.monotonic()
@@ -381,6 +385,7 @@ class Traffic:
             n += 1
             self.writes += 1
             title = f"traffic {os.getpid()} {self.started:.0f} {n}"
+            sent = time.monotonic()
             try:
                 r = http("POST", self.base + "/api/posts", {"title": title},
                          headers={"Authorization": f"JWT {self.token}"}, timeout=10)
@@ -389,9 +394,11 @@ class Traffic:
                 else:
                     self.failed_writes += 1
                     self.post_errors.append(f"POST {r.status}: {r.body[:120]!r}")
+                    self.failure_times.append(sent)
             except OSError as err:
                 self.failed_writes += 1
                 self.post_errors.append(f"POST {err!r}")
+                self.failure_times.append(sent)
             time.sleep(0.25)
 
     @property

@@ -115,3 +115,25 @@ def image_pull(ref: str) -> str:
     why = (f"vpskit: could not pull {ref} on the server (the line above says why): check the image name and that "
            'the server reaches its registry, or set image_transport = "ssh" to ship it from this machine')
     return f"docker pull --quiet {q(ref)} || {{ echo {q(why)} >&2; exit 1; }}"
+
+
+DB_CHAIN = "VPSKIT-DB"
+
+
+def database_firewall(clients: tuple[str, ...], port: int = 5432) -> str:
+    """The db server's packet filter for postgres: connections to `port` (as Docker forwards them to the
+    container) from the app servers' addresses only; everything else is dropped. Rebuilt whole each time
+    (a chain of its own, hooked into Docker's DOCKER-USER once), so it is the same after any number of runs."""
+    accept = " && ".join(f"iptables -A {DB_CHAIN} -s {q(c)} -j RETURN" for c in clients)
+    hook = f"DOCKER-USER -p tcp --dport {int(port)} -j {DB_CHAIN}"
+    return (f"{{ iptables -N {DB_CHAIN} 2>/dev/null || true; }} && iptables -F {DB_CHAIN} && {accept} && "
+            f"iptables -A {DB_CHAIN} -j DROP && {{ iptables -C {hook} 2>/dev/null || iptables -I {hook}; }}")
+
+
+def database_firewall_unit(app: str, clients: tuple[str, ...]) -> str:
+    """A systemd unit that applies database_firewall() after Docker starts (Docker's own chains exist then),
+    again whenever Docker restarts, and at boot."""
+    return (f"[Unit]\nDescription=vpskit: postgres of {app} reachable from the app servers only\n"
+            "After=docker.service\nRequires=docker.service\nPartOf=docker.service\n\n"
+            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c {q(database_firewall(clients))}\n\n"
+            "[Install]\nWantedBy=multi-user.target docker.service\n")

@@ -57,12 +57,14 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     Payload's docs, and DATABASE_URL, as in its templates), and every other variable of the operator's .env."""
     password = values["POSTGRES_PASSWORD"]
     user, db = settings["postgres_user"], settings["postgres_db"]
+    # The stack's own db service, or the db server's private address (several servers).
+    server = settings.get("database_host") or "db"
     env = {
         "POSTGRES_USER": user,
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": db,
-        "DATABASE_URI": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
-        "DATABASE_URL": f"postgresql://{user}:{quote(password, safe='')}@db:5432/{db}",
+        "DATABASE_URI": f"postgresql://{user}:{quote(password, safe='')}@{server}:5432/{db}",
+        "DATABASE_URL": f"postgresql://{user}:{quote(password, safe='')}@{server}:5432/{db}",
         "PAYLOAD_SECRET": values["PAYLOAD_SECRET"],
     }
     # Payload's absolute links (media URLs, og:image, e-mails) follow the site's public address when it is

@@ -13,6 +13,7 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
 from vpskit import commands, health, images, proxy
+from vpskit import rolling as rollout
 from vpskit import shipping as ship
 from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, SshServerPort, UfwStatus
 
@@ -236,7 +237,7 @@ def proxy_serving(app: str, ports: tuple[str, ...], image: str, caddyfile: str, 
 
 @operation()
 def stack_applied(release: commands.Release, project: str, images_by_service: dict[str, str], url: str = "",
-                  pending_migrations: tuple[str, ...] = ()):
+                  pending_migrations: tuple[str, ...] = (), rolling: bool = False):
     """
     Bring the app to its desired state with a release that never stops the serving version first: the new
     app container starts beside the old one, the proxy switches to it once it answers ready, and the old one
@@ -249,6 +250,7 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     + images_by_service: service name -> image reference the service must run
     + url: where the app answers, for the closing message
     + pending_migrations: migrations the compose file's ``migrate`` service applies before the new app starts
+    + rolling: one of several app servers: the release is recorded in ``vpskit.rolling`` (started, released)
 
     Changes nothing when the pushed files are the ones last released and every service runs its image and
     is healthy (vpskit.health).
@@ -278,8 +280,29 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; releasing {release.version} "
                 f"(attempt {release.attempt}, up to {release.timeout}s to get ready)")
     start = commands.release_start(replace(release, migrate=bool(pending_migrations)))
+    if rolling:
+        yield FunctionCommand(rollout.started, (), {})
     yield FunctionCommand(_run_visibly, (start,), {})
+    if rolling:
+        yield FunctionCommand(rollout.released, (), {})
     yield FunctionCommand(_announce, (f"stack {project} healthy; the app answers at {url}",), {})
+
+
+@operation(is_idempotent=False)
+def rolled_back(app_dir: str, who: str, timeout: int, keep: int, drain: int, lock_wait: int):
+    """
+    Put back the release before this run's on an app server whose rollout stopped on another server (run
+    under ``_if=vpskit.rolling.must_go_back``): the same zero-downtime switch, to the previous version.
+
+    + app_dir: the app's directory on the server
+    + who, timeout, keep, drain, lock_wait: as for a release (files/release.sh rollback)
+    """
+    if not rollout.must_go_back(host.name):  # always so while the run is planned: nothing to predict
+        return
+    yield FunctionCommand(_announce, (f"the rollout failed on {', '.join(rollout.failed())}: this server goes back "
+                                      "to the release before, so that every app server runs the same version",), {})
+    yield FunctionCommand(_run_visibly, (commands.release_rollback(app_dir, "", who, timeout, keep, drain,
+                                                                   lock_wait),), {})
 
 
 @operation()

@@ -27,6 +27,7 @@ _DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _ABS = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 
 
 def _str(pattern: re.Pattern | None = None, hint: str = "", empty: bool = False):
@@ -138,6 +139,12 @@ CHECKS = {
     "health_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
                             "hourly or '*:0/15', or empty for no scheduled check", empty=True),
     "notify_releases": _bool,
+    "role": _choice("all", "app", "db"),
+    "private_address": _str(_ADDRESS, "use an IPv4 address or a host name", empty=True),
+    "database_host": _str(_ADDRESS, "use the db server's private IPv4 address or host name", empty=True),
+    "database_clients": _str(re.compile(r"^[A-Za-z0-9.:/-]+(,[A-Za-z0-9.:/-]+)*$"),
+                             "use the app servers' private addresses, comma-separated", empty=True),
+    "rollout_batch": _int(1, 100),
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
     "health_timeout": _int(10, 3600),
@@ -188,6 +195,12 @@ def _check_together(s: dict[str, Any]) -> None:
     if s["publish_port"] in (22, 80, 443) and s["publish_host"] != "127.0.0.1":
         raise SettingsError(f"publish_port={s['publish_port']} clashes with SSH or the reverse proxy on the server: "
                             "pick another port, e.g. 3000")
+    if s["role"] == "app" and not s["database_host"]:
+        raise SettingsError("role=app needs database_host, the db server's private address: list the db server "
+                            "in VPSKIT_DB_HOST (or in inventory.py's db_servers)")
+    if s["role"] == "db" and not s["database_clients"]:
+        raise SettingsError("role=db needs database_clients, the app servers' private addresses: list them in "
+                            "VPSKIT_APP_HOSTS (or in inventory.py's app_servers)")
     if s["publish_port"] == 0 and not (s["proxy_network"] or s["domain"]):
         raise SettingsError("publish_port=0 leaves the app unreachable: set publish_port, domain or proxy_network")
 

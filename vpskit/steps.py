@@ -15,9 +15,16 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, commands, envfile, images, offsite, proxy, settings, shipping, tasks
+from vpskit import app_check, commands, envfile, images, offsite, proxy, rolling, settings, shipping, tasks
 from vpskit.facts import AppliedMigrations, ProxyState
-from vpskit.operations import ManagedFile, backup_before_update, image_present, proxy_serving, stack_applied
+from vpskit.operations import (
+    ManagedFile,
+    backup_before_update,
+    image_present,
+    proxy_serving,
+    rolled_back,
+    stack_applied,
+)
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
 
@@ -40,7 +47,7 @@ def _plan(data_items: tuple) -> dict:
     s["env"] = envfile.server_env(values, s)
     s["offsite"] = offsite.Offsite.of(s, values)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
-    s["bundled_proxy"] = proxy.bundled(s)
+    s["bundled_proxy"] = proxy.bundled(s) and s["role"] != "db"  # a db server serves no HTTP
     # Rendered once: pushed by artifacts(), hashed by stack(), built from by images_on_server().
     s["rendered"] = {name: render(name, **s) for name in ("docker-compose.yml", "Dockerfile", ".env")}
     s["rendered"]["proxy-route.caddy"] = render("proxy-route.caddy", **s) if s["bundled_proxy"] else ""
@@ -120,9 +127,27 @@ def firewall(s: dict) -> None:
     ufw(name="Firewall: SSH, HTTP and HTTPS only", **SUDO)
 
 
+def database_firewall(s: dict) -> None:
+    """A db server lets only the app servers reach postgres (a packet filter in front of Docker's published
+    port, kept across reboots and Docker restarts); the database password is still needed."""
+    if s["role"] != "db":
+        return
+    clients = tuple(c.strip() for c in s["database_clients"].split(",") if c.strip())
+    unit = f"vpskit-db-firewall-{s['app_name']}.service"
+    text = commands.database_firewall_unit(s["app_name"], clients)
+    changed = files.put(name="Database firewall unit (the app servers only)", src=BytesIO(text.encode()),
+                        dest=f"/etc/systemd/system/{unit}", mode="644", **SUDO)
+    systemd.daemon_reload(name="Reload systemd for the firewall unit", _if=changed.did_change, **SUDO)
+    systemd.service(name="Database firewall applied again", service=unit, restarted=True, _if=changed.did_change,
+                    **SUDO)
+    systemd.service(name="Database firewall applied", service=unit, running=True, enabled=True, **SUDO)
+
+
 def proxy_step(s: dict) -> None:
     """The server's one proxy (shared by every app there), running and publishing this app's ports: checked
     before anything else changes, so a port taken on the server stops the deploy with the site untouched."""
+    if s["role"] == "db":
+        return
     if not s["bundled_proxy"]:
         if s["app_name"] in host.get_fact(ProxyState, **SUDO)["ports"]:
             proxy_serving(name="Proxy: this app's ports given back", app=s["app_name"], ports=(),
@@ -161,11 +186,16 @@ TIMERS = {
 }
 
 
+def runs_timer(s: dict, kind: str) -> bool:
+    """Backups and drills run where the database is; the health check where the whole stack is (one server)."""
+    return s["role"] == "all" or (s["role"] == "db" and kind != "health")
+
+
 def timer_units(s: dict) -> dict[str, str]:
     """The systemd service and timer of each scheduled job whose schedule is set."""
     units = {}
     for kind, (key, what, command, delay) in TIMERS.items():
-        if not s[key]:
+        if not s[key] or not runs_timer(s, kind):
             continue
         unit = f"vpskit-{kind}-{s['app_name']}"
         units[f"{unit}.service"] = (f"[Unit]\nDescription={what} of {s['app_name']}\nAfter=docker.service\n\n"
@@ -191,8 +221,11 @@ def images_on_server(s: dict) -> None:
     """The database image (pulled or shipped), the app image (built here and shipped, or built there) and,
     when the app has migrations it does not apply itself and some are pending on the server, the one-shot
     migration runner built from the same sources."""
-    image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
-                  transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
+    if s["role"] != "app":
+        image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
+                      transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
+    if s["role"] == "db":
+        return
     wanted = [(s["app_image"], "")]
     pending = pending_migrations(s)
     if pending:
@@ -237,7 +270,7 @@ def server_build(s: dict, ref: str, target: str = ""):
 def stack(s: dict) -> None:
     """A backup when a running app is about to change, then compose applied only where it differs, a wait
     until every service is healthy, and the previous release put back when the new one does not get ready."""
-    if s["backup_before_update"]:
+    if s["backup_before_update"] and s["role"] == "all":
         backup_before_update(name="Backup before the update", app_dir=s["app_dir"], project=s["app_name"],
                              app_ref=s["app_image"], command=f"VPSKIT_OFFSITE_SOFT=1 {tasks.backup_command(s)}",
                              **SUDO)
@@ -246,9 +279,26 @@ def stack(s: dict) -> None:
         app_dir=s["app_dir"], attempt=_attempt_id(), version=s["app_version"], files_hash=_files_hash(s),
         who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"], drain=s["drain_timeout"],
         lock_wait=s["lock_timeout"])
+    services = {"all": {"app": s["app_image"], "db": s["postgres_image"]}, "app": {"app": s["app_image"]},
+                "db": {"db": s["postgres_image"]}}[s["role"]]
+    if s["role"] == "db":
+        stack_applied(name="Database server up and healthy", release=release, project=s["app_name"],
+                      images_by_service=services, url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)
+        return
+    if s["role"] == "app":
+        # One batch of app servers at a time, each with the same switch as one server; a failure stops the
+        # rollout, and the servers already released go back (rolled_back), so all run one version.
+        batch = {"_serial": True} if s["rollout_batch"] == 1 else {"_parallel": s["rollout_batch"]}
+        stack_applied(name="Rolling release on the app servers", release=release, project=s["app_name"],
+                      images_by_service=services, pending_migrations=pending, url=s["url"], rolling=True,
+                      _if=rolling.may_start, **batch, **SUDO)
+        name = host.name
+        rolled_back(name="Rollout stopped: this server goes back to the release before", app_dir=s["app_dir"],
+                    who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"], drain=s["drain_timeout"],
+                    lock_wait=s["lock_timeout"], _if=lambda: rolling.must_go_back(name), **SUDO)
+        return
     stack_applied(name="Stack up and healthy", release=release, project=s["app_name"],
-                  images_by_service={"app": s["app_image"], "db": s["postgres_image"]},
-                  pending_migrations=pending, url=s["url"], **SUDO)
+                  images_by_service=services, pending_migrations=pending, url=s["url"], **SUDO)
 
 
 def _files_hash(s: dict) -> str:
@@ -267,7 +317,7 @@ def timers(s: dict, pushed) -> None:
     systemd.daemon_reload(name="Reload systemd when the units changed", _if=pushed.did_change, **SUDO)
     for kind, (key, what, _, _) in TIMERS.items():
         unit = f"vpskit-{kind}-{s['app_name']}.timer"
-        if s[key]:
+        if s[key] and runs_timer(s, kind):
             systemd.service(name=f"{what} timer enabled", service=unit, running=True, enabled=True, **SUDO)
         else:
             systemd.service(name=f"No {kind} timer", service=unit, running=False, enabled=False, **SUDO)

@@ -1,0 +1,231 @@
+"""Several servers (issue 14): two app servers and one db server, three test-bed VPS hosts on one network the
+test bed creates, and a load balancer in front of the app servers (the stand-in proxy image, published on
+127.0.0.1 only). A first deploy from nothing, the database reachable from the app servers alone, rolling
+releases under a probe through the balancer (one that succeeds, one that fails on the second server and is
+brought back), one app server lost, and a deploy with nothing changed. One cluster for the module."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from tests.sites import CREDS
+from tests.support import Traffic, free_port, http, run_pyinfra, wait_until
+from tests.testbed import vps as testbed_vps
+from tests.testbed.vps import docker
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
+
+APP = "example"
+
+
+def address(vps, net: str) -> str:
+    return docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}',
+                  vps.name).stdout.strip()
+
+
+def balancer_config(upstreams: list[str]) -> str:
+    """Round robin over the app servers, each checked on its readiness route every second; a request whose
+    server cannot be reached is tried on the other (what a cloud load balancer does)."""
+    return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
+            "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
+            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 2s\n\t}\n}\n")
+
+
+@pytest.fixture(scope="module")
+def cluster(vps_factory, testbed, tmp_path_factory, example_image):
+    net = testbed_vps.network(f"vpskit-multi-{os.getpid()}", testbed)
+    a, b, db = (vps_factory(tag, network=net) for tag in ("app-a", "app-b", "db"))
+    folder = tmp_path_factory.mktemp("operator")
+    # One key and one known_hosts file for the three servers, as an operator has.
+    public = a.key.with_name(a.key.name + ".pub").read_text()
+    for other in (b, db):
+        other.exec("sh", "-c", "cat >> /home/deploy/.ssh/authorized_keys", input=public)
+    known = folder / "known_hosts"
+    known.write_text("".join(v.known_hosts.read_text() for v in (a, b, db)))
+    env_file = folder / ".env"
+    env_file.write_text("POSTGRES_PASSWORD=multi-db-password\nPAYLOAD_SECRET=multi-payload-secret-0123456789abcdef\n")
+    ips = {v.name: address(v, net) for v in (a, b, db)}
+    env = {"VPSKIT_HOST": "", "VPSKIT_SSH_PORT": "",
+           "VPSKIT_APP_HOSTS": f"127.0.0.1:{a.port} {ips[a.name]}, 127.0.0.1:{b.port} {ips[b.name]}",
+           "VPSKIT_DB_HOST": f"127.0.0.1:{db.port} {ips[db.name]}",
+           "VPSKIT_SSH_KEY": str(a.key), "VPSKIT_SSH_KNOWN_HOSTS": str(known),
+           "VPSKIT_PUBLISH_HOST": "0.0.0.0", "VPSKIT_BACKUP_SCHEDULE": "", "VPSKIT_HEALTH_SCHEDULE": "",
+           "VPSKIT_DRILL_SCHEDULE": ""}
+    started = time.monotonic()
+    out = run_pyinfra(a, env_file, "deploy.py", env=env)
+    first = time.monotonic() - started
+    assert out.returncode == 0, out.stdout[-5000:]
+    # The balancer, on the same network, published on this machine's loopback only.
+    lb_port, lb = free_port(), f"vpskit-lb-{os.getpid()}"
+    config = folder / "Caddyfile"
+    config.write_text(balancer_config([ips[a.name], ips[b.name]]))
+    config.chmod(0o644)
+    docker("run", "-d", "--name", lb, "--network", net, "-p", f"127.0.0.1:{lb_port}:80",
+           "--label", f"vpskit.testbed.session={testbed}", "-v", f"{config}:/etc/caddy/Caddyfile:ro",
+           "caddy:2", "caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile")
+    base = f"http://127.0.0.1:{lb_port}"
+    wait_until(lambda: http("GET", f"{base}/api/health/ready", timeout=3).status == 200, 120, "the balancer")
+    assert http("POST", f"{base}/api/users/first-register", CREDS).status in (200, 201)
+    token = http("POST", f"{base}/api/users/login", CREDS).json()["token"]
+    yield {"a": a, "b": b, "db": db, "ips": ips, "net": net, "env": env, "env_file": env_file, "base": base,
+           "token": token, "lb": lb, "first": first, "version": example_image.split(":", 1)[1], "out": out.stdout}
+    docker("rm", "-f", lb, check=False)
+
+
+def on_server(vps, path: str) -> dict:
+    """What the app server itself answers (curl on the server, to its published port)."""
+    import json
+
+    return json.loads(vps.ssh(f"curl -fsS -m 5 http://127.0.0.1:3000{path}").stdout)
+
+
+def deploy(cluster, *extra: str, env: dict | None = None):
+    return run_pyinfra(cluster["a"], cluster["env_file"], "deploy.py", *extra, env={**cluster["env"], **(env or {})})
+
+
+def variant(tag: str, base_image: str, testbed: str) -> str:
+    """A new version of the example (same code, one more label): what a rolling release ships."""
+    out = docker("build", "-q", "--label", f"vpskit.testbed.session={testbed}", "-t", f"{APP}:{tag}", "-",
+                 input=f"FROM {base_image}\nLABEL vpskit.test.variant={tag}\n")
+    assert out.returncode == 0, out.stderr
+    return tag
+
+
+def test_a_first_deploy_brings_all_three_up(cluster):
+    out = cluster["out"]
+    print(f"\nfirst deploy of three servers: {cluster['first']:.1f}s")
+    for server in ("a", "b"):
+        assert on_server(cluster[server], "/api/health/ready")["status"] == "ready"
+    # The db server runs the database only; the app servers run the app and the proxy, no database.
+    assert cluster["db"].ssh("sudo docker ps --format '{{.Names}}'").stdout.split() == [f"{APP}-db-1"]
+    for server in ("a", "b"):
+        names = set(cluster[server].ssh("sudo docker ps --format '{{.Names}}'").stdout.split())
+        assert "vpskit-proxy" in names and not [n for n in names if "-db-" in n], names
+    assert "Database server up and healthy" in out and "Rolling release on the app servers" in out
+
+
+def test_what_one_app_server_writes_the_other_reads(cluster):
+    headers = {"Authorization": f"JWT {cluster['token']}"}
+    title = f"written through A {time.time():.0f}"
+    # Straight to app server A (from inside it), read back on B: one database behind both.
+    body = '{"title": "' + title + '"}'
+    created = cluster["a"].ssh(f"curl -fsS -m 10 -H 'Content-Type: application/json' "
+                               f"-H 'Authorization: {headers['Authorization']}' -d '{body}' "
+                               "http://127.0.0.1:3000/api/posts")
+    assert created.returncode == 0, created.stderr
+    found = on_server(cluster["b"], "/api/posts?limit=100")
+    assert title in [d["title"] for d in found["docs"]]
+
+
+def test_the_database_answers_the_app_servers_only(cluster):
+    db_ip = cluster["ips"][cluster["db"].name]
+    probe = f"timeout 3 bash -c '</dev/tcp/{db_ip}/5432' && echo open || echo closed"
+    for server in ("a", "b"):
+        assert cluster[server].exec("bash", "-c", probe).stdout.strip() == "open"
+    # Another host on the same network (as the balancer is), and the db server's own loopback.
+    other = docker("run", "--rm", "--network", cluster["net"], "debian:trixie-slim", "bash", "-c", probe,
+                   check=False)
+    assert other.stdout.strip() == "closed", other.stdout + other.stderr
+    local = cluster["db"].exec("bash", "-c", "timeout 3 bash -c '</dev/tcp/127.0.0.1/5432' && echo open || echo closed")
+    assert local.stdout.strip() == "closed"
+    # What the db server's firewall holds: the app servers' addresses, then a drop.
+    rules = cluster["db"].exec("iptables", "-S", "VPSKIT-DB").stdout
+    assert all(cluster["ips"][cluster[x].name] in rules for x in ("a", "b")) and "-j DROP" in rules, rules
+
+
+def test_a_rolling_release_costs_no_request(cluster, testbed):
+    tag = variant("rolled", f"{APP}:{cluster['version']}", testbed)
+    with Traffic(cluster["base"], cluster["token"]) as traffic:
+        out = deploy(cluster, "--data", f"app_version={tag}")
+    assert out.returncode == 0, out.stdout[-5000:]
+    print(f"\nrolling release through the balancer: {traffic.summary()}")
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
+    assert traffic.requests / (traffic.ended - traffic.started) >= 20
+    for server in ("a", "b"):
+        assert on_server(cluster[server], "/api/health")["version"] == tag
+    titles = {d["id"] for d in http("GET", f"{cluster['base']}/api/posts?limit=1000&depth=0",
+                                    headers={"Authorization": f"JWT {cluster['token']}"}).json()["docs"]}
+    assert set(traffic.acknowledged) <= titles
+    # Released one server after the other: the second started once the first was serving.
+    assert out.stdout.count("is serving (released in") == 2
+    cluster["version"] = tag
+
+
+def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster, testbed):
+    before = cluster["version"]
+    tag = variant("never-ready", f"{APP}:{before}", testbed)
+    # Whichever app server is released second: its new container is paused as it starts, so it never answers
+    # ready (the first server's release is left alone).
+    stop, paused = threading.Event(), []
+
+    def pause_the_second() -> None:
+        seen: list[str] = []
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and time.monotonic() < deadline and not paused:
+            for server in ("a", "b"):
+                vps = cluster[server]
+                names = vps.exec("docker", "ps", "--filter", f"label=com.docker.compose.project={APP}",
+                                 "--filter", "label=com.docker.compose.service=app", "--format", "{{.Names}}",
+                                 check=False).stdout.split()
+                if len(names) > 1 and server not in seen:
+                    seen.append(server)
+                    if len(seen) == 2:
+                        serving = vps.exec("cat", f"/opt/{APP}/releases/.serving").stdout.strip()
+                        newest = [n for n in names if n != serving][0]
+                        vps.exec("docker", "pause", newest, check=False)
+                        paused.append((server, newest))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=pause_the_second, daemon=True)
+    watcher.start()
+    try:
+        with Traffic(cluster["base"], cluster["token"]) as traffic:
+            out = deploy(cluster, "--data", f"app_version={tag}", env={"VPSKIT_HEALTH_TIMEOUT": "40"})
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    print(f"\nfailed rollout through the balancer: {traffic.summary()}; paused {paused}")
+    assert paused, out.stdout[-3000:]
+    second = paused[0][0]
+    first = "a" if second == "b" else "b"
+    assert out.returncode != 0
+    second_name = f"127.0.0.1:{cluster[second].port}"
+    assert "did not answer ready within 40s" in out.stdout
+    failed_lines = [ln for ln in out.stdout.splitlines() if second_name in ln and "did not answer ready" in ln]
+    assert failed_lines, out.stdout[-3000:]
+    assert "this server goes back to the release before" in out.stdout
+    for server in (first, second):
+        assert on_server(cluster[server], "/api/health")["version"] == before, server
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
+
+
+def test_a_deploy_with_nothing_changed_changes_nothing(cluster):
+    started = time.monotonic()
+    out = deploy(cluster, "--data", f"app_version={cluster['version']}")
+    took = time.monotonic() - started
+    assert out.returncode == 0, out.stdout[-4000:]
+    print(f"\nno-op deploy of three servers: {took:.1f}s")
+    assert "releasing" not in out.stdout
+    table = out.stdout.split("--> Results:", 1)[1].splitlines()[2:]
+    rows = [m.groups() for m in (re.match(r"^\s+(.+?)\s+([0-9])\s+(\S+)\s+(\S+)\s+(\S+)\s*$", ln) for ln in table)
+            if m and not m.group(1).startswith("Grand total")]
+    assert rows and all(success == "-" for _, _, success, _, _ in rows), rows
+
+
+def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):
+    with Traffic(cluster["base"], cluster["token"]) as traffic:
+        time.sleep(3)  # traffic on both servers first
+        lost_at = time.monotonic()
+        docker("stop", "-t", "0", cluster["b"].name)
+        wait_until(lambda: time.monotonic() - lost_at > 20, 30, "20 s of traffic after the loss")
+    failure_times = [t for t in traffic.failure_times if t >= lost_at]
+    failover = (max(failure_times) - lost_at) if failure_times else 0.0
+    after = [t for t in failure_times if t > lost_at + 10]
+    print(f"\none app server lost: {traffic.summary()}; failures within {failover:.1f}s of the loss")
+    assert not after, traffic.errors[:5]
+    assert traffic.answers and max(traffic.answers) > lost_at + 15

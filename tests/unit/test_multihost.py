@@ -1,0 +1,115 @@
+"""Several servers: the inventory's roles, the settings that tie them together, what each role's compose file
+holds, the db server's packet filter (as a command line) and the rolling release's bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.unit.test_render import ctx
+from vpskit import commands, envfile, rolling, settings
+from vpskit import inventory as inv
+from vpskit.render import render
+from vpskit.settings import SettingsError
+
+
+def compose(**overrides) -> dict:
+    return yaml.safe_load(render("docker-compose.yml", **{**ctx(**overrides), "bundled_proxy": True}))
+
+
+def test_servers_give_each_host_its_role_and_its_peers_addresses():
+    listed = inv.servers(app=[("web1", {"private_address": "10.0.0.5"}), "web2"],
+                         db=("db1", {"private_address": "10.0.0.7"}), common={"ssh_user": "ops"})
+    (a_name, a), (b_name, b) = listed["app_servers"]
+    ((db_name, db),) = listed["db_servers"]
+    assert (a_name, b_name, db_name) == ("web1", "web2", "db1")
+    assert a["role"] == b["role"] == "app" and db["role"] == "db"
+    assert a["database_host"] == b["database_host"] == "10.0.0.7"
+    # An app server without a private address is reached at its SSH address.
+    assert db["database_clients"] == "10.0.0.5,web2"
+    assert a["ssh_user"] == db["ssh_user"] == "ops" and b["ssh_hostname"] == "web2"
+
+
+def test_a_server_listed_twice_is_refused():
+    with pytest.raises(SettingsError, match="listed twice"):
+        inv.servers(app=["web1", "web1"], db="db1")
+    with pytest.raises(SettingsError, match="no app server"):
+        inv.servers(app=[], db="db1")
+
+
+def test_env_entries_name_the_ssh_address_port_and_private_address():
+    assert inv._entry(" 203.0.113.5:2222 10.0.0.5 ", "K") == (
+        "203.0.113.5:2222", {"ssh_hostname": "203.0.113.5", "ssh_port": 2222, "private_address": "10.0.0.5"})
+    assert inv._entry("web1", "K") == ("web1", {"ssh_hostname": "web1", "ssh_port": 22})
+    with pytest.raises(SettingsError, match="VPSKIT_APP_HOSTS: 'a b c' is not valid"):
+        inv._entry("a b c", "VPSKIT_APP_HOSTS")
+    with pytest.raises(SettingsError, match="not a port number"):
+        inv._entry("web1:ssh", "VPSKIT_APP_HOSTS")
+
+
+def test_app_hosts_without_a_db_host_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("VPSKIT_ENV_FILE", str(tmp_path / "none.env"))
+    monkeypatch.setenv("VPSKIT_APP_HOSTS", "203.0.113.5 10.0.0.5")
+    monkeypatch.delenv("VPSKIT_DB_HOST", raising=False)
+    with pytest.raises(SettingsError, match="VPSKIT_APP_HOSTS and VPSKIT_DB_HOST go together"):
+        inv.hosts()
+
+
+def test_roles_need_their_peers():
+    with pytest.raises(SettingsError, match="role=app needs database_host"):
+        settings.load({"role": "app"})
+    with pytest.raises(SettingsError, match="role=db needs database_clients"):
+        settings.load({"role": "db", "private_address": "10.0.0.7"})
+    with pytest.raises(SettingsError, match="role="):
+        settings.load({"role": "web"})
+    assert settings.load({"role": "app", "database_host": "10.0.0.7"})["rollout_batch"] == 1
+
+
+def test_one_server_keeps_both_services():
+    c = compose()
+    assert set(c["services"]) == {"app", "db"} and "depends_on" in c["services"]["app"]
+
+
+def test_an_app_server_runs_no_database_and_connects_to_the_db_server():
+    c = compose(role="app", database_host="10.0.0.7")
+    assert set(c["services"]) == {"app"} and "depends_on" not in c["services"]["app"]
+    s = ctx(role="app", database_host="10.0.0.7")
+    env = envfile.server_env({"POSTGRES_PASSWORD": "p w", "PAYLOAD_SECRET": "x" * 32}, s)
+    assert env["DATABASE_URI"] == env["DATABASE_URL"] == "postgresql://payload:p%20w@10.0.0.7:5432/payload"
+
+
+def test_a_db_server_publishes_postgres_on_its_private_address_only():
+    c = compose(role="db", private_address="10.0.0.7", database_clients="10.0.0.5,10.0.0.6")
+    assert set(c["services"]) == {"db"}
+    assert c["services"]["db"]["ports"] == ["10.0.0.7:5432:5432"]
+    assert "edge" not in c["networks"]
+
+
+def test_the_db_firewall_lets_in_the_app_servers_then_drops():
+    cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"))
+    assert cmd.index("-s 10.0.0.5 -j RETURN") < cmd.index("-s 10.0.0.6 -j RETURN") < cmd.index("-j DROP")
+    # Rebuilt whole (flushed first), hooked into Docker's chain once.
+    assert "iptables -F VPSKIT-DB" in cmd
+    assert "iptables -C DOCKER-USER -p tcp --dport 5432 -j VPSKIT-DB 2>/dev/null || iptables -I DOCKER-USER" in cmd
+    unit = commands.database_firewall_unit("example", ("10.0.0.5",))
+    assert "After=docker.service" in unit and "PartOf=docker.service" in unit and "RemainAfterExit=yes" in unit
+
+
+class _Host:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_a_failed_release_stops_the_rollout_and_sends_the_released_servers_back():
+    rolling.reset()
+    try:
+        assert rolling.may_start()
+        rolling.started(None, _Host("a"))
+        rolling.released(None, _Host("a"))
+        assert rolling.may_start() and not rolling.must_go_back("a")
+        rolling.started(None, _Host("b"))  # b's release fails: never released
+        assert not rolling.may_start()
+        assert rolling.failed() == ["b"]
+        assert rolling.must_go_back("a") and not rolling.must_go_back("b") and not rolling.must_go_back("c")
+    finally:
+        rolling.reset()
