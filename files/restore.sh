@@ -84,17 +84,24 @@ media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HE
   --entrypoint sh "$image" /swap.sh "$@"; }
 media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
 
+# A db server has no app here: the app servers' connections are closed, and kept out until the swap is done.
+has_app=""; if compose config --services | grep -qx app; then has_app=1; fi
 log "swapping the restored database and media in"
-compose stop app >&2
+[ -z "$has_app" ] || compose stop app >&2
 psql -c "DROP DATABASE IF EXISTS \"$old\"" \
+     -c "ALTER DATABASE \"$live\" WITH ALLOW_CONNECTIONS false" \
      -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
      -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
      -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
 media swap
 
-log "starting the app"
-if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
-  die "the app did not become ready on the restored data; the previous database is kept as $old"
+if [ -n "$has_app" ]; then
+  log "starting the app"
+  if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
+    die "the app did not become ready on the restored data; the previous database is kept as $old (connections to it are off: ALTER DATABASE ... WITH ALLOW_CONNECTIONS true to open it)"
+  fi
+else
+  log "the restored database serves the app servers (their open connections were closed; they reconnect)"
 fi
 psql -c "DROP DATABASE IF EXISTS \"$old\""
 log "restored backup $NAME$where: $(sed -n 's/.*"media_files": \([0-9]*\).*/\1/p' "$src/manifest.json" || true) media files; the app version it was taken with: $(sed -n 's/.*"app_version": "\(.*\)".*/\1/p' "$src/manifest.json")"

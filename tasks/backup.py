@@ -14,18 +14,21 @@ from vpskit.backups import download_latest, print_list
 from vpskit.operations import report
 
 s = tasks.plan()
-listing = str(tasks.option("list", "false")).lower()
-if listing == "offsite" and not s["backup_offsite"]:
-    tasks.fail("list=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
-tasks.scripts(s)
-if listing == "true":
-    python.call(name="List backups", function=print_list, backup_dir=s["backup_dir"])
-elif listing == "offsite":
-    report(name="Offsite snapshots", command=f"{s['app_dir']}/bin/offsite.sh list 2>&1", failure="vpskit offsite",
-           _sudo=True)
+if s["role"] == "app":  # several servers: the database and its backups are on the db server
+    tasks.skipped("the backups are on the db server")
 else:
-    report(name="Back up database and media", command=f"{tasks.backup_command(s)} 2>&1", failure="vpskit backup",
-           follow=True, _sudo=True)
-    if str(tasks.option("download", "false")).lower() == "true":
-        python.call(name="Download the backup", function=download_latest, backup_dir=s["backup_dir"],
-                    app_name=s["app_name"], host_name=host.name)
+    listing = str(tasks.option("list", "false")).lower()
+    if listing == "offsite" and not s["backup_offsite"]:
+        tasks.fail("list=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
+    tasks.scripts(s)
+    if listing == "true":
+        python.call(name="List backups", function=print_list, backup_dir=s["backup_dir"])
+    elif listing == "offsite":
+        report(name="Offsite snapshots", command=f"{s['app_dir']}/bin/offsite.sh list 2>&1", failure="vpskit offsite",
+               _sudo=True)
+    else:
+        report(name="Back up database and media", command=f"{tasks.backup_command(s)} 2>&1", failure="vpskit backup",
+               follow=True, _sudo=True)
+        if str(tasks.option("download", "false")).lower() == "true":
+            python.call(name="Download the backup", function=download_latest, backup_dir=s["backup_dir"],
+                        app_name=s["app_name"], host_name=host.name)

@@ -18,28 +18,31 @@ from vpskit.operations import report
 from vpskit.settings import SettingsError
 
 s = tasks.plan()
-given = tasks.option("from")
-source = str(given or "local")
-which = str(tasks.option("backup", "latest"))
-drill = str(tasks.option("drill", "false")).lower() == "true"
-if source not in ("local", "offsite"):
-    tasks.fail(f"from={source!r} is not a backup source: use from=local (default) or from=offsite")
-if source == "offsite" and not s["backup_offsite"]:
-    tasks.fail("from=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
-try:
-    if source == "offsite" and re.fullmatch(r"[0-9a-f]{8,64}", which):
-        name = which  # a restic snapshot id
-    else:
-        name = tasks.backup_name(which)
-except SettingsError as err:
-    tasks.fail(str(err))
-
-tasks.scripts(s)
-if drill:
-    report(name=f"Restore drill of {name}", failure="vpskit drill", follow=True, _sudo=True,
-           command=tasks.drill_command(s, name, str(given or "")) + " 2>&1")
+if s["role"] == "app":  # several servers: the database and its backups are on the db server
+    tasks.skipped("the backups are on the db server")
 else:
-    report(name=f"Restore backup {name}" + (" from offsite" if source == "offsite" else ""),
-           failure="vpskit restore", follow=True, _sudo=True,
-           command=(f"VPSKIT_HEALTH_TIMEOUT={s['health_timeout']} VPSKIT_LOCK_WAIT={s['lock_timeout']} "
-                    f"{s['app_dir']}/bin/restore.sh {s['app_dir']} {s['backup_dir']} {name} {source} 2>&1"))
+    given = tasks.option("from")
+    source = str(given or "local")
+    which = str(tasks.option("backup", "latest"))
+    drill = str(tasks.option("drill", "false")).lower() == "true"
+    if source not in ("local", "offsite"):
+        tasks.fail(f"from={source!r} is not a backup source: use from=local (default) or from=offsite")
+    if source == "offsite" and not s["backup_offsite"]:
+        tasks.fail("from=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
+    try:
+        if source == "offsite" and re.fullmatch(r"[0-9a-f]{8,64}", which):
+            name = which  # a restic snapshot id
+        else:
+            name = tasks.backup_name(which)
+    except SettingsError as err:
+        tasks.fail(str(err))
+
+    tasks.scripts(s)
+    if drill:
+        report(name=f"Restore drill of {name}", failure="vpskit drill", follow=True, _sudo=True,
+               command=tasks.drill_command(s, name, str(given or "")) + " 2>&1")
+    else:
+        report(name=f"Restore backup {name}" + (" from offsite" if source == "offsite" else ""),
+               failure="vpskit restore", follow=True, _sudo=True,
+               command=(f"VPSKIT_HEALTH_TIMEOUT={s['health_timeout']} VPSKIT_LOCK_WAIT={s['lock_timeout']} "
+                        f"{s['app_dir']}/bin/restore.sh {s['app_dir']} {s['backup_dir']} {name} {source} 2>&1"))

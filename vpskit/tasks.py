@@ -136,3 +136,8 @@ def who() -> str:
 def fail(message: str) -> None:
     logger.error(f"vpskit: {message}")
     raise SystemExit(2)
+
+
+def skipped(why: str) -> None:
+    """Says why this host has nothing to do in the task (an app server, when the task is the db server's)."""
+    logger.info(f"{host.print_prefix}nothing to do here: {why}")
