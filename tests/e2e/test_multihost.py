@@ -215,6 +215,12 @@ def test_a_deploy_with_nothing_changed_changes_nothing(cluster):
     rows = [m.groups() for m in (re.match(r"^\s+(.+?)\s+([0-9])\s+(\S+)\s+(\S+)\s+(\S+)\s*$", ln) for ln in table)
             if m and not m.group(1).startswith("Grand total")]
     assert rows and all(success == "-" for _, _, success, _, _ in rows), rows
+    # The same no-op against one of the servers, in this run, for the ratio.
+    started = time.monotonic()
+    one = deploy(cluster, "--data", f"app_version={cluster['version']}", "--limit", f"127.0.0.1:{cluster['a'].port}")
+    alone = time.monotonic() - started
+    assert one.returncode == 0 and "releasing" not in one.stdout, one.stdout[-3000:]
+    print(f"no-op deploy limited to one app server: {alone:.1f}s (three servers: {took / alone:.2f}x)")
 
 
 def test_backup_and_restore_run_on_the_db_server(cluster):

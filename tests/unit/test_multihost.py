@@ -83,6 +83,10 @@ def test_a_db_server_publishes_postgres_on_its_private_address_only():
     assert set(c["services"]) == {"db"}
     assert c["services"]["db"]["ports"] == ["10.0.0.7:5432:5432"]
     assert "edge" not in c["networks"]
+    # A new version of the app changes nothing on the db server.
+    db = {"role": "db", "private_address": "10.0.0.7", "database_clients": "10.0.0.5"}
+    assert render("docker-compose.yml", **{**ctx(**db), "app_version": "v1"}) == \
+        render("docker-compose.yml", **{**ctx(**db), "app_version": "v2"})
 
 
 def test_the_db_firewall_lets_in_the_app_servers_then_drops():
