@@ -30,10 +30,12 @@ def address(vps, net: str) -> str:
 
 def balancer_config(upstreams: list[str]) -> str:
     """Round robin over the app servers, each checked on its readiness route every second; a request whose
-    server cannot be reached is tried on the other (what a cloud load balancer does)."""
+    server cannot be reached is tried on the other (what a cloud load balancer does). No idle connection is
+    reused: an app server's proxy closes its idle ones when it switches versions (docs: section 9)."""
     return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
             "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
-            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 2s\n\t}\n}\n")
+            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 2s\n"
+            "\t\ttransport http {\n\t\t\tkeepalive off\n\t\t}\n\t}\n}\n")
 
 
 @pytest.fixture(scope="module")
