@@ -21,6 +21,7 @@ from tests.testbed.vps import docker
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
 APP = "example"
+VARIANTS: list[str] = []  # the versions this module built here
 
 
 def address(vps, net: str) -> str:
@@ -77,6 +78,8 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
     yield {"a": a, "b": b, "db": db, "ips": ips, "net": net, "env": env, "env_file": env_file, "base": base,
            "token": token, "lb": lb, "first": first, "version": example_image.split(":", 1)[1], "out": out.stdout}
     docker("rm", "-f", lb, check=False)
+    for tag in VARIANTS:
+        docker("rmi", f"{APP}:{tag}", check=False)
 
 
 def on_server(vps, path: str) -> dict:
@@ -95,6 +98,7 @@ def variant(tag: str, base_image: str, testbed: str) -> str:
     out = docker("build", "-q", "--label", f"vpskit.testbed.session={testbed}", "-t", f"{APP}:{tag}", "-",
                  input=f"FROM {base_image}\nLABEL vpskit.test.variant={tag}\n")
     assert out.returncode == 0, out.stderr
+    VARIANTS.append(tag)  # removed with the cluster
     return tag
 
 
