@@ -117,3 +117,23 @@ def test_a_failed_release_stops_the_rollout_and_sends_the_released_servers_back(
         assert rolling.must_go_back("a") and not rolling.must_go_back("b") and not rolling.must_go_back("c")
     finally:
         rolling.reset()
+
+
+def test_an_app_that_leaves_its_migrations_to_vpskit_is_refused_on_app_servers(tmp_path, monkeypatch):
+    from vpskit import preflight
+
+    env = tmp_path / ".env"
+    env.write_text("POSTGRES_PASSWORD=p\nPAYLOAD_SECRET=" + "x" * 32 + "\n")
+    monkeypatch.setenv("VPSKIT_ENV_FILE", str(env))
+    import shutil
+    from pathlib import Path
+
+    app = tmp_path / "app"  # the example, with its migrations left to vpskit (no prodMigrations)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "example", app,
+                    ignore=shutil.ignore_patterns("node_modules", ".next", "media"))
+    config = app / "src" / "payload.config.ts"
+    config.write_text(config.read_text().replace("prodMigrations: migrations,", ""))
+    data = {"role": "app", "database_host": "10.0.0.7", "app_path": str(app), "ssh_hostname": "192.0.2.1",
+            "ssh_port": 22}
+    with pytest.raises(SettingsError, match="on several servers the app must apply them at boot"):
+        preflight.check("production", data, argv=["pyinfra", "inventory.py", "deploy.py"])
