@@ -42,6 +42,10 @@ cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; ex
 # shellcheck source=files/common.sh
 . "$HERE/common.sh"  # the one definition of healthy
 
+# What this server runs: the app and the database (one server), the app (an app server), the database (a db server).
+services=$(docker compose config --services 2>/dev/null)
+has() { grep -qx "$1" <<< "$services"; }
+
 states=$(stack_states)
 [ -n "$states" ] || report FAIL stack "no services (is docker-compose.yml valid? run deploy.py)"
 while read -r service state; do
@@ -59,12 +63,14 @@ if [ -f /opt/vpskit-proxy/docker-compose.yml ]; then
   if [ "$st" = running ]; then report ok proxy "running"; else report FAIL proxy "container $st: run deploy.py"; fi
 fi
 
-for path in /api/health /api/health/ready; do
-  answer=$(http_get "$path")
-  code=${answer%% *}
-  why=$(reason_of "$answer")
-  if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code${why:+: $why}"; fi
-done
+if has app; then
+  for path in /api/health /api/health/ready; do
+    answer=$(http_get "$path")
+    code=${answer%% *}
+    why=$(reason_of "$answer")
+    if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code${why:+: $why}"; fi
+  done
+fi
 
 read -r avail_kb pct < <(df -Pk /var/lib/docker 2>/dev/null | awk 'NR==2 {print $4, 100 - $5}')
 if [ "${avail_kb:-0}" -ge $((MIN_FREE_MB * 1024)) ] && [ "${pct:-0}" -ge "$MIN_FREE_PCT" ]; then
@@ -80,17 +86,20 @@ else
   report FAIL memory "only $((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
 fi
 
-last=$(backup_names "$BACKUP_DIR" | tail -1)
-if [ -z "$last" ]; then
-  report FAIL backup "no backup in $BACKUP_DIR yet: run tasks/backup.py"
-else
-  age_h=$(( ($(date -u +%s) - $(date -u -d "${last:0:4}-${last:4:2}-${last:6:2} ${last:9:2}:${last:11:2}:${last:13:2}" +%s)) / 3600 ))
-  if [ "$age_h" -le "$MAX_AGE_H" ]; then report ok backup "last $last (${age_h}h ago)"
-  else report FAIL backup "last $last is ${age_h}h old (limit ${MAX_AGE_H}h)"; fi
+# Backups are taken where the database is.
+if has db; then
+  last=$(backup_names "$BACKUP_DIR" | tail -1)
+  if [ -z "$last" ]; then
+    report FAIL backup "no backup in $BACKUP_DIR yet: run tasks/backup.py"
+  else
+    age_h=$(( ($(date -u +%s) - $(date -u -d "${last:0:4}-${last:4:2}-${last:6:2} ${last:9:2}:${last:11:2}:${last:13:2}" +%s)) / 3600 ))
+    if [ "$age_h" -le "$MAX_AGE_H" ]; then report ok backup "last $last (${age_h}h ago)"
+    else report FAIL backup "last $last is ${age_h}h old (limit ${MAX_AGE_H}h)"; fi
+  fi
 fi
 
 # The last confirmed offsite copy (files/offsite.sh writes it), when backup_offsite is set.
-if [ -n "$(offsite_repository "$APP_DIR")" ]; then
+if has db && [ -n "$(offsite_repository "$APP_DIR")" ]; then
   if read -r name snapshot at < "$BACKUP_DIR/.offsite-last" 2>/dev/null; then
     age=$(( $(date -u +%s) - at ))
     took="$((age / 3600))h $((age % 3600 / 60))m"

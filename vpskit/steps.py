@@ -187,8 +187,9 @@ TIMERS = {
 
 
 def runs_timer(s: dict, kind: str) -> bool:
-    """Backups and drills run where the database is; the health check where the whole stack is (one server)."""
-    return s["role"] == "all" or (s["role"] == "db" and kind != "health")
+    """Backups and drills run where the database is; the health check on every server (it checks what the
+    server runs)."""
+    return kind == "health" or s["role"] != "app"
 
 
 def timer_units(s: dict) -> dict[str, str]:

@@ -261,6 +261,14 @@ def test_backup_and_restore_run_on_the_db_server(cluster):
     wait_until(lambda: kept in titles() and later not in titles(), 60, "the restored posts through the balancer")
     for server in ("a", "b"):
         assert on_server(cluster[server], "/api/health/ready")["status"] == "ready"
+    # Each server's health check checks what it runs: the app servers their app, the db server its backups.
+    health = run_pyinfra(cluster["a"], cluster["env_file"], "tasks/health.py", env=cluster["env"])
+    assert health.returncode == 0, health.stdout[-3000:]
+    lines = health.stdout.splitlines()
+    assert sum(1 for ln in lines if ln.rstrip().endswith("] healthy")) == 3, health.stdout[-3000:]
+    db = f"[127.0.0.1:{cluster['db'].port}]"
+    assert [ln for ln in lines if db in ln and "ok   backup: last" in ln]
+    assert not [ln for ln in lines if db in ln and "/api/health" in ln]
 
 
 def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):

@@ -137,3 +137,11 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_is_refused_on_app_servers(t
             "ssh_port": 22}
     with pytest.raises(SettingsError, match="on several servers the app must apply them at boot"):
         preflight.check("production", data, argv=["pyinfra", "inventory.py", "deploy.py"])
+
+
+def test_timers_follow_the_role():
+    from vpskit.steps import runs_timer
+
+    assert all(runs_timer({"role": "all"}, k) for k in ("backup", "drill", "health"))
+    assert [k for k in ("backup", "drill", "health") if runs_timer({"role": "app"}, k)] == ["health"]
+    assert all(runs_timer({"role": "db"}, k) for k in ("backup", "drill", "health"))
