@@ -76,7 +76,7 @@ def _port(text: str, key: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise SettingsError(f"{key}: {text!r} is not a port number: use e.g. 22") from None
+        raise SettingsError(f"{key}={text!r} is not a port number: use e.g. 22") from None
 
 
 def _ssh_data(cfg: dict[str, str]) -> dict[str, object]:
@@ -101,7 +101,10 @@ def _entry(text: str, key: str) -> tuple[str, dict[str, object]]:
         raise SettingsError(f"{key}: {text.strip()!r} is not valid: give each server as `address[:ssh_port] "
                             "[private_address]`, servers separated by commas")
     address, _, port = parts[0].partition(":")
-    data: dict[str, object] = {"ssh_hostname": address, "ssh_port": _port(port or "22", key)}
+    if not (port or "22").isdigit():
+        raise SettingsError(f"{key}: {parts[0]!r} has {port!r} for a port, which is not a port number: use e.g. "
+                            "203.0.113.5:22")
+    data: dict[str, object] = {"ssh_hostname": address, "ssh_port": int(port or "22")}
     if len(parts) == 2:
         data["private_address"] = parts[1]
     return parts[0], data

@@ -43,8 +43,12 @@ def test_env_entries_name_the_ssh_address_port_and_private_address():
     assert inv._entry("web1", "K") == ("web1", {"ssh_hostname": "web1", "ssh_port": 22})
     with pytest.raises(SettingsError, match="VPSKIT_APP_HOSTS: 'a b c' is not valid"):
         inv._entry("a b c", "VPSKIT_APP_HOSTS")
-    with pytest.raises(SettingsError, match="not a port number"):
+    with pytest.raises(SettingsError, match="'web1:ssh' has 'ssh' for a port, which is not a port number"):
         inv._entry("web1:ssh", "VPSKIT_APP_HOSTS")
+    # One server's message is as before the several-server inventory.
+    with pytest.raises(SettingsError) as err:
+        inv._port("ssh", "VPSKIT_SSH_PORT")
+    assert str(err.value) == "VPSKIT_SSH_PORT='ssh' is not a port number: use e.g. 22"
 
 
 def test_app_hosts_without_a_db_host_is_one_clear_error(monkeypatch, tmp_path):
