@@ -82,6 +82,22 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
         docker("rmi", f"{APP}:{tag}", check=False)
 
 
+def explain(cluster, traffic) -> str:
+    """When a request failed: when (seconds into the traffic), and what the balancer and each app server's
+    proxy logged as errors meanwhile (Caddy names the upstream and the error of a 502)."""
+    if not (traffic.failures or traffic.failed_writes):
+        return ""
+    at = ", ".join(f"{t - traffic.started:.1f}s" for t in sorted(traffic.failure_times))
+    lb = docker("logs", "--since", "15m", cluster["lb"], check=False)
+    lines = [f"failures at {at} into the traffic", "balancer:"]
+    lines += [ln[:400] for ln in (lb.stdout + lb.stderr).splitlines() if '"error"' in ln][-8:]
+    for server in ("a", "b"):
+        out = cluster[server].exec("sh", "-c", "docker logs --since 15m vpskit-proxy 2>&1 | grep '\"error\"' | tail -8",
+                                   check=False).stdout
+        lines += [f"app server {server}'s proxy:", *[ln[:400] for ln in out.splitlines()]]
+    return "\n".join(lines)
+
+
 def on_server(vps, path: str) -> dict:
     """What the app server itself answers (curl on the server, to its published port)."""
     import json
@@ -150,7 +166,8 @@ def test_a_rolling_release_costs_no_request(cluster, testbed):
         out = deploy(cluster, "--data", f"app_version={tag}")
     assert out.returncode == 0, out.stdout[-5000:]
     print(f"\nrolling release through the balancer: {traffic.summary()}")
-    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5],
+                                                                  explain(cluster, traffic))
     assert traffic.requests / (traffic.ended - traffic.started) >= 20
     for server in ("a", "b"):
         assert on_server(cluster[server], "/api/health")["version"] == tag
@@ -207,7 +224,8 @@ def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster
     assert "this server goes back to the release before" in out.stdout
     for server in (first, second):
         assert on_server(cluster[server], "/api/health")["version"] == before, server
-    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5],
+                                                                  explain(cluster, traffic))
 
 
 def test_a_deploy_with_nothing_changed_changes_nothing(cluster):
