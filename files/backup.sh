@@ -4,7 +4,7 @@
 #   backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]
 #
 # The database as a pg_dump custom-format archive streamed from the db container to disk (never held in
-# memory), the media volume as a tar, each media file's checksum, a SHA256SUMS sidecar and a manifest (with
+# memory), the media (the app's volume, or its bucket when media_bucket is set) as a tar, each media file's checksum, a SHA256SUMS sidecar and a manifest (with
 # the rows of every table the dump holds, for the restore drill). Written under a .partial name, fsynced,
 # checked with pg_restore --list, then renamed: a folder without .partial is a complete, verified backup.
 # Retention runs only after a successful backup and never removes the newest good backup. Then, when
@@ -75,8 +75,19 @@ compose exec -T db sh -c 'pg_restore --list' < "$work/db.dump" > /dev/null \
 compose exec -T db sh -c 'pg_restore --data-only -f -' < "$work/db.dump" \
   | awk '/^COPY / {t = $2; n = 0; c = 1; next} c && $0 == "\\." {print n, t; c = 0; next} c {n++}' \
   > "$work/tables" || failed_writing "the row counts"
-docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar "$(docker inspect -f '{{.Config.Image}}' "$db_id")" \
-  -C /media -cf - . > "$work/media.tar" || failed_writing "the media archive"
+remote=$(media_remote "$APP_DIR")
+if [ -n "$remote" ]; then
+  # Media in a bucket (media_bucket): its files, fetched here, go into the same archive as a volume's would.
+  mkdir "$work/media"
+  media_rclone "$APP_DIR" copy "$remote" "$work/media" || failed_writing "the media from the bucket ${remote#*:}"
+  tar -C "$work/media" -cf "$work/media.tar" . || failed_writing "the media archive"
+  rm -rf "${work:?}/media"
+  from=", from the bucket ${remote#*:}"
+else
+  docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar "$(docker inspect -f '{{.Config.Image}}' "$db_id")" \
+    -C /media -cf - . > "$work/media.tar" || failed_writing "the media archive"
+  from=""
+fi
 # Each media file's checksum, read from the archive itself: what a restore puts back.
 # shellcheck disable=SC2016 # expanded by the shell tar starts for each file
 tar -xf "$work/media.tar" --to-command='sha256sum | sed "s|-\$|$TAR_FILENAME|"' > "$work/media.sha256" \
@@ -106,6 +117,7 @@ cat > "$work/manifest.json" <<EOF
   "db_dump_bytes": $db_bytes,
   "media_tar_bytes": $media_bytes,
   "media_files": $media_files,
+  "media_bucket": "${remote#*:}",
   "seconds": $(( $(date +%s) - t0 )),
   "tables": {
 $tables
@@ -116,7 +128,7 @@ sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
 trap - EXIT
-log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(human_size "$db_bytes"), media $(human_size "$media_bytes") ($media_files files), in $dest"
+log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(human_size "$db_bytes"), media $(human_size "$media_bytes") ($media_files files$from), in $dest"
 
 # A restore's safety backup (KEEP_DAILY=none) is neither pruned nor copied offsite: it is the way back from
 # that restore on this server, not a copy of the site (and must never become the newest offsite backup).

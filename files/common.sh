@@ -135,6 +135,22 @@ offsite_repository() { # offsite_repository APP_DIR
     | tr -d "'"
 }
 
+# The bucket the app's media live in (media_bucket), as an rclone remote (vpskitmedia:BUCKET), or nothing:
+# the media are then in the app's Docker volume. Read from the root-only file deploy.py writes.
+media_remote() { # media_remote APP_DIR
+  { sed -n "s/^export VPSKIT_MEDIA_REMOTE=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null || true; } \
+    | tr -d "'"
+}
+
+# rclone with the remote's settings and keys from that file, in a subshell: they reach no other command.
+media_rclone() { # media_rclone APP_DIR RCLONE_ARGS...
+  local conf
+  conf="/etc/vpskit/$(basename "$1")/offsite.env"
+  shift
+  # shellcheck source=/dev/null
+  (. "$conf" && rclone --config /dev/null --retries 3 --low-level-retries 5 --contimeout 15s "$@")
+}
+
 # The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
 # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }

@@ -78,11 +78,22 @@ if ! compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\"
   die "pg_restore into the scratch database failed: the live database is unchanged"
 fi
 
-log "unpacking the media beside the live files"
-image=$(docker inspect -f '{{.Config.Image}}' "$db_id")
-media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HERE/media-swap.sh:/swap.sh:ro" \
-  --entrypoint sh "$image" /swap.sh "$@"; }
-media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
+remote=$(media_remote "$APP_DIR")
+if [ -n "$remote" ]; then
+  # Media in a bucket (media_bucket): unpacked here, then the bucket made equal to them after the database swap.
+  log "unpacking the media for the bucket ${remote#*:}"
+  staged="$ROOT/.media-restore"
+  rm -rf "$staged" && mkdir -m 700 "$staged"
+  trap 'rm -rf "$staged" ${fetched:+"$fetched"}' EXIT
+  tar -C "$staged" -xf "$src/media.tar" || die "unpacking the media failed: nothing was changed"
+  media() { [ "$1" = swap ] && media_rclone "$APP_DIR" sync "$staged" "$remote"; }
+else
+  log "unpacking the media beside the live files"
+  image=$(docker inspect -f '{{.Config.Image}}' "$db_id")
+  media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HERE/media-swap.sh:/swap.sh:ro" \
+    --entrypoint sh "$image" /swap.sh "$@"; }
+  media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
+fi
 
 # A db server has no app here: the app servers' connections are closed, and kept out until the swap is done.
 has_app=""; if compose config --services | grep -qx app; then has_app=1; fi
@@ -93,7 +104,7 @@ psql -c "DROP DATABASE IF EXISTS \"$old\"" \
      -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
      -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
      -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
-media swap
+media swap || die "the database is restored but putting the media back failed (above): run this restore again (the safety backup is $safety)"
 
 if [ -n "$has_app" ]; then
   log "starting the app"

@@ -63,6 +63,11 @@ drill_schedule = "Sun *-*-* 04:45:00"  # OnCalendar of the restore drill (latest
 health_schedule = "hourly"  # OnCalendar of the scheduled health check (alerts NOTIFY_URL when it fails); "" = none
 notify_releases = False  # also send NOTIFY_URL one message per release with its result
 
+# --- Media (uploads; bucket keys in .env: S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY)
+media_bucket = ""  # S3-compatible bucket for uploads, needed with several app servers; "" = the app server's disk
+media_endpoint = ""  # the bucket's S3 endpoint URL (MinIO, R2, Hetzner, ...); "" = AWS S3 itself
+media_region = "us-east-1"  # the bucket's region (most S3-compatible stores accept any)
+
 # --- Several servers (the inventory sets these from VPSKIT_APP_HOSTS and VPSKIT_DB_HOST; see inventory.py)
 role = "all"  # what this host runs: "all" (app, database, proxy), "app" (app and proxy), "db" (the database only)
 private_address = ""  # this host's address on the private network its peers use; "" = its SSH address

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from dotenv import dotenv_values
 
+from vpskit.media import MediaStore
 from vpskit.offsite import SECRET_KEYS
 from vpskit.settings import SettingsError
 
@@ -72,6 +73,10 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     public = settings.get("public_url") or (f"https://{settings['domain']}" if settings.get("domain") else "")
     if public:
         env["PAYLOAD_PUBLIC_SERVER_URL"] = public.rstrip("/")
+    # Uploads in a bucket (media_bucket): its address; its keys follow from .env below.
+    store = MediaStore.of(settings, values) if settings.get("role", "all") != "db" else None
+    if store:
+        env.update(store.app_env())
     for key, value in values.items():
         if key not in env or key == "PAYLOAD_PUBLIC_SERVER_URL":
             # Backup and alert secrets go to the server's root-only file (vpskit/offsite.py), not to the app.

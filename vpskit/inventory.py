@@ -12,6 +12,7 @@ from dotenv import dotenv_values
 
 from vpskit import preflight
 from vpskit.envfile import env_file_path
+from vpskit.media import several_app_servers_check
 from vpskit.settings import CHECKS, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,9 @@ def hosts() -> dict[str, list]:
         db = _entry(cfg["VPSKIT_DB_HOST"], "VPSKIT_DB_HOST")
         listed = servers(app=apps, db=db, common={**data, **_ssh_data(cfg)})
         for _name, host_data in listed["app_servers"] + listed["db_servers"]:
-            preflight.check(group, host_data)
+            checked = preflight.check(group, host_data)
+            if host_data["role"] == "app":
+                several_app_servers_check(len(listed["app_servers"]), checked)
         return {**{g: (listed["app_servers"] + listed["db_servers"] if g == group else []) for g in GROUPS},
                 "app_servers": listed["app_servers"], "db_servers": listed["db_servers"]}
     host = cfg.get("VPSKIT_HOST", "")

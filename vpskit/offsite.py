@@ -1,5 +1,6 @@
 """Offsite copies and alerts, seen from the deploying machine: what the server's root-only configuration
-file holds (restic's repository and password, S3 keys, the SSH key for sftp, the webhook URL), rendered here
+file holds (restic's repository and password, S3 keys, the SSH key for sftp, the webhook URL, the media
+bucket's rclone remote), rendered here
 and pushed like any other file. The server scripts (files/offsite.sh, notify.sh, drill.sh) only read it.
 
     conf = Offsite.of(settings, envfile.read())
@@ -13,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from vpskit.media import MediaStore
 from vpskit.settings import SettingsError, seconds
 
 CONF_ROOT = "/etc/vpskit"
@@ -59,6 +61,7 @@ class Offsite:
     notify_releases: bool
     keep: tuple[int, int, int]
     max_age: int  # seconds
+    media: MediaStore | None = None  # uploads in a bucket, on the server that takes the backups
 
     @classmethod
     def of(cls, s: dict, env: dict[str, str]) -> Offsite:
@@ -84,7 +87,9 @@ class Offsite:
             key = Path(path).expanduser().read_text()
         return cls(s["app_name"], repo, password, access, secret, key, env.get("NOTIFY_URL", ""),
                    s["notify_releases"], (s["backup_keep_daily"], s["backup_keep_weekly"], s["backup_keep_monthly"]),
-                   seconds(s["offsite_max_age"]))
+                   seconds(s["offsite_max_age"]),
+                   # Backups run where the database is: an app server needs no copy of the bucket's keys here.
+                   MediaStore.of(s, env) if s["role"] != "app" else None)
 
     @property
     def dir(self) -> str:
@@ -101,6 +106,8 @@ class Offsite:
         if kind(self.repository) == "sftp":
             out["VPSKIT_SFTP_COMMAND"] = sftp_command(self.repository, f"{self.dir}/offsite_ssh_key",
                                                       f"{self.dir}/offsite_known_hosts")
+        if self.media:
+            out |= self.media.rclone_env()
         if self.notify_url:
             out["NOTIFY_URL"] = self.notify_url
             out["VPSKIT_NOTIFY_RELEASES"] = "1" if self.notify_releases else ""
@@ -117,6 +124,8 @@ class Offsite:
         return files
 
     def packages(self) -> list[str]:
-        """Distribution packages the server needs for this: restic, ssh for sftp, curl for the webhook."""
-        wanted = (["restic"] if self.repository else []) + (["openssh-client"] if self.ssh_key else [])
+        """Distribution packages the server needs for this: restic, ssh for sftp, rclone for media in a bucket,
+        curl for the webhook."""
+        wanted = (["restic"] if self.repository else []) + (["rclone"] if self.media else [])
+        wanted += ["openssh-client"] if self.ssh_key else []
         return wanted + (["curl"] if self.notify_url else [])

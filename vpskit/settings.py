@@ -139,6 +139,11 @@ CHECKS = {
     "health_schedule": _str(re.compile(r"^[A-Za-z0-9*:/,. -]+$"), "use a systemd OnCalendar value such as "
                             "hourly or '*:0/15', or empty for no scheduled check", empty=True),
     "notify_releases": _bool,
+    "media_bucket": _str(re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "use the bucket's name (lowercase "
+                         "letters, digits, '.' and '-'), or empty for media on the app server's disk", empty=True),
+    "media_endpoint": _str(re.compile(r"^https?://[^\s'\"/]+(/[^\s'\"]*)?$"), "use the endpoint's URL, such as "
+                           "https://fsn1.your-objectstorage.com (or empty for AWS S3)", empty=True),
+    "media_region": _str(re.compile(r"^[a-z0-9-]{1,40}$"), "use a region name such as us-east-1"),
     "role": _choice("all", "app", "db"),
     "private_address": _str(_ADDRESS, "use an IPv4 address or a host name", empty=True),
     "database_host": _str(_ADDRESS, "use the db server's private IPv4 address or host name", empty=True),

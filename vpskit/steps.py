@@ -15,7 +15,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, commands, envfile, images, offsite, proxy, rolling, settings, shipping, tasks
+from vpskit import app_check, commands, envfile, images, media, offsite, proxy, rolling, settings, shipping, tasks
 from vpskit.facts import AppliedMigrations, ProxyState
 from vpskit.operations import (
     ManagedFile,
@@ -80,7 +80,10 @@ def _url(s: dict, server: str) -> str:
 def plan() -> dict:
     """Validated settings plus what follows from them (version, image, paths, server env) for this host."""
     keys = [d.key for d in settings.defaults()]
-    return _plan(tuple((k, host.data.get(k)) for k in keys))
+    s = _plan(tuple((k, host.data.get(k)) for k in keys))
+    if s["role"] == "app":  # an inventory.py listing its servers by hand is checked here
+        media.several_app_servers_check(len(host.inventory.get_group("app_servers", [])), s)
+    return s
 
 
 def docker_engine(s: dict) -> None:

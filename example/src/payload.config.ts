@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { Media } from './collections/Media'
 import { Posts } from './collections/Posts'
 import { Users } from './collections/Users'
+import { mediaStorage } from './lib/mediaStorage'
 import { attachPoolErrorHandler } from './lib/poolErrors'
 import { migrations } from './migrations'
 
@@ -47,6 +48,7 @@ export default buildConfig({
     prodMigrations: migrations,
     migrationDir: path.resolve(dirname, 'migrations'),
   }),
+  plugins: [mediaStorage()],
   onInit: async (payload) => {
     attachPoolErrorHandler(payload)
   },
