@@ -6,6 +6,7 @@ brought back), one app server lost, and a deploy with nothing changed. One clust
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -13,14 +14,15 @@ import time
 
 import pytest
 
-from tests.sites import CREDS
-from tests.support import Traffic, free_port, http, run_pyinfra, wait_until
+from tests.sites import CREDS, Site
+from tests.support import S3Server, Traffic, free_port, http, multipart, run_pyinfra, wait_until
 from tests.testbed import vps as testbed_vps
 from tests.testbed.vps import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
 APP = "example"
+BUCKET = "vpskit-media"  # the app servers' shared media
 VARIANTS: list[str] = []  # the versions this module built here
 
 
@@ -50,15 +52,21 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
         other.exec("sh", "-c", "cat >> /home/deploy/.ssh/authorized_keys", input=public)
     known = folder / "known_hosts"
     known.write_text("".join(v.known_hosts.read_text() for v in (a, b, db)))
+    # The media bucket, on the test bed's S3-compatible server: made by the operator, as at a provider.
+    s3 = S3Server(f"vpskit-media-{os.getpid()}", net, testbed).run().wait_ready()
+    made = docker("exec", s3.name, "curl", "-fsS", "-m", "10", "-X", "PUT", f"http://127.0.0.1:5000/{BUCKET}",
+                  check=False)
+    assert made.returncode == 0, made.stderr
     env_file = folder / ".env"
-    env_file.write_text("POSTGRES_PASSWORD=multi-db-password\nPAYLOAD_SECRET=multi-payload-secret-0123456789abcdef\n")
+    env_file.write_text("POSTGRES_PASSWORD=multi-db-password\nPAYLOAD_SECRET=multi-payload-secret-0123456789abcdef\n"
+                        f"S3_ACCESS_KEY_ID={s3.access_key}\nS3_SECRET_ACCESS_KEY={s3.secret_key}\n")
     ips = {v.name: address(v, net) for v in (a, b, db)}
     env = {"VPSKIT_HOST": "", "VPSKIT_SSH_PORT": "",
            "VPSKIT_APP_HOSTS": f"127.0.0.1:{a.port} {ips[a.name]}, 127.0.0.1:{b.port} {ips[b.name]}",
            "VPSKIT_DB_HOST": f"127.0.0.1:{db.port} {ips[db.name]}",
            "VPSKIT_SSH_KEY": str(a.key), "VPSKIT_SSH_KNOWN_HOSTS": str(known),
            "VPSKIT_PUBLISH_HOST": "0.0.0.0", "VPSKIT_BACKUP_SCHEDULE": "", "VPSKIT_HEALTH_SCHEDULE": "",
-           "VPSKIT_DRILL_SCHEDULE": ""}
+           "VPSKIT_DRILL_SCHEDULE": "", "VPSKIT_MEDIA_BUCKET": BUCKET, "VPSKIT_MEDIA_ENDPOINT": s3.endpoint}
     started = time.monotonic()
     out = run_pyinfra(a, env_file, "deploy.py", env=env)
     first = time.monotonic() - started
@@ -76,8 +84,10 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
     assert http("POST", f"{base}/api/users/first-register", CREDS).status in (200, 201)
     token = http("POST", f"{base}/api/users/login", CREDS).json()["token"]
     yield {"a": a, "b": b, "db": db, "ips": ips, "net": net, "env": env, "env_file": env_file, "base": base,
-           "token": token, "lb": lb, "first": first, "version": example_image.split(":", 1)[1], "out": out.stdout}
+           "token": token, "lb": lb, "first": first, "version": example_image.split(":", 1)[1], "out": out.stdout,
+           "s3": s3}
     docker("rm", "-f", lb, check=False)
+    s3.remove()
     for tag in VARIANTS:
         docker("rmi", f"{APP}:{tag}", check=False)
 
@@ -142,6 +152,42 @@ def test_what_one_app_server_writes_the_other_reads(cluster):
     assert created.returncode == 0, created.stderr
     found = on_server(cluster["b"], "/api/posts?limit=100")
     assert title in [d["title"] for d in found["docs"]]
+
+
+def bucket_keys(cluster) -> list[str]:
+    """The objects in the media bucket (moto lists them without a signature)."""
+    out = docker("exec", cluster["s3"].name, "curl", "-fsS", "-m", "10", f"http://127.0.0.1:5000/{BUCKET}?list-type=2")
+    return re.findall(r"<Key>([^<]+)</Key>", out.stdout)
+
+
+def upload(base: str, token: str, name: str, data: bytes) -> dict:
+    body, ctype = multipart({"_payload": '{"alt": "shared"}'}, {"file": (name, data, "application/x-bin")})
+    made = http("POST", f"{base}/api/media", body, headers={"Authorization": f"JWT {token}", "Content-Type": ctype},
+                timeout=30)
+    assert made.status == 201, made.body[:300]
+    return made.json()["doc"]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_media_file_written_through_one_app_server_is_read_through_the_other(cluster):
+    through = {x: Site(cluster[x]).open() for x in ("a", "b")}  # each app server's own port, by SSH tunnel
+    try:
+        data = os.urandom(64_000)
+        doc = upload(through["a"].base, cluster["token"], f"shared-{time.time():.0f}.bin", data)
+        got = http("GET", f"{through['b'].base}{doc['url']}", timeout=30)
+        assert got.status == 200 and sha(got.body) == sha(data)
+    finally:
+        for site in through.values():
+            site.close()
+    # In the bucket, and on neither app server's disk.
+    assert doc["filename"] in bucket_keys(cluster)
+    for server in ("a", "b"):
+        stored = cluster[server].exec("sh", "-c", f"ls /var/lib/docker/volumes/{APP}_media/_data 2>/dev/null",
+                                      check=False).stdout.split()
+        assert doc["filename"] not in stored, (server, stored)
 
 
 def test_the_database_answers_the_app_servers_only(cluster):
@@ -258,14 +304,21 @@ def test_backup_and_restore_run_on_the_db_server(cluster):
     base = cluster["base"]
     kept = f"before the backup {time.time():.0f}"
     assert http("POST", f"{base}/api/posts", {"title": kept}, headers=auth).status == 201
+    kept_data = os.urandom(40_000)
+    kept_media = upload(base, cluster["token"], f"kept-{time.time():.0f}.bin", kept_data)
     backup = run_pyinfra(cluster["a"], cluster["env_file"], "tasks/backup.py", env=cluster["env"])
     assert backup.returncode == 0, backup.stdout[-3000:]
     assert "nothing to do here: the backups are on the db server" in backup.stdout
     done = [ln for ln in backup.stdout.splitlines() if "backup " in ln and " complete in " in ln]
     assert len(done) == 1 and f"127.0.0.1:{cluster['db'].port}" in done[0], done
+    assert f"from the bucket {BUCKET}" in done[0], done
     name = done[0].split("backup ", 1)[1].split()[0]
     later = f"after the backup {time.time():.0f}"
     assert http("POST", f"{base}/api/posts", {"title": later}, headers=auth).status == 201
+    # After the backup: the kept file deleted (its object goes), another one added.
+    assert http("DELETE", f"{base}/api/media/{kept_media['id']}", headers=auth).status == 200
+    later_media = upload(base, cluster["token"], f"later-{time.time():.0f}.bin", os.urandom(1000))
+    assert kept_media["filename"] not in bucket_keys(cluster)
     restore = run_pyinfra(cluster["a"], cluster["env_file"], "tasks/restore.py", "--data", f"backup={name}",
                           env=cluster["env"])
     assert restore.returncode == 0, restore.stdout[-3000:]
@@ -277,6 +330,11 @@ def test_backup_and_restore_run_on_the_db_server(cluster):
 
     # Both app servers read the restored database (their old connections were closed; they reconnect).
     wait_until(lambda: kept in titles() and later not in titles(), 60, "the restored posts through the balancer")
+    # The bucket holds what it held at the backup: the deleted file is back, the later one gone.
+    keys = bucket_keys(cluster)
+    assert kept_media["filename"] in keys and later_media["filename"] not in keys, keys
+    back = http("GET", f"{base}{kept_media['url']}", timeout=30)
+    assert back.status == 200 and sha(back.body) == sha(kept_data)
     for server in ("a", "b"):
         assert on_server(cluster[server], "/api/health/ready")["status"] == "ready"
     # Each server's health check checks what it runs: the app servers their app, the db server its backups.
