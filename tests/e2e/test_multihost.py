@@ -32,12 +32,13 @@ def address(vps, net: str) -> str:
 
 
 def balancer_config(upstreams: list[str]) -> str:
-    """Round robin over the app servers, each checked on its readiness route every second; a request whose
+    """Round robin over the app servers, each checked on its readiness route every second (5 s to answer: this
+    Caddy, 2.6, takes a server out on one failed check, and a loaded test machine is slow); a request whose
     server cannot be reached is tried on the other (what a cloud load balancer does). No idle connection is
     reused: an app server's proxy closes its idle ones when it switches versions (docs: section 9)."""
     return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
             "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
-            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 2s\n"
+            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 5s\n"
             "\t\ttransport http {\n\t\t\tkeepalive off\n\t\t}\n\t}\n}\n")
 
 
@@ -66,7 +67,9 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
            "VPSKIT_DB_HOST": f"127.0.0.1:{db.port} {ips[db.name]}",
            "VPSKIT_SSH_KEY": str(a.key), "VPSKIT_SSH_KNOWN_HOSTS": str(known),
            "VPSKIT_PUBLISH_HOST": "0.0.0.0", "VPSKIT_BACKUP_SCHEDULE": "", "VPSKIT_HEALTH_SCHEDULE": "",
-           "VPSKIT_DRILL_SCHEDULE": "", "VPSKIT_MEDIA_BUCKET": BUCKET, "VPSKIT_MEDIA_ENDPOINT": s3.endpoint}
+           "VPSKIT_DRILL_SCHEDULE": "", "VPSKIT_MEDIA_BUCKET": BUCKET,
+           # By address: the app containers inside a test VPS do not resolve the test network's names.
+           "VPSKIT_MEDIA_ENDPOINT": f"http://{address(s3, net)}:5000"}
     started = time.monotonic()
     out = run_pyinfra(a, env_file, "deploy.py", env=env)
     first = time.monotonic() - started
