@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import Traffic, free_port, http, run_pyinfra, wait_until
 from tests.testbed.vps import docker
+from vpskit.settings import defaults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
@@ -151,7 +152,8 @@ def test_an_update_of_one_app_costs_neither_app_a_request(sites, testbed):
     for (name, traffic), app in zip((("shop (updated)", shop), ("blog (beside it)", blog)), APPS, strict=True):
         print(f"\n{name}: {traffic.summary()}")
         if traffic.failures or traffic.failed_writes:  # what the app and its database said meanwhile
-            logs = sites["vps"].ssh(f"cd /opt/{app} && sudo docker compose logs --since 5m --tail 30 app db 2>&1",
+            root = next(d.value for d in defaults() if d.key == "app_root")  # the apps here keep the default
+            logs = sites["vps"].ssh(f"cd {root}/{app} && sudo docker compose logs --since 5m --tail 30 app db 2>&1",
                                     check=False).stdout
             print(f"{app}'s log:\n{logs}")
         assert traffic.failures == 0 and traffic.failed_writes == 0, (name, traffic.summary(), traffic.errors[:5])
