@@ -32,14 +32,15 @@ def address(vps, net: str) -> str:
 
 
 def balancer_config(upstreams: list[str]) -> str:
-    """Round robin over the app servers, each checked on its readiness route every second (5 s to answer: this
-    Caddy, 2.6, takes a server out on one failed check, and a loaded test machine is slow); a request whose
-    server cannot be reached is tried on the other (what a cloud load balancer does). No idle connection is
+    """Round robin over the app servers, each checked on its readiness route every second; a request whose
+    server cannot be reached within 1 s is tried on the other (what a cloud load balancer does). A check gets
+    3 s: this Caddy (2.6) takes a server out on one failed check, and while both are out it answers a POST 503
+    at once, so a check that a loaded test machine answers in 2.5 s must not fail. No idle connection is
     reused: an app server's proxy closes its idle ones when it switches versions (docs: section 9)."""
     return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
             "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
-            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 5s\n"
-            "\t\ttransport http {\n\t\t\tkeepalive off\n\t\t}\n\t}\n}\n")
+            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 3s\n"
+            "\t\ttransport http {\n\t\t\tkeepalive off\n\t\t\tdial_timeout 1s\n\t\t}\n\t}\n}\n")
 
 
 @pytest.fixture(scope="module")
