@@ -5,8 +5,9 @@
 #
 # The database as a pg_dump custom-format archive streamed from the db container to disk (never held in
 # memory), the media (the app's volume, or its bucket when media_bucket is set) as a tar, each media file's
-# checksum, a SHA256SUMS sidecar and a manifest (with the rows of every table the dump holds, for the drill). Written under a .partial name, fsynced,
-# checked with pg_restore --list, then renamed: a folder without .partial is a complete, verified backup.
+# checksum, a SHA256SUMS sidecar and a manifest (with the rows of every table the dump holds, for the drill).
+# Written under a .partial name, fsynced, checked with pg_restore --list, then renamed: a folder without
+# .partial is a complete, verified backup.
 # Retention runs only after a successful backup and never removes the newest good backup. Then, when
 # backup_offsite is set, the copy offsite (files/offsite.sh): its failure fails the backup, which stays here.
 # A lock shared with restore.sh keeps two backups (or a backup and a restore) from overlapping.
