@@ -120,20 +120,24 @@ def image_pull(ref: str) -> str:
 DB_CHAIN = "VPSKIT-DB"
 
 
-def database_firewall(clients: tuple[str, ...], port: int = 5432) -> str:
-    """The db server's packet filter for postgres: connections to `port` (as Docker forwards them to the
-    container) from the app servers' addresses only; everything else is dropped. Rebuilt whole each time
-    (a chain of its own, hooked into Docker's DOCKER-USER once), so it is the same after any number of runs."""
+def database_firewall(clients: tuple[str, ...], address: str, port: int = 5432) -> str:
+    """The db server's packet filter for postgres: connections to `address`:`port` (as Docker forwards them
+    to the container) from the app servers' addresses only; everything else is dropped. Matched on the
+    connection's original destination, so the server's own containers connecting out to some other postgres
+    pass. Rebuilt whole each time (a chain of its own, hooked into Docker's DOCKER-USER once), so it is the
+    same after any number of runs."""
     accept = " && ".join(f"iptables -A {DB_CHAIN} -s {q(c)} -j RETURN" for c in clients)
-    hook = f"DOCKER-USER -p tcp --dport {int(port)} -j {DB_CHAIN}"
+    hook = (f"DOCKER-USER -p tcp -m conntrack --ctorigdst {q(address)} --ctorigdstport {int(port)} "
+            f"-j {DB_CHAIN}")
     return (f"{{ iptables -N {DB_CHAIN} 2>/dev/null || true; }} && iptables -F {DB_CHAIN} && {accept} && "
             f"iptables -A {DB_CHAIN} -j DROP && {{ iptables -C {hook} 2>/dev/null || iptables -I {hook}; }}")
 
 
-def database_firewall_unit(app: str, clients: tuple[str, ...]) -> str:
+def database_firewall_unit(app: str, clients: tuple[str, ...], address: str) -> str:
     """A systemd unit that applies database_firewall() after Docker starts (Docker's own chains exist then),
     again whenever Docker restarts, and at boot."""
     return (f"[Unit]\nDescription=vpskit: postgres of {app} reachable from the app servers only\n"
             "After=docker.service\nRequires=docker.service\nPartOf=docker.service\n\n"
-            f"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c {q(database_firewall(clients))}\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            f"ExecStart=/bin/sh -c {q(database_firewall(clients, address))}\n\n"
             "[Install]\nWantedBy=multi-user.target docker.service\n")

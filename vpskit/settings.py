@@ -203,6 +203,9 @@ def _check_together(s: dict[str, Any]) -> None:
     if s["role"] == "app" and not s["database_host"]:
         raise SettingsError("role=app needs database_host, the db server's private address: list the db server "
                             "in VPSKIT_DB_HOST (or in inventory.py's db_servers)")
+    if s["role"] == "db" and not s["private_address"]:
+        raise SettingsError("role=db needs private_address, the address the app servers reach it at: give it after "
+                            "the SSH address in VPSKIT_DB_HOST (or in inventory.py)")
     if s["role"] == "db" and not s["database_clients"]:
         raise SettingsError("role=db needs database_clients, the app servers' private addresses: list them in "
                             "VPSKIT_APP_HOSTS (or in inventory.py's app_servers)")

@@ -137,7 +137,7 @@ def database_firewall(s: dict) -> None:
         return
     clients = tuple(c.strip() for c in s["database_clients"].split(",") if c.strip())
     unit = f"vpskit-db-firewall-{s['app_name']}.service"
-    text = commands.database_firewall_unit(s["app_name"], clients)
+    text = commands.database_firewall_unit(s["app_name"], clients, s["private_address"])
     changed = files.put(name="Database firewall unit (the app servers only)", src=BytesIO(text.encode()),
                         dest=f"/etc/systemd/system/{unit}", mode="644", **SUDO)
     systemd.daemon_reload(name="Reload systemd for the firewall unit", _if=changed.did_change, **SUDO)

@@ -62,6 +62,8 @@ def test_app_hosts_without_a_db_host_is_one_clear_error(monkeypatch, tmp_path):
 def test_roles_need_their_peers():
     with pytest.raises(SettingsError, match="role=app needs database_host"):
         settings.load({"role": "app"})
+    with pytest.raises(SettingsError, match="role=db needs private_address"):
+        settings.load({"role": "db", "database_clients": "10.0.0.5"})
     with pytest.raises(SettingsError, match="role=db needs database_clients"):
         settings.load({"role": "db", "private_address": "10.0.0.7"})
     with pytest.raises(SettingsError, match="role="):
@@ -108,12 +110,14 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_run_by_the_db_serv
 
 
 def test_the_db_firewall_lets_in_the_app_servers_then_drops():
-    cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"))
+    cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"), "10.0.0.7")
     assert cmd.index("-s 10.0.0.5 -j RETURN") < cmd.index("-s 10.0.0.6 -j RETURN") < cmd.index("-j DROP")
     # Rebuilt whole (flushed first), hooked into Docker's chain once.
     assert "iptables -F VPSKIT-DB" in cmd
-    assert "iptables -C DOCKER-USER -p tcp --dport 5432 -j VPSKIT-DB 2>/dev/null || iptables -I DOCKER-USER" in cmd
-    unit = commands.database_firewall_unit("example", ("10.0.0.5",))
+    # Only connections addressed to the published postgres: this server's containers may connect out to others.
+    hook = "DOCKER-USER -p tcp -m conntrack --ctorigdst 10.0.0.7 --ctorigdstport 5432 -j VPSKIT-DB"
+    assert f"iptables -C {hook} 2>/dev/null || iptables -I {hook}" in cmd
+    unit = commands.database_firewall_unit("example", ("10.0.0.5",), "10.0.0.7")
     assert "After=docker.service" in unit and "PartOf=docker.service" in unit and "RemainAfterExit=yes" in unit
 
 
