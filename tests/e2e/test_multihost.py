@@ -35,14 +35,15 @@ def address(vps, net: str) -> str:
 
 
 def balancer_config(upstreams: list[str]) -> str:
-    """Round robin over the app servers, each checked on its readiness route every second; a request whose
-    server cannot be reached within 1 s is tried on the other (what a cloud load balancer does). A check gets
-    3 s: this Caddy (2.6) takes a server out on one failed check, and while both are out it answers a POST 503
-    at once, so a check that a loaded test machine answers in 2.5 s must not fail. No idle connection is
-    reused: an app server's proxy closes its idle ones when it switches versions (docs: section 9)."""
+    """Round robin over the app servers; a request whose server cannot be reached within 1 s is tried on the
+    other, and that server is left out for 10 s (what a cloud load balancer does when a target stops
+    answering). No active readiness check here: this Caddy (2.6) takes a server out on one failed check, with
+    no threshold, and answers a POST 503 at once while both are out. Readiness also checks the database both
+    servers share, so one slow answer from it (a loaded test machine) took both out at once. A cloud balancer
+    checks with a threshold (docs: section 9). No idle connection is reused: an app server's proxy closes its
+    idle ones when it switches versions."""
     return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
             "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
-            "\t\thealth_uri /api/health/ready\n\t\thealth_interval 1s\n\t\thealth_timeout 3s\n"
             "\t\ttransport http {\n\t\t\tkeepalive off\n\t\t\tdial_timeout 1s\n\t\t}\n\t}\n}\n")
 
 
@@ -219,8 +220,8 @@ def test_a_rolling_release_costs_no_request(cluster, testbed):
         out = deploy(cluster, "--data", f"app_version={tag}")
     assert out.returncode == 0, out.stdout[-5000:]
     print(f"\nrolling release through the balancer: {traffic.summary()}")
-    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5],
-                                                                  explain(cluster, traffic))
+    print(explain(cluster, traffic))  # when a request failed (an assertion's message would be cut short)
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
     assert traffic.requests / (traffic.ended - traffic.started) >= 20
     for server in ("a", "b"):
         assert on_server(cluster[server], "/api/health")["version"] == tag
@@ -277,8 +278,8 @@ def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster
     assert "this server goes back to the release before" in out.stdout
     for server in (first, second):
         assert on_server(cluster[server], "/api/health")["version"] == before, server
-    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5],
-                                                                  explain(cluster, traffic))
+    print(explain(cluster, traffic))
+    assert traffic.failures == 0 and traffic.failed_writes == 0, (traffic.summary(), traffic.errors[:5])
 
 
 def test_a_deploy_with_nothing_changed_changes_nothing(cluster):
