@@ -128,7 +128,7 @@ def database_firewall(clients: tuple[str, ...], address: str, port: int = 5432) 
     same after any number of runs."""
     accept = " && ".join(f"iptables -A {DB_CHAIN} -s {q(c)} -j RETURN" for c in clients)
     hook = (f"DOCKER-USER -p tcp -m conntrack --ctorigdst {q(address)} --ctorigdstport {int(port)} "
-            f"-j {DB_CHAIN}")
+            f"--ctdir ORIGINAL -j {DB_CHAIN}")  # the replies (same connection) pass
     return (f"{{ iptables -N {DB_CHAIN} 2>/dev/null || true; }} && iptables -F {DB_CHAIN} && {accept} && "
             f"iptables -A {DB_CHAIN} -j DROP && {{ iptables -C {hook} 2>/dev/null || iptables -I {hook}; }}")
 

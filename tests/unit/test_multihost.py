@@ -115,7 +115,7 @@ def test_the_db_firewall_lets_in_the_app_servers_then_drops():
     # Rebuilt whole (flushed first), hooked into Docker's chain once.
     assert "iptables -F VPSKIT-DB" in cmd
     # Only connections addressed to the published postgres: this server's containers may connect out to others.
-    hook = "DOCKER-USER -p tcp -m conntrack --ctorigdst 10.0.0.7 --ctorigdstport 5432 -j VPSKIT-DB"
+    hook = "DOCKER-USER -p tcp -m conntrack --ctorigdst 10.0.0.7 --ctorigdstport 5432 --ctdir ORIGINAL -j VPSKIT-DB"
     assert f"iptables -C {hook} 2>/dev/null || iptables -I {hook}" in cmd
     unit = commands.database_firewall_unit("example", ("10.0.0.5",), "10.0.0.7")
     assert "After=docker.service" in unit and "PartOf=docker.service" in unit and "RemainAfterExit=yes" in unit
