@@ -228,7 +228,9 @@ def images_on_server(s: dict) -> None:
     if s["role"] != "app":
         image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                       transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
-    wanted = [] if s["role"] == "db" else [(s["app_image"], "")]  # a db server runs only the migration runner
+    if s["role"] == "db":
+        return
+    wanted = [(s["app_image"], "")]
     pending = pending_migrations(s)
     if pending:
         logger.info(f"{host.print_prefix}{len(pending)} migration(s) to apply before traffic: {', '.join(pending)}")
@@ -246,9 +248,8 @@ def images_on_server(s: dict) -> None:
 
 
 def pending_migrations(s: dict) -> list[str]:
-    """The app's migrations not yet recorded in the server's database, when vpskit applies them (on several
-    servers, the db server does, once per release: an app server has none to apply)."""
-    if not s["migrate_image"] or s["role"] == "app":
+    """The app's migrations not yet recorded in the server's database, when vpskit applies them."""
+    if not s["migrate_image"]:
         return []
     if "pending_migrations" not in s:  # read once per run: images_on_server() and stack() both need it
         applied = set(host.get_fact(AppliedMigrations, app_dir=s["app_dir"], **SUDO))
@@ -285,11 +286,8 @@ def stack(s: dict) -> None:
     services = {"all": {"app": s["app_image"], "db": s["postgres_image"]}, "app": {"app": s["app_image"]},
                 "db": {"db": s["postgres_image"]}}[s["role"]]
     if s["role"] == "db":
-        # Before the app servers: migrations (for an app that leaves them to vpskit) are applied here, once,
-        # and a failure here stops the rollout before it starts (recorded as rolling).
         stack_applied(name="Database server up and healthy", release=release, project=s["app_name"],
-                      images_by_service=services, pending_migrations=pending, rolling=True,
-                      url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)
+                      images_by_service=services, url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)
         return
     if s["role"] == "app":
         # One batch of app servers at a time, each with the same switch as one server; a failure stops the
