@@ -129,23 +129,23 @@ human_size() { # human_size BYTES: "12 kB" below a MB, else "3.4 MB"
   awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'
 }
 
-# The offsite repository set for the app in APP_DIR (backup_offsite), or nothing; read from its root-only file.
-offsite_repository() { # offsite_repository APP_DIR
-  { sed -n "s/^export RESTIC_REPOSITORY=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null || true; } \
-    | tr -d "'"
+# The app's root-only configuration, written by deploy.py (vpskit/offsite.py), and one value from it.
+offsite_conf() { echo "/etc/vpskit/$(basename "$1")/offsite.env"; }  # offsite_conf APP_DIR
+offsite_value() { # offsite_value APP_DIR NAME: the value, or nothing
+  { sed -n "s/^export $2=//p" "$(offsite_conf "$1")" 2>/dev/null || true; } | tr -d "'"
 }
 
+# The offsite repository set for the app in APP_DIR (backup_offsite), or nothing.
+offsite_repository() { offsite_value "$1" RESTIC_REPOSITORY; }  # offsite_repository APP_DIR
+
 # The bucket the app's media live in (media_bucket), as an rclone remote (vpskitmedia:BUCKET), or nothing:
-# the media are then in the app's Docker volume. Read from the root-only file deploy.py writes.
-media_remote() { # media_remote APP_DIR
-  { sed -n "s/^export VPSKIT_MEDIA_REMOTE=//p" "/etc/vpskit/$(basename "$1")/offsite.env" 2>/dev/null || true; } \
-    | tr -d "'"
-}
+# the media are then in the app's Docker volume.
+media_remote() { offsite_value "$1" VPSKIT_MEDIA_REMOTE; }  # media_remote APP_DIR
 
 # rclone with the remote's settings and keys from that file, in a subshell: they reach no other command.
 media_rclone() { # media_rclone APP_DIR RCLONE_ARGS...
   local conf
-  conf="/etc/vpskit/$(basename "$1")/offsite.env"
+  conf=$(offsite_conf "$1")
   shift
   # shellcheck source=/dev/null
   (. "$conf" && rclone --config /dev/null --retries 3 --low-level-retries 5 --contimeout 15s "$@")
