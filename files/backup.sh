@@ -3,8 +3,8 @@
 #
 #   backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]
 #
-# The database as a pg_dump custom-format archive streamed from the db container to disk (never held in
-# memory), the media (the app's volume, or its bucket when media_bucket is set) as a tar, each media file's
+# The database as a pg_dump custom-format archive streamed from the db container (or, with an external
+# database, a client container here) to disk (never held in memory), the media (the app's volume, or its bucket when media_bucket is set) as a tar, each media file's
 # checksum, a SHA256SUMS sidecar and a manifest (with the rows of every table the dump holds, for the drill).
 # Written under a .partial name, fsynced, checked with pg_restore --list, then renamed: a folder without
 # .partial is a complete, verified backup.
@@ -35,9 +35,11 @@ if [ "${VPSKIT_BACKUP_LOCKED:-}" != 1 ]; then  # restore.sh holds this lock alre
 fi
 
 compose() { docker compose "$@"; }
-db_id=$(compose ps -q db)
-[ -n "$db_id" ] || die "the db service is not running: start the stack (pyinfra inventory.py deploy.py)"
-project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
+# The db service here, or an external database (DATABASE_URL) reached from this server (common.sh db_sh).
+if ! db_external && [ -z "$(compose ps -q db)" ]; then
+  die "the db service is not running: start the stack (pyinfra inventory.py deploy.py)"
+fi
+project=$(sed -n 's/^name: *//p' docker-compose.yml)
 rm -rf "$ROOT"/*.partial  # left by an interrupted backup; never counted as a backup
 
 dest="$ROOT/$NOW"
@@ -67,13 +69,10 @@ mkdir -m 700 "$work"
 trap 'rm -rf "$work"' EXIT
 
 t0=$(date +%s)
-# shellcheck disable=SC2016 # expanded inside the container, where the variables are set
-compose exec -T db sh -c 'pg_dump -Fc -U "$POSTGRES_USER" -d "$POSTGRES_DB"' > "$work/db.dump" \
-  || failed_writing "the database dump"
-compose exec -T db sh -c 'pg_restore --list' < "$work/db.dump" > /dev/null \
-  || die "the dump did not pass pg_restore --list: nothing kept"
+db_sh 'pg_dump -Fc' > "$work/db.dump" || failed_writing "the database dump of $(db_where)"
+db_sh 'pg_restore --list' < "$work/db.dump" > /dev/null || die "the dump did not pass pg_restore --list: nothing kept"
 # Rows per table as the dump holds them (one line per row in each COPY block), for the drill to compare.
-compose exec -T db sh -c 'pg_restore --data-only -f -' < "$work/db.dump" \
+db_sh 'pg_restore --data-only -f -' < "$work/db.dump" \
   | awk '/^COPY / {t = $2; n = 0; c = 1; next} c && $0 == "\\." {print n, t; c = 0; next} c {n++}' \
   > "$work/tables" || failed_writing "the row counts"
 remote=$(media_remote "$APP_DIR")
@@ -85,7 +84,7 @@ if [ -n "$remote" ]; then
   rm -rf "${work:?}/media"
   from=", from the bucket ${remote#*:}"
 else
-  docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar "$(docker inspect -f '{{.Config.Image}}' "$db_id")" \
+  docker run --rm --network none -v "${project}_media:/media:ro" --entrypoint tar "$(db_image)" \
     -C /media -cf - . > "$work/media.tar" || failed_writing "the media archive"
   from=""
 fi
@@ -95,7 +94,7 @@ tar -xf "$work/media.tar" --to-command='sha256sum | sed "s|-\$|$TAR_FILENAME|"' 
   || failed_writing "the media checksums"
 
 (cd "$work" && sha256sum db.dump media.tar media.sha256 > SHA256SUMS)
-pg_version=$(compose exec -T db postgres --version | awk '{print $NF}')
+pg_version=$(db_sh 'psql -XAtc "show server_version"' | awk '{print $1}')
 app_image=$(docker inspect -f '{{.Config.Image}}' "$(compose ps -q app | head -1)" 2>/dev/null || echo "")
 # Every value is read before the manifest is written, so a failing read stops the backup (set -e) instead
 # of leaving an empty field in invalid JSON.
@@ -129,7 +128,8 @@ sync "$work"/* "$work"
 mv "$work" "$dest"
 sync "$ROOT"
 trap - EXIT
-log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(human_size "$db_bytes"), media $(human_size "$media_bytes") ($media_files files$from), in $dest"
+dumped=""; if db_external; then dumped=" (pg_dump of $(db_where), from this server)"; fi
+log "backup $NOW complete in $(( $(date +%s) - t0 ))s: database $(human_size "$db_bytes")$dumped, media $(human_size "$media_bytes") ($media_files files$from), in $dest"
 
 # A restore's safety backup (KEEP_DAILY=none) is neither pruned nor copied offsite: it is the way back from
 # that restore on this server, not a copy of the site (and must never become the newest offsite backup).

@@ -151,6 +151,22 @@ media_rclone() { # media_rclone APP_DIR RCLONE_ARGS...
   (. "$conf" && rclone --config /dev/null --retries 3 --low-level-retries 5 --contimeout 15s "$@")
 }
 
+# The app's database, for psql, pg_dump and pg_restore (in the app's folder): its own db service, or an external
+# one (DATABASE_URL in .env: then .env holds libpq's PGHOST and the rest) through a one-off client container.
+db_external() { grep -q '^PGHOST=' .env 2>/dev/null; }
+db_sh() { # db_sh SCRIPT [ARGS...]: SCRIPT run by sh with PGUSER and PGDATABASE naming the app's database;
+  # stdin and stdout pass through. No secret is on a command line: libpq reads them from the environment.
+  if db_external; then
+    docker compose run --rm -T --no-deps dbclient sh -c "$1" db_sh "${@:2}"
+  else
+    # shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
+    docker compose exec -T db sh -c 'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; '"$1" db_sh "${@:2}"
+  fi
+}
+# Where the database is, for what the scripts say: "the db service" or the external server's address.
+db_where() { if db_external; then echo "the external database $(sed -n 's/^PGHOST=//p' .env | tr -d '"'):$(sed -n 's/^PGPORT=//p' .env | tr -d '"')"; else echo "the db service"; fi; }
+db_image() { docker compose config --images "$(if db_external; then echo dbclient; else echo db; fi)" | head -1; }
+
 # The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
 # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
 releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }

@@ -25,16 +25,33 @@ mkdir -p "$ROOT"
 exec 9>"$ROOT/.lock"
 flock -w 300 9 || die "a backup or restore held $ROOT/.lock for 5 minutes: run the drill again when it ends"
 
-compose() { docker compose "$@"; }
-[ -n "$(compose ps -q db)" ] || die "the db service is not running: start the stack first"
-# shellcheck disable=SC2016 # expanded inside the db container
-scratch="$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')_drill"
-# shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
-psql() { compose exec -T db sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" "$@"' psql "$@"; }
 work="$ROOT/.drill"
-cleanup() { psql -d postgres -c "DROP DATABASE IF EXISTS \"$scratch\"" >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
-cleanup
+if db_external; then
+  # An external database: the drill's scratch database is in a throwaway postgres here, without a network
+  # (the managed database's user may not create databases, and the live server is left alone).
+  scratch=drill
+  box="vpskit-drill-$(basename "$APP_DIR")"
+  psql() { docker exec -i "$box" psql -X -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+  restore() { docker exec -i "$box" pg_restore -h 127.0.0.1 -U postgres -d "$scratch" --no-owner --no-privileges --exit-on-error; }
+  cleanup() { docker rm -f -v "$box" >/dev/null 2>&1 || true; rm -rf "$work"; }
+  trap cleanup EXIT
+  cleanup
+  docker run -d --name "$box" --network none -e POSTGRES_HOST_AUTH_METHOD=trust "$(db_image)" >/dev/null \
+    || die "could not start a scratch postgres for the drill (above)"
+  # TCP, not the socket: the image's first-start setup answers on the socket before it is done.
+  for _ in $(seq 60); do docker exec "$box" pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+  docker exec "$box" pg_isready -q -h 127.0.0.1 || die "the drill's scratch postgres did not start within 60s"
+else
+  [ -n "$(docker compose ps -q db)" ] || die "the db service is not running: start the stack first"
+  # shellcheck disable=SC2016 # expanded inside the db container
+  scratch="$(db_sh 'printf %s "$PGDATABASE"')_drill"
+  psql() { db_sh 'psql -X -v ON_ERROR_STOP=1 -q "$@"' "$@"; }
+  # shellcheck disable=SC2016 # expanded inside the db container
+  restore() { db_sh 'pg_restore -d "$1" --no-owner --exit-on-error' "$scratch"; }
+  cleanup() { psql -d postgres -c "DROP DATABASE IF EXISTS \"$scratch\"" >/dev/null 2>&1 || true; rm -rf "$work"; }
+  trap cleanup EXIT
+  cleanup
+fi
 mkdir -m 700 "$work"
 t0=$SECONDS
 
@@ -58,9 +75,7 @@ sed -n '/"tables": {/,/}/s/^ *"\(.*\)": \([0-9]*\),\{0,1\}$/\2 \1/p' "$src/manif
 [ -s "$work/expected" ] || die "backup $name records no row counts (taken by an older vpskit): take a new backup, then drill"
 
 psql -d postgres -c "CREATE DATABASE \"$scratch\""
-# shellcheck disable=SC2016
-compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\" --no-owner --exit-on-error" \
-  < "$src/db.dump" || die "backup $name does not restore: pg_restore into a scratch database failed (above)"
+restore < "$src/db.dump" || die "backup $name does not restore: pg_restore into a scratch database failed (above)"
 
 # One count per recorded table, in the same order, from the restored copy.
 awk '{sub(/^[0-9]+ /, ""); print "SELECT count(*) FROM " $0 ";"}' "$work/expected" \

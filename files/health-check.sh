@@ -45,6 +45,8 @@ cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; ex
 # What this server runs: the app and the database (one server), the app (an app server), the database (a db server).
 services=$(docker compose config --services 2>/dev/null)
 has() { grep -qx "$1" <<< "$services"; }
+# The client of an external database (DATABASE_URL), on the server that backs it up: a service only run on demand.
+backs_up_external() { docker compose --profile tools config --services 2>/dev/null | grep -qx dbclient; }
 
 states=$(stack_states)
 [ -n "$states" ] || report FAIL stack "no services (is docker-compose.yml valid? run deploy.py)"
@@ -86,8 +88,14 @@ else
   report FAIL memory "only $((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
 fi
 
-# Backups are taken where the database is.
-if has db; then
+# An external database (DATABASE_URL) is no service here: asked directly, from the server that backs it up.
+if backs_up_external; then
+  if [ "$(db_sh 'psql -XAtc "select 1"' 2>/dev/null)" = 1 ]; then report ok database "$(db_where) answers"
+  else report FAIL database "$(db_where) does not answer from this server"; fi
+fi
+
+# Backups are taken where the database is (or, for an external one, where the app is).
+if has db || backs_up_external; then
   last=$(backup_names "$BACKUP_DIR" | tail -1)
   if [ -z "$last" ]; then
     report FAIL backup "no backup in $BACKUP_DIR yet: run tasks/backup.py"
@@ -99,7 +107,7 @@ if has db; then
 fi
 
 # The last confirmed offsite copy (files/offsite.sh writes it), when backup_offsite is set.
-if has db && [ -n "$(offsite_repository "$APP_DIR")" ]; then
+if { has db || backs_up_external; } && [ -n "$(offsite_repository "$APP_DIR")" ]; then
   if read -r name snapshot at < "$BACKUP_DIR/.offsite-last" 2>/dev/null; then
     age=$(( $(date -u +%s) - at ))
     took="$((age / 3600))h $((age % 3600 / 60))m"

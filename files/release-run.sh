@@ -24,8 +24,7 @@ attempt="releases/attempts/$ID"
 
 START=$SECONDS
 # The Payload migrations recorded in the database, in order (nothing when there is no database yet).
-# shellcheck disable=SC2016 # expanded inside the db container
-applied_migrations() { docker compose exec -T db sh -c 'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select name from payload_migrations order by id"' 2>/dev/null || true; }
+applied_migrations() { db_sh 'psql -XAt -c "select name from payload_migrations order by id"' 2>/dev/null || true; }
 
 record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired state kept for rollback
   local keep=$2 n old ref project kept pending

@@ -52,30 +52,37 @@ fi
 log "verifying backup $NAME$where"
 (cd "$src" && sha256sum --quiet -c SHA256SUMS) >&2 || die "backup $NAME is corrupt (checksum mismatch): nothing was changed"
 compose() { docker compose "$@"; }
-db_id=$(compose ps -q db)
-[ -n "$db_id" ] || die "the db service is not running: start the stack first"
-compose exec -T db sh -c 'pg_restore --list' < "$src/db.dump" > /dev/null \
-  || die "backup $NAME has an unreadable dump: nothing was changed"
+if ! db_external && [ -z "$(compose ps -q db)" ]; then die "the db service is not running: start the stack first"; fi
+db_sh 'pg_restore --list' < "$src/db.dump" > /dev/null || die "backup $NAME has an unreadable dump: nothing was changed"
 
 log "safety backup of the live data first"
 safety=$(VPSKIT_BACKUP_LOCKED=1 "$HERE/backup.sh" "$APP_DIR" "$ROOT" none)
 log "safety backup: $safety"
 
-project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$db_id")
-# shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
-psql() { compose exec -T -e PGOPTIONS=--client-min-messages=warning db \
-  sh -c 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d postgres "$@"' psql "$@" >/dev/null; }
-# shellcheck disable=SC2016 # expanded inside the db container
-live=$(compose exec -T db sh -c 'printf %s "$POSTGRES_DB"')
-scratch="${live}_restore"
-old="${live}_before_restore"
+project=$(sed -n 's/^name: *//p' docker-compose.yml)
+psql() { db_sh 'PGOPTIONS=--client-min-messages=warning psql -X -v ON_ERROR_STOP=1 -q -d postgres "$@"' "$@" >/dev/null; }
+if db_external; then
+  # A managed database's user may not create databases: the backup goes in at the swap below, as one
+  # transaction (all of it, or nothing), from SQL written out first (a cut-short stream must not commit).
+  log "preparing the restore into $(db_where)"
+  sql="$ROOT/.restore.sql"
+  trap 'rm -rf "$sql" ${fetched:+"$fetched"}' EXIT
+  { echo 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'
+    db_sh 'pg_restore --no-owner --no-privileges -f -' < "$src/db.dump"; } > "$sql" \
+    || die "converting backup $NAME for the restore failed: nothing was changed"
+else
+  # shellcheck disable=SC2016 # expanded inside the db container
+  live=$(db_sh 'printf %s "$PGDATABASE"')
+  scratch="${live}_restore"
+  old="${live}_before_restore"
 
-log "restoring into scratch database $scratch"
-psql -c "DROP DATABASE IF EXISTS \"$scratch\"" -c "CREATE DATABASE \"$scratch\""
-# shellcheck disable=SC2016
-if ! compose exec -T db sh -c "pg_restore -U \"\$POSTGRES_USER\" -d \"$scratch\" --no-owner --exit-on-error" < "$src/db.dump"; then
-  psql -c "DROP DATABASE IF EXISTS \"$scratch\""
-  die "pg_restore into the scratch database failed: the live database is unchanged"
+  log "restoring into scratch database $scratch"
+  psql -c "DROP DATABASE IF EXISTS \"$scratch\"" -c "CREATE DATABASE \"$scratch\""
+  # shellcheck disable=SC2016 # expanded inside the db container
+  if ! db_sh 'pg_restore -d "$1" --no-owner --exit-on-error' "$scratch" < "$src/db.dump"; then
+    psql -c "DROP DATABASE IF EXISTS \"$scratch\""
+    die "pg_restore into the scratch database failed: the live database is unchanged"
+  fi
 fi
 
 remote=$(media_remote "$APP_DIR")
@@ -84,12 +91,12 @@ if [ -n "$remote" ]; then
   log "unpacking the media for the bucket ${remote#*:}"
   staged="$ROOT/.media-restore"
   rm -rf "$staged" && mkdir -m 700 "$staged"
-  trap 'rm -rf "$staged" ${fetched:+"$fetched"}' EXIT
+  trap 'rm -rf "$staged" ${sql:+"$sql"} ${fetched:+"$fetched"}' EXIT
   tar -C "$staged" -xf "$src/media.tar" || die "unpacking the media failed: nothing was changed"
   media() { [ "$1" = swap ] && media_rclone "$APP_DIR" sync "$staged" "$remote"; }
 else
   log "unpacking the media beside the live files"
-  image=$(docker inspect -f '{{.Config.Image}}' "$db_id")
+  image=$(db_image)
   media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HERE/media-swap.sh:/swap.sh:ro" \
     --entrypoint sh "$image" /swap.sh "$@"; }
   media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
@@ -99,21 +106,30 @@ fi
 has_app=""; if compose config --services | grep -qx app; then has_app=1; fi
 log "swapping the restored database and media in"
 [ -z "$has_app" ] || compose stop app >&2
-psql -c "DROP DATABASE IF EXISTS \"$old\"" \
-     -c "ALTER DATABASE \"$live\" WITH ALLOW_CONNECTIONS false" \
-     -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
-     -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
-     -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
+if db_external; then
+  if ! db_sh 'psql -X -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null' < "$sql"; then
+    [ -z "$has_app" ] || compose start app >&2
+    die "restoring backup $NAME into $(db_where) failed (above): its transaction was rolled back, the live database is unchanged"
+  fi
+  log "restored into $(db_where) in one transaction"
+else
+  psql -c "DROP DATABASE IF EXISTS \"$old\"" \
+       -c "ALTER DATABASE \"$live\" WITH ALLOW_CONNECTIONS false" \
+       -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
+       -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
+       -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
+fi
 media swap || die "the database is restored but putting the media back failed (above): run this restore again (the safety backup is $safety)"
 
 if [ -n "$has_app" ]; then
   log "starting the app"
   if ! { compose up -d app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; }; then
+    if db_external; then die "the app did not become ready on the restored data; the data from before is the safety backup $safety"; fi
     die "the app did not become ready on the restored data; the previous database is kept as $old (connections to it are off: ALTER DATABASE ... WITH ALLOW_CONNECTIONS true to open it)"
   fi
 else
   log "the restored database serves the app servers (their open connections were closed; they reconnect)"
 fi
-psql -c "DROP DATABASE IF EXISTS \"$old\""
+db_external || psql -c "DROP DATABASE IF EXISTS \"$old\""
 log "restored backup $NAME$where: $(sed -n 's/.*"media_files": \([0-9]*\).*/\1/p' "$src/manifest.json" || true) media files; the app version it was taken with: $(sed -n 's/.*"app_version": "\(.*\)".*/\1/p' "$src/manifest.json")"
 log "the data from before this restore is the safety backup $safety; to go back to it: pyinfra inventory.py tasks/restore.py --data backup=$safety"

@@ -71,7 +71,7 @@ media_region = "us-east-1"  # the bucket's region (most S3-compatible stores acc
 # --- Several servers (the inventory sets these from VPSKIT_APP_HOSTS and VPSKIT_DB_HOST; see inventory.py)
 role = "all"  # what this host runs: "all" (app, database, proxy), "app" (app and proxy), "db" (the database only)
 private_address = ""  # this host's address on the private network its peers use; "" = its SSH address
-database_host = ""  # role "app": private address of the db server the app connects to
+database_host = ""  # role "app": private address of the db server, or "external" (DATABASE_URL in .env)
 database_clients = ""  # role "db": the app servers' private addresses (comma-separated), the only ones let in
 rollout_batch = 1  # app servers released at once in a rolling release; the others keep serving meanwhile
 

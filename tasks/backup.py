@@ -14,8 +14,8 @@ from vpskit.backups import download_latest, print_list
 from vpskit.operations import report
 
 s = tasks.plan()
-if s["role"] == "app":  # several servers: the database and its backups are on the db server
-    tasks.skipped("the backups are on the db server")
+if tasks.backups_are_elsewhere(s):  # several servers: on the db server (or the first app server)
+    tasks.skipped(tasks.backups_are_elsewhere(s))
 else:
     listing = str(tasks.option("list", "false")).lower()
     if listing == "offsite" and not s["backup_offsite"]:

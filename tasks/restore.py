@@ -18,8 +18,8 @@ from vpskit.operations import report
 from vpskit.settings import SettingsError
 
 s = tasks.plan()
-if s["role"] == "app":  # several servers: the database and its backups are on the db server
-    tasks.skipped("the backups are on the db server")
+if tasks.backups_are_elsewhere(s):  # several servers: on the db server (or the first app server)
+    tasks.skipped(tasks.backups_are_elsewhere(s))
 else:
     given = tasks.option("from")
     source = str(given or "local")

@@ -94,10 +94,13 @@ def applied_migrations(app_dir: str) -> str:
     """One line `migration NAME` per Payload migration recorded in the app's database (payload_migrations);
     nothing when the db service is not running or the table does not exist yet."""
     sql = "select name from payload_migrations order by id"
-    inner = f'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c {q(sql)}'
+    local = f'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c {q(sql)}'
+    # An external database (DATABASE_URL: .env holds libpq's PGHOST) through the stack's client container.
+    external = "grep -q '^PGHOST=' .env 2>/dev/null && " \
+        f"docker compose run --rm -T --no-deps dbclient psql -XAt -c {q(sql)}"
     return (f"cd {q(app_dir)} 2>/dev/null && command -v docker >/dev/null && "
-            f"[ -n \"$(docker compose ps -q db 2>/dev/null)\" ] && "
-            f"docker compose exec -T db sh -c {q(inner)} 2>/dev/null | sed 's/^/migration /'; true")
+            f"{{ {external} || {{ [ -n \"$(docker compose ps -q db 2>/dev/null)\" ] && "
+            f"docker compose exec -T db sh -c {q(local)}; }}; }} 2>/dev/null | sed 's/^/migration /'; true")
 
 
 def image_id(ref: str) -> str:

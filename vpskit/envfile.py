@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from dotenv import dotenv_values
 
+from vpskit.database import ExternalDatabase
 from vpskit.media import MediaStore
 from vpskit.offsite import SECRET_KEYS
 from vpskit.settings import SettingsError
@@ -39,7 +40,10 @@ def read(path: Path | None = None) -> dict[str, str]:
     if not path.exists():
         raise SettingsError(f"{path}: no such file; copy .env.production.example to {path} and fill it in")
     values = {k: (v or "") for k, v in dotenv_values(path).items()}
+    external = ExternalDatabase.of(values)  # DATABASE_URL: a managed Postgres, checked here
     for key, what in REQUIRED.items():
+        if key == "POSTGRES_PASSWORD" and external:
+            continue  # the password is in DATABASE_URL
         if not values.get(key):
             fix = GENERATE if key == "PAYLOAD_SECRET" else f"set {key}=... in {path}"
             raise SettingsError(f"{key} is missing from {path} ({what}): {fix}")
@@ -55,19 +59,22 @@ def read(path: Path | None = None) -> dict[str, str]:
 def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
     """What the server's .env holds: the database settings, the app's connection URL (password
     percent-encoded, so any character works) under both names Payload apps read (DATABASE_URI, as in
-    Payload's docs, and DATABASE_URL, as in its templates), and every other variable of the operator's .env."""
-    password = values["POSTGRES_PASSWORD"]
-    user, db = settings["postgres_user"], settings["postgres_db"]
-    # The stack's own db service, or the db server's private address (several servers).
-    server = settings.get("database_host") or "db"
-    env = {
-        "POSTGRES_USER": user,
-        "POSTGRES_PASSWORD": password,
-        "POSTGRES_DB": db,
-        "DATABASE_URI": f"postgresql://{user}:{quote(password, safe='')}@{server}:5432/{db}",
-        "DATABASE_URL": f"postgresql://{user}:{quote(password, safe='')}@{server}:5432/{db}",
-        "PAYLOAD_SECRET": values["PAYLOAD_SECRET"],
-    }
+    Payload's docs, and DATABASE_URL, as in its templates), and every other variable of the operator's .env.
+    With an external database (DATABASE_URL in .env) its URL as given, and libpq's variables for the server's
+    backups instead of the database settings."""
+    external = ExternalDatabase.of(values)
+    if external:
+        env = {"DATABASE_URI": values["DATABASE_URL"], "DATABASE_URL": values["DATABASE_URL"],
+               **external.client_env()}
+    else:
+        password = values["POSTGRES_PASSWORD"]
+        user, db = settings["postgres_user"], settings["postgres_db"]
+        # The stack's own db service, or the db server's private address (several servers).
+        server = settings.get("database_host") or "db"
+        url = f"postgresql://{user}:{quote(password, safe='')}@{server}:5432/{db}"
+        env = {"POSTGRES_USER": user, "POSTGRES_PASSWORD": password, "POSTGRES_DB": db, "DATABASE_URI": url,
+               "DATABASE_URL": url}
+    env["PAYLOAD_SECRET"] = values["PAYLOAD_SECRET"]
     # Payload's absolute links (media URLs, og:image, e-mails) follow the site's public address when it is
     # known; without a domain or public_url the app keeps relative links rather than guess one.
     public = settings.get("public_url") or (f"https://{settings['domain']}" if settings.get("domain") else "")

@@ -42,11 +42,16 @@ def hosts() -> dict[str, list]:
     if group not in GROUPS:
         raise SettingsError(f"VPSKIT_GROUP={group!r} is not valid: use production or staging")
     if cfg.get("VPSKIT_APP_HOSTS") or cfg.get("VPSKIT_DB_HOST"):
-        if not (cfg.get("VPSKIT_APP_HOSTS") and cfg.get("VPSKIT_DB_HOST")):
+        external = bool(cfg.get("DATABASE_URL"))  # a managed Postgres instead of a db server
+        if external and cfg.get("VPSKIT_DB_HOST"):
+            raise SettingsError("DATABASE_URL in .env names an external database, and VPSKIT_DB_HOST a db server: "
+                                "keep one (remove VPSKIT_DB_HOST, or DATABASE_URL to use the db server)")
+        if not (cfg.get("VPSKIT_APP_HOSTS") and (cfg.get("VPSKIT_DB_HOST") or external)):
             raise SettingsError("VPSKIT_APP_HOSTS and VPSKIT_DB_HOST go together: list the app servers and the "
-                                "db server (or neither, and VPSKIT_HOST for one server)")
+                                "db server, or the app servers and a managed Postgres's DATABASE_URL in .env (or "
+                                "neither, and VPSKIT_HOST for one server)")
         apps = [_entry(e, "VPSKIT_APP_HOSTS") for e in cfg["VPSKIT_APP_HOSTS"].split(",") if e.strip()]
-        db = _entry(cfg["VPSKIT_DB_HOST"], "VPSKIT_DB_HOST")
+        db = None if external else _entry(cfg["VPSKIT_DB_HOST"], "VPSKIT_DB_HOST")
         listed = servers(app=apps, db=db, common={**data, **_ssh_data(cfg)})
         for _name, host_data in listed["app_servers"] + listed["db_servers"]:
             checked = preflight.check(group, host_data)
@@ -113,10 +118,12 @@ def _entry(text: str, key: str) -> tuple[str, dict[str, object]]:
     return parts[0], data
 
 
-def servers(app: list, db, common: dict | None = None) -> dict[str, list]:
+def servers(app: list, db=None, common: dict | None = None) -> dict[str, list]:
     """Several servers: the app servers (one or more) and the one db server, each a pyinfra host
     (`name` or `(name, data)`), given the role data that ties them together: each app server's
     database_host is the db server's private address, and the db server lets in only the app servers'.
+    Without a db server (db=None) the database is external (a managed Postgres, DATABASE_URL in .env) and the
+    first app server takes the backups.
 
         app_servers, db_servers = servers(app=["web1.example.com", "web2.example.com"],
                                           db=("db1.example.com", {"private_address": "10.0.0.7"})).values()
@@ -131,6 +138,12 @@ def servers(app: list, db, common: dict | None = None) -> dict[str, list]:
     apps = [host(e) for e in app]
     if not apps:
         raise SettingsError("no app server listed: give at least one in VPSKIT_APP_HOSTS (or app_servers)")
+    if db is None:
+        names = [n for n, _ in apps]
+        if len(set(names)) != len(names):
+            raise SettingsError(f"a server is listed twice ({', '.join(names)}): list each app server once")
+        return {"app_servers": [(n, {**d, "role": "app", "database_host": "external"}) for n, d in apps],
+                "db_servers": []}
     db_name, db_data = host(db)
     names = [n for n, _ in apps] + [db_name]
     if len(set(names)) != len(names):

@@ -306,7 +306,7 @@ def rolled_back(app_dir: str, who: str, timeout: int, keep: int, drain: int, loc
 
 
 @operation()
-def backup_before_update(app_dir: str, project: str, app_ref: str, command: str):
+def backup_before_update(app_dir: str, project: str, app_ref: str, command: str, database_external: bool = False):
     """
     Take a backup when a running app is about to get a new image; nothing on a first deploy or when the
     app's image is unchanged.
@@ -315,11 +315,12 @@ def backup_before_update(app_dir: str, project: str, app_ref: str, command: str)
     + project: compose project name
     + app_ref: the image reference the app is about to run
     + command: the backup command (files/backup.sh with its arguments)
+    + database_external: the database is not a service of the stack (DATABASE_URL: a managed Postgres)
     """
     stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=(app_ref,))
     app = stack["services"].get("app")
     db = stack["services"].get("db")
-    if not app or not db or db["state"] != "running":
+    if not app or (not database_external and (not db or db["state"] != "running")):
         host.noop("no running app to back up")
         return
     if app["image"] == stack["images"].get(app_ref):

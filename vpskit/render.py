@@ -35,4 +35,6 @@ def render(name: str, **context: Any) -> str:
     """Renders one template, e.g. render("docker-compose.yml", **settings, app_image="x:1")."""
     if "publish_port" in context and "bundled_proxy" not in context:
         context["bundled_proxy"] = bundled_proxy(context)
+    context.setdefault("database_external", False)  # DATABASE_URL in .env (steps.plan sets it)
+    context.setdefault("backup_server", context.get("role", "all") != "app")  # takes the backups (steps.plan)
     return _env().get_template(name).render(**context)

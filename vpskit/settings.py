@@ -146,7 +146,8 @@ CHECKS = {
     "media_region": _str(re.compile(r"^[a-z0-9-]{1,40}$"), "use a region name such as us-east-1"),
     "role": _choice("all", "app", "db"),
     "private_address": _str(_ADDRESS, "use an IPv4 address or a host name", empty=True),
-    "database_host": _str(_ADDRESS, "use the db server's private IPv4 address or host name", empty=True),
+    "database_host": _str(_ADDRESS, "use the db server's private IPv4 address or host name, or external",
+                          empty=True),
     "database_clients": _str(re.compile(r"^[A-Za-z0-9.:/-]+(,[A-Za-z0-9.:/-]+)*$"),
                              "use the app servers' private addresses, comma-separated", empty=True),
     "rollout_batch": _int(1, 100),
@@ -202,7 +203,8 @@ def _check_together(s: dict[str, Any]) -> None:
                             "pick another port, e.g. 3000")
     if s["role"] == "app" and not s["database_host"]:
         raise SettingsError("role=app needs database_host, the db server's private address: list the db server "
-                            "in VPSKIT_DB_HOST (or in inventory.py's db_servers)")
+                            "in VPSKIT_DB_HOST (or in inventory.py's db_servers), or put a managed Postgres's "
+                            "DATABASE_URL in .env")
     if s["role"] == "db" and not s["private_address"]:
         raise SettingsError("role=db needs private_address, the address the app servers reach it at: give it after "
                             "the SSH address in VPSKIT_DB_HOST (or in inventory.py)")

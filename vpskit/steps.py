@@ -16,6 +16,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from vpskit import app_check, commands, envfile, images, media, offsite, proxy, rolling, settings, shipping, tasks
+from vpskit.database import ExternalDatabase
 from vpskit.facts import AppliedMigrations, ProxyState
 from vpskit.operations import (
     ManagedFile,
@@ -44,6 +45,15 @@ def _plan(data_items: tuple) -> dict:
     s.update(s["app"].context(s["app_name"], s["app_version"]))
     tasks.paths(s)
     values = envfile.read()
+    s["database"] = ExternalDatabase.of(values)  # DATABASE_URL in .env: a managed Postgres, not a db service
+    s["database_external"] = s["database"] is not None
+    if s["database_external"] and (s["role"] == "db" or s["database_host"] not in ("", "external")):
+        raise settings.SettingsError("DATABASE_URL in .env names an external database, and a db server is listed: "
+                                     "keep one (remove VPSKIT_DB_HOST, or DATABASE_URL to use the db server)")
+    if s["database_host"] == "external" and not s["database_external"]:
+        raise settings.SettingsError("database_host=external needs the database's URL: put DATABASE_URL="
+                                     "postgresql://USER:PASSWORD@HOST:PORT/DATABASE in .env")
+    s["backup_server"] = tasks.backup_server(s)  # takes the backups: where the database is, or the first app server
     s["env"] = envfile.server_env(values, s)
     s["offsite"] = offsite.Offsite.of(s, values)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
@@ -190,9 +200,9 @@ TIMERS = {
 
 
 def runs_timer(s: dict, kind: str) -> bool:
-    """Backups and drills run where the database is; the health check on every server (it checks what the
-    server runs)."""
-    return kind == "health" or s["role"] != "app"
+    """Backups and drills run where the database is (or on the first app server, for an external database);
+    the health check on every server (it checks what the server runs)."""
+    return kind == "health" or s.get("backup_server", s["role"] != "app")
 
 
 def timer_units(s: dict) -> dict[str, str]:
@@ -225,7 +235,7 @@ def images_on_server(s: dict) -> None:
     """The database image (pulled or shipped), the app image (built here and shipped, or built there) and,
     when the app has migrations it does not apply itself and some are pending on the server, the one-shot
     migration runner built from the same sources."""
-    if s["role"] != "app":
+    if s["backup_server"]:  # the database, or the client that backs up an external one
         image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                       transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
     if s["role"] == "db":
@@ -274,10 +284,10 @@ def server_build(s: dict, ref: str, target: str = ""):
 def stack(s: dict) -> None:
     """A backup when a running app is about to change, then compose applied only where it differs, a wait
     until every service is healthy, and the previous release put back when the new one does not get ready."""
-    if s["backup_before_update"] and s["role"] == "all":
+    if s["backup_before_update"] and s["backup_server"] and s["role"] != "db":
         backup_before_update(name="Backup before the update", app_dir=s["app_dir"], project=s["app_name"],
                              app_ref=s["app_image"], command=f"VPSKIT_OFFSITE_SOFT=1 {tasks.backup_command(s)}",
-                             **SUDO)
+                             database_external=s["database_external"], **SUDO)
     pending = tuple(pending_migrations(s))
     release = commands.Release(
         app_dir=s["app_dir"], attempt=_attempt_id(), version=s["app_version"], files_hash=_files_hash(s),
@@ -285,6 +295,8 @@ def stack(s: dict) -> None:
         lock_wait=s["lock_timeout"])
     services = {"all": {"app": s["app_image"], "db": s["postgres_image"]}, "app": {"app": s["app_image"]},
                 "db": {"db": s["postgres_image"]}}[s["role"]]
+    if s["database_external"]:
+        services.pop("db", None)
     if s["role"] == "db":
         stack_applied(name="Database server up and healthy", release=release, project=s["app_name"],
                       images_by_service=services, url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)

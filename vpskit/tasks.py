@@ -30,6 +30,25 @@ def paths(s: dict) -> dict:
     return s
 
 
+def backup_server(s: dict) -> bool:
+    """Whether this host takes the backups (and drills): where the database is (one server, the db server) or,
+    with an external database on several servers (database_host = "external"), the first app server."""
+    if s["role"] != "app":
+        return True
+    if s["database_host"] != "external":
+        return False
+    apps = [h.name for h in host.inventory.get_group("app_servers", [])]
+    return not apps or apps[0] == host.name
+
+
+def backups_are_elsewhere(s: dict) -> str:
+    """Why this host has no backups to take or restore ("" when it has)."""
+    if backup_server(s):
+        return ""
+    return "the backups are on the first app server" if s["database_host"] == "external" else \
+        "the backups are on the db server"
+
+
 def option(name: str, default=None):
     """A task option from `--data name=value` (pyinfra puts it in host data)."""
     value = host.data.get(name)

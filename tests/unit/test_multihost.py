@@ -153,3 +153,7 @@ def test_timers_follow_the_role():
     assert all(runs_timer({"role": "all"}, k) for k in ("backup", "drill", "health"))
     assert [k for k in ("backup", "drill", "health") if runs_timer({"role": "app"}, k)] == ["health"]
     assert all(runs_timer({"role": "db"}, k) for k in ("backup", "drill", "health"))
+    # An external database: the app server that backs it up runs the backups and drills; the others do not.
+    assert all(runs_timer({"role": "app", "backup_server": True}, k) for k in ("backup", "drill", "health"))
+    assert [k for k in ("backup", "drill", "health") if runs_timer({"role": "app", "backup_server": False}, k)] == [
+        "health"]
