@@ -31,14 +31,16 @@ if db_external; then
   # (the managed database's user may not create databases, and the live server is left alone).
   scratch=drill
   box="vpskit-drill-$(basename "$APP_DIR")"
-  psql() { docker exec -i "$box" psql -X -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
-  restore() { docker exec -i "$box" pg_restore -h 127.0.0.1 -U postgres -d "$scratch" --no-owner --no-privileges --exit-on-error; }
+  # Over its socket, where the image trusts local connections.
+  psql() { docker exec -i -u postgres "$box" psql -X -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+  restore() { docker exec -i -u postgres "$box" pg_restore -U postgres -d "$scratch" --no-owner --no-privileges --exit-on-error; }
   cleanup() { docker rm -f -v "$box" >/dev/null 2>&1 || true; rm -rf "$work"; }
   trap cleanup EXIT
   cleanup
-  docker run -d --name "$box" --network none -e POSTGRES_HOST_AUTH_METHOD=trust "$(db_image)" >/dev/null \
-    || die "could not start a scratch postgres for the drill (above)"
-  # TCP, not the socket: the image's first-start setup answers on the socket before it is done.
+  # The image wants a superuser password; this one is thrown away with the container (no network either).
+  POSTGRES_PASSWORD=$(head -c 18 /dev/urandom | base64) docker run -d --name "$box" --network none \
+    -e POSTGRES_PASSWORD "$(db_image)" >/dev/null || die "could not start a scratch postgres for the drill (above)"
+  # Ready on TCP: the image's first-start setup answers on the socket before it is done.
   for _ in $(seq 60); do docker exec "$box" pg_isready -q -h 127.0.0.1 && break; sleep 1; done
   docker exec "$box" pg_isready -q -h 127.0.0.1 || die "the drill's scratch postgres did not start within 60s"
 else

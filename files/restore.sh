@@ -108,7 +108,7 @@ log "swapping the restored database and media in"
 [ -z "$has_app" ] || compose stop app >&2
 if db_external; then
   if ! db_sh 'psql -X -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null' < "$sql"; then
-    [ -z "$has_app" ] || compose start app >&2
+    if [ -n "$has_app" ]; then compose start app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore || true; fi
     die "restoring backup $NAME into $(db_where) failed (above): its transaction was rolled back, the live database is unchanged"
   fi
   log "restored into $(db_where) in one transaction"

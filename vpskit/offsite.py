@@ -88,8 +88,9 @@ class Offsite:
         return cls(s["app_name"], repo, password, access, secret, key, env.get("NOTIFY_URL", ""),
                    s["notify_releases"], (s["backup_keep_daily"], s["backup_keep_weekly"], s["backup_keep_monthly"]),
                    seconds(s["offsite_max_age"]),
-                   # Backups run where the database is: an app server needs no copy of the bucket's keys here.
-                   MediaStore.of(s, env) if s["role"] != "app" else None)
+                   # Backups run where the database is (or, for an external one, on the first app server):
+                   # the other app servers need no copy of the bucket's keys here.
+                   MediaStore.of(s, env) if s.get("backup_server", s["role"] != "app") else None)
 
     @property
     def dir(self) -> str:

@@ -21,6 +21,7 @@ BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 def plan() -> dict:
     keys = [d.key for d in settings.defaults()]
     s = settings.load({k: host.data.get(k) for k in keys})
+    s["backup_server"] = backup_server(s)
     return paths(s)
 
 
