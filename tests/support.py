@@ -346,9 +346,11 @@ class Traffic:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        # The traffic's span is while requests were sent: the wait below for the last answers in flight (up
+        # to their 5 s limit on a loaded machine) is not part of it, nor of its rate.
+        self.ended = time.monotonic()
         for t in self._threads:
             t.join(timeout=15)
-        self.ended = time.monotonic()
 
     def _running(self) -> bool:
         return not self._stop.is_set() and time.monotonic() - self.started < self.limit
