@@ -14,6 +14,9 @@ def compose(app_dir: str, *args: str) -> str:
     return f"cd {q(app_dir)} && docker compose {' '.join(q(a) for a in args)}"
 
 
+STARTING_WAIT = 30  # seconds: a few of Docker's healthcheck intervals (10 s in the compose file)
+
+
 def compose_state(app_dir: str, project: str, refs: tuple[str, ...] = ()) -> str:
     """Prints the hash of the compose file and .env now on the server, the hash recorded by the last
     successful apply, then one line per existing container of the project: service, container id, image
@@ -26,9 +29,14 @@ def compose_state(app_dir: str, project: str, refs: tuple[str, ...] = ()) -> str
     d = q(app_dir)
     ids = f"docker ps -aq --filter label=com.docker.compose.project={q(project)}"
     images = "".join(f"echo image {q(r)} $({image_id(r)}); " for r in refs)
+    # A release ends when its container answers ready; Docker's own healthcheck (every 10 s) may still say
+    # "starting" for a few seconds after. A deploy run again at once waits for that verdict (at most
+    # STARTING_WAIT s) rather than read "starting" as unhealthy and release again.
+    starting = f"docker ps -q --filter label=com.docker.compose.project={q(project)} --filter health=starting"
+    settle = f"for _ in $(seq {STARTING_WAIT}); do [ -z \"$({starting})\" ] && break; sleep 1; done; "
     return (
         "if command -v docker >/dev/null; then "
-        f"if [ -f {d}/docker-compose.yml ]; then "
+        f"if [ -f {d}/docker-compose.yml ]; then {settle}"
         f"echo files $({files_hash(app_dir)}); echo applied $(cat {d}/.applied 2>/dev/null); "
         f"echo \"last $(tail -n 1 {d}/releases/log 2>/dev/null)\"; "
         f"for c in $({ids}); do docker inspect -f {q(fmt)} $c | sed 's/^/container /'; done; fi; "

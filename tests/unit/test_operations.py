@@ -187,6 +187,15 @@ def test_command_lines_quote_their_arguments():
     assert "echo image 'my img:1' $(docker image inspect" in commands.compose_state("/o", "p", ("my img:1",))
 
 
+def test_the_stack_state_waits_for_dockers_verdict_on_a_container_still_starting():
+    cmd = commands.compose_state("/opt/example", "example")
+    wait = (f"for _ in $(seq {commands.STARTING_WAIT}); do [ -z \"$(docker ps -q --filter "
+            "label=com.docker.compose.project=example --filter health=starting)\" ] && break; sleep 1; done; ")
+    # Bounded, and read before the containers' states are listed.
+    assert wait in cmd and cmd.index(wait) < cmd.index("docker inspect -f")
+    assert 0 < commands.STARTING_WAIT <= 60
+
+
 def files_in_place(files, states):
     from vpskit.facts import FileStates
 
