@@ -138,13 +138,6 @@ if has db; then
   wait_service_healthy db "$TIMEOUT" || { put_back; fail "the database did not become healthy within ${TIMEOUT}s: version $VERSION was not released, ${previous:-nothing} keeps serving"; }
 fi
 applied_before=$(applied_migrations)
-if ! has app; then  # a db server: its database is all it serves
-  record_release "$VERSION" "$KEEP" "$attempt"
-  log "database of version $VERSION is serving (released in $((SECONDS - START))s)"
-  finish 0
-  FINISHED=1
-  exit 0
-fi
 
 # --- Migrations, while the serving version keeps serving
 if [ "$MIGRATE" = migrate ]; then
@@ -166,6 +159,15 @@ if [ "$MIGRATE" = migrate ]; then
     put_back
     fail "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
   fi
+fi
+
+if ! has app; then  # a db server: its database (and the migrations above) is all it serves
+  record_release "$VERSION" "$KEEP" "$attempt"
+  record_migrations "$VERSION" "$applied_before"
+  log "database of version $VERSION is serving (released in $((SECONDS - START))s)"
+  finish 0
+  FINISHED=1
+  exit 0
 fi
 
 # --- The new app container, beside the serving one and never published

@@ -52,10 +52,11 @@ def check(group: str, host_data: dict, argv: list[str] | None = None) -> dict:
     if deploy_file(argv) in DEPLOY_FILES:
         envfile.read()
         app = app_check.check((ROOT / s["app_path"]).resolve())
-        if s["role"] == "app" and app.migrated_by_vpskit:
-            # The migration runner reads the database from the server it runs on; an app server has none.
-            raise SettingsError(f"{s['app_path']} has migrations it does not apply itself: on several servers the "
-                                "app must apply them at boot for now (postgresAdapter prodMigrations: migrations)")
+        if s["role"] == "app" and s["database_host"] == "external" and app.migrated_by_vpskit:
+            # With a db server, it runs the migration runner; with a managed database there is none.
+            raise SettingsError(f"{s['app_path']} has migrations it does not apply itself: with a managed database "
+                                "on several servers the app must apply them at boot for now (postgresAdapter "
+                                "prodMigrations: migrations)")
     ssh(host_data)
     return s
 

@@ -238,9 +238,7 @@ def images_on_server(s: dict) -> None:
     if s["backup_server"]:  # the database, or the client that backs up an external one
         image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                       transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
-    if s["role"] == "db":
-        return
-    wanted = [(s["app_image"], "")]
+    wanted = [] if s["role"] == "db" else [(s["app_image"], "")]  # a db server runs only the migration runner
     pending = pending_migrations(s)
     if pending:
         logger.info(f"{host.print_prefix}{len(pending)} migration(s) to apply before traffic: {', '.join(pending)}")
@@ -258,8 +256,9 @@ def images_on_server(s: dict) -> None:
 
 
 def pending_migrations(s: dict) -> list[str]:
-    """The app's migrations not yet recorded in the server's database, when vpskit applies them."""
-    if not s["migrate_image"]:
+    """The app's migrations not yet recorded in the server's database, when vpskit applies them (on several
+    servers, the db server does, once per release: an app server has none to apply)."""
+    if not s["migrate_image"] or s["role"] == "app":
         return []
     if "pending_migrations" not in s:  # read once per run: images_on_server() and stack() both need it
         applied = set(host.get_fact(AppliedMigrations, app_dir=s["app_dir"], **SUDO))
@@ -298,8 +297,11 @@ def stack(s: dict) -> None:
     if s["database_external"]:
         services.pop("db", None)
     if s["role"] == "db":
+        # Before the app servers: migrations (for an app that leaves them to vpskit) are applied here, once,
+        # and a failure here stops the rollout before it starts (recorded as rolling).
         stack_applied(name="Database server up and healthy", release=release, project=s["app_name"],
-                      images_by_service=services, url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)
+                      images_by_service=services, pending_migrations=pending, rolling=True,
+                      url=f"{s['private_address']}:5432 (the app servers only)", **SUDO)
         return
     if s["role"] == "app":
         # One batch of app servers at a time, each with the same switch as one server; a failure stops the

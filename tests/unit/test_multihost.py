@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.unit.test_render import ctx
-from vpskit import commands, envfile, rolling, settings
+from vpskit import commands, envfile, rolling, settings, steps
 from vpskit import inventory as inv
 from vpskit.render import render
 from vpskit.settings import SettingsError
@@ -95,6 +95,20 @@ def test_a_db_server_publishes_postgres_on_its_private_address_only():
         render("docker-compose.yml", **{**ctx(**db), "app_version": "v2"})
 
 
+def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_run_by_the_db_server():
+    db = {"role": "db", "private_address": "10.0.0.7", "database_clients": "10.0.0.5"}
+    c = yaml.safe_load(render("docker-compose.yml", **{**ctx(**db), "migrate_image": "tmpl-migrate:v2"}))
+    assert set(c["services"]) == {"db", "migrate"}
+    runner = c["services"]["migrate"]
+    assert runner["image"] == "tmpl-migrate:v2" and runner["profiles"] == ["migrate"]
+    assert runner["depends_on"] == {"db": {"condition": "service_healthy"}}
+    # The app servers have no runner: their migrations are applied before they roll, once.
+    app = yaml.safe_load(render("docker-compose.yml", **{**ctx(role="app", database_host="10.0.0.7"),
+                                                         "migrate_image": "tmpl-migrate:v2", "bundled_proxy": True}))
+    assert set(app["services"]) == {"app"}
+    assert steps.pending_migrations({"role": "app", "migrate_image": "tmpl-migrate:v2", "migrations": ["m1"]}) == []
+
+
 def test_the_db_firewall_lets_in_the_app_servers_then_drops():
     cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"), "10.0.0.7")
     assert cmd.index("-s 10.0.0.5 -j RETURN") < cmd.index("-s 10.0.0.6 -j RETURN") < cmd.index("-j DROP")
@@ -125,26 +139,6 @@ def test_a_failed_release_stops_the_rollout_and_sends_the_released_servers_back(
         assert rolling.must_go_back("a") and not rolling.must_go_back("b") and not rolling.must_go_back("c")
     finally:
         rolling.reset()
-
-
-def test_an_app_that_leaves_its_migrations_to_vpskit_is_refused_on_app_servers(tmp_path, monkeypatch):
-    from vpskit import preflight
-
-    env = tmp_path / ".env"
-    env.write_text("POSTGRES_PASSWORD=p\nPAYLOAD_SECRET=" + "x" * 32 + "\n")
-    monkeypatch.setenv("VPSKIT_ENV_FILE", str(env))
-    import shutil
-    from pathlib import Path
-
-    app = tmp_path / "app"  # the example, with its migrations left to vpskit (no prodMigrations)
-    shutil.copytree(Path(__file__).resolve().parents[2] / "example", app,
-                    ignore=shutil.ignore_patterns("node_modules", ".next", "media"))
-    config = app / "src" / "payload.config.ts"
-    config.write_text(config.read_text().replace("prodMigrations: migrations,", ""))
-    data = {"role": "app", "database_host": "10.0.0.7", "app_path": str(app), "ssh_hostname": "192.0.2.1",
-            "ssh_port": 22}
-    with pytest.raises(SettingsError, match="on several servers the app must apply them at boot"):
-        preflight.check("production", data, argv=["pyinfra", "inventory.py", "deploy.py"])
 
 
 def test_timers_follow_the_role():
