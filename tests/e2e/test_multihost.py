@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import threading
 import time
 
@@ -23,6 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("exampl
 
 APP = "example"
 BUCKET = "vpskit-media"  # the app servers' shared media
+TEMPLATE = "tmplmulti"  # Payload's template app (tests/e2e/fixtures/payload-template) under its own name here
+RECORDED_MIGRATIONS = "select name from payload_migrations order by id"
 VARIANTS: list[str] = []  # the versions this module built here
 
 
@@ -117,11 +120,11 @@ def explain(cluster, traffic) -> str:
     return "\n".join(lines)
 
 
-def on_server(vps, path: str) -> dict:
+def on_server(vps, path: str, port: int = 3000) -> dict:
     """What the app server itself answers (curl on the server, to its published port)."""
     import json
 
-    return json.loads(vps.ssh(f"curl -fsS -m 5 http://127.0.0.1:3000{path}").stdout)
+    return json.loads(vps.ssh(f"curl -fsS -m 5 http://127.0.0.1:{port}{path}").stdout)
 
 
 def deploy(cluster, *extra: str, env: dict | None = None):
@@ -354,6 +357,41 @@ def test_backup_and_restore_run_on_the_db_server(cluster):
     db = f"[127.0.0.1:{cluster['db'].port}]"
     assert [ln for ln in lines if db in ln and "ok   backup: last" in ln]
     assert not [ln for ln in lines if db in ln and "/api/health" in ln]
+
+
+def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_the_db_server(cluster, tmp_path):
+    """Payload's template (no prodMigrations), as the user brings it, on an app server (A) and a db server (B,
+    whose database this is; the example's app keeps running on it): the db server runs the migration runner
+    before the app server releases, the app server runs none, and a second run changes nothing."""
+    from tests.e2e.test_payload_template import INITIAL, as_documented
+
+    app = as_documented(tmp_path / "app")
+    env_file = tmp_path / ".env"
+    env_file.write_text("POSTGRES_PASSWORD=tmpl-multi-password\nPAYLOAD_SECRET=tmpl-multi-secret-0123456789abcdef\n")
+    a, b, ips = cluster["a"], cluster["b"], cluster["ips"]
+    env = {**cluster["env"], "VPSKIT_APP_HOSTS": f"127.0.0.1:{a.port} {ips[a.name]}",
+           "VPSKIT_DB_HOST": f"127.0.0.1:{b.port} {ips[b.name]}", "VPSKIT_MEDIA_BUCKET": "",
+           "VPSKIT_MEDIA_ENDPOINT": "", "VPSKIT_PUBLISH_PORT": "3001"}
+    extra = ("--data", f"app_path={app}", "--data", f"app_name={TEMPLATE}")
+    try:
+        out = run_pyinfra(a, env_file, "deploy.py", *extra, env=env)
+        assert out.returncode == 0, out.stdout[-5000:]
+        version = on_server(a, "/api/health", 3001)["version"]
+        assert on_server(a, "/api/health/ready", 3001)["status"] == "ready"
+        # Applied once, by the db server's release; the app server's release applied none.
+        psql = f"cd /opt/{TEMPLATE} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c "
+        recorded = b.ssh(psql + shlex.quote(RECORDED_MIGRATIONS)).stdout.split()
+        assert recorded == INITIAL, recorded
+        by_db = b.ssh(f"sudo cat /opt/{TEMPLATE}/releases/{version}.migrations", check=False).stdout.split()
+        assert by_db == INITIAL, out.stdout[-4000:]
+        on_app = a.ssh(f"sudo ls /opt/{TEMPLATE}/releases/").stdout.split()
+        assert f"{version}.migrations" not in on_app and f"{version}.yml" in on_app, on_app
+        assert not a.ssh(f"sudo docker image ls -q {TEMPLATE}-migrate").stdout.strip()
+        again = run_pyinfra(a, env_file, "deploy.py", *extra, env=env)
+        assert again.returncode == 0 and "releasing" not in again.stdout, again.stdout[-4000:]
+    finally:  # the last case loses B: only the example's stacks are to be running then
+        for vps in (a, b):
+            vps.ssh(f"cd /opt/{TEMPLATE} 2>/dev/null && sudo docker compose down -v --remove-orphans", check=False)
 
 
 def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):
