@@ -375,6 +375,16 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_th
     extra = ("--data", f"app_path={app}", "--data", f"app_name={TEMPLATE}")
     try:
         out = run_pyinfra(a, env_file, "deploy.py", *extra, env=env)
+        if out.returncode != 0:  # what the app server's new container answered, and what the database holds
+            print(out.stdout[-6000:])
+            for cmd in (f"sudo docker ps -a --filter name={TEMPLATE} --format '{{{{.Names}}}} {{{{.Status}}}}'",
+                        f"for c in $(sudo docker ps -q --filter name={TEMPLATE}-app); do sudo docker exec $c node -e "
+                        "\"fetch('http://127.0.0.1:3000/api/health/ready').then(async r => console.log(r.status, "
+                        "await r.text()), e => console.log('error', e.message))\"; "
+                        "sudo docker logs --tail 30 $c; done"):
+                print(a.ssh(cmd, check=False).stdout)
+            print(b.ssh(f"cd /opt/{TEMPLATE} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c "
+                        + shlex.quote(RECORDED_MIGRATIONS), check=False))
         assert out.returncode == 0, out.stdout[-5000:]
         version = on_server(a, "/api/health", 3001)["version"]
         assert on_server(a, "/api/health/ready", 3001)["status"] == "ready"
