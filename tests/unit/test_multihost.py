@@ -109,6 +109,21 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_run_by_the_db_serv
     assert steps.pending_migrations({"role": "app", "migrate_image": "tmpl-migrate:v2", "migrations": ["m1"]}) == []
 
 
+def test_with_a_managed_database_such_an_app_is_refused_on_several_app_servers(monkeypatch, tmp_path):
+    from vpskit import preflight
+
+    env = tmp_path / ".env"
+    env.write_text("DATABASE_URL=postgresql://a:b@db.example.net/x\nPAYLOAD_SECRET=" + "s" * 40 + "\n")
+    monkeypatch.setenv("VPSKIT_ENV_FILE", str(env))
+    from tests.e2e.test_payload_template import as_documented
+
+    template = as_documented(tmp_path / "app")
+    data = {"role": "app", "database_host": "external", "app_path": str(template), "ssh_hostname": "192.0.2.1",
+            "ssh_port": 22}
+    with pytest.raises(SettingsError, match="with a managed database on several servers the app must apply them"):
+        preflight.check("production", data, argv=["pyinfra", "inventory.py", "deploy.py"])
+
+
 def test_the_db_firewall_lets_in_the_app_servers_then_drops():
     cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"), "10.0.0.7")
     assert cmd.index("-s 10.0.0.5 -j RETURN") < cmd.index("-s 10.0.0.6 -j RETURN") < cmd.index("-j DROP")
