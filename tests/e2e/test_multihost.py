@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shlex
+import subprocess
 import threading
 import time
 
@@ -240,36 +241,39 @@ def test_a_rolling_release_costs_no_request(cluster, testbed):
 def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster, testbed):
     before = cluster["version"]
     tag = variant("never-ready", f"{APP}:{before}", testbed)
-    # Whichever app server is released second: its new container is paused as it starts, so it never answers
-    # ready (the first server's release is left alone).
-    stop, paused = threading.Event(), []
+    # Whichever app server is released second: its new container is paused the moment Docker starts it (an
+    # event, not a poll: the new version answers ready within seconds), so it never answers ready (the first
+    # server's release is left alone).
+    paused: list[tuple[str, str]] = []
+    started: list[str] = []
+    lock = threading.Lock()
+    events = {server: subprocess.Popen(
+        ["docker", "exec", cluster[server].name, "docker", "events", "--filter", "event=start", "--filter",
+         f"label=com.docker.compose.project={APP}", "--filter", "label=com.docker.compose.service=app",
+         "--format", "{{.Actor.ID}}"], stdout=subprocess.PIPE, text=True) for server in ("a", "b")}
 
-    def pause_the_second() -> None:
-        seen: list[str] = []
-        deadline = time.monotonic() + 600
-        while not stop.is_set() and time.monotonic() < deadline and not paused:
-            for server in ("a", "b"):
-                vps = cluster[server]
-                names = vps.exec("docker", "ps", "--filter", f"label=com.docker.compose.project={APP}",
-                                 "--filter", "label=com.docker.compose.service=app", "--format", "{{.Names}}",
-                                 check=False).stdout.split()
-                if len(names) > 1 and server not in seen:
-                    seen.append(server)
-                    if len(seen) == 2:
-                        serving = vps.exec("cat", f"/opt/{APP}/releases/.serving").stdout.strip()
-                        newest = [n for n in names if n != serving][0]
-                        vps.exec("docker", "pause", newest, check=False)
-                        paused.append((server, newest))
-            time.sleep(0.3)
+    def pause_the_second(server: str) -> None:
+        for line in events[server].stdout:
+            with lock:
+                if paused or server in started:
+                    continue
+                started.append(server)
+                if len(started) == 2:
+                    cluster[server].exec("docker", "pause", line.strip(), check=False)
+                    paused.append((server, line.strip()[:12]))
 
-    watcher = threading.Thread(target=pause_the_second, daemon=True)
-    watcher.start()
+    watchers = [threading.Thread(target=pause_the_second, args=(s,), daemon=True) for s in ("a", "b")]
+    for w in watchers:
+        w.start()
     try:
         with Traffic(cluster["base"], cluster["token"]) as traffic:
             out = deploy(cluster, "--data", f"app_version={tag}", env={"VPSKIT_HEALTH_TIMEOUT": "40"})
     finally:
-        stop.set()
-        watcher.join(timeout=10)
+        for proc in events.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+        for w in watchers:
+            w.join(timeout=10)
     print(f"\nfailed rollout through the balancer: {traffic.summary()}; paused {paused}")
     assert paused, out.stdout[-3000:]
     second = paused[0][0]
