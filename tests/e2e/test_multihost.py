@@ -259,8 +259,13 @@ def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster
                     continue
                 started.append(server)
                 if len(started) == 2:
-                    cluster[server].exec("docker", "pause", line.strip(), check=False)
-                    paused.append((server, line.strip()[:12]))
+                    cid = line.strip()
+                    # Docker may not take a pause yet at its start event: until it reports the container paused.
+                    wait_until(lambda c=cid: cluster[server].exec("docker", "pause", c, check=False).returncode == 0
+                               or cluster[server].exec("docker", "inspect", "-f", "{{.State.Paused}}", c,
+                                                       check=False).stdout.strip() == "true", 10,
+                               f"the new container on app server {server} to pause", interval=0.05)
+                    paused.append((server, cid[:12]))
 
     watchers = [threading.Thread(target=pause_the_second, args=(s,), daemon=True) for s in ("a", "b")]
     for w in watchers:
@@ -276,6 +281,8 @@ def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster
             w.join(timeout=10)
     print(f"\nfailed rollout through the balancer: {traffic.summary()}; paused {paused}")
     assert paused, out.stdout[-3000:]
+    if out.returncode == 0:  # the release lines, to see what ran where
+        print("\n".join(ln for ln in out.stdout.splitlines() if "vpskit release" in ln or "stack example" in ln))
     second = paused[0][0]
     first = "a" if second == "b" else "b"
     assert out.returncode != 0
