@@ -45,8 +45,8 @@ def _plan(data_items: tuple) -> dict:
     s.update(s["app"].context(s["app_name"], s["app_version"]))
     tasks.paths(s)
     values = envfile.read()
-    s["database"] = ExternalDatabase.of(values)  # DATABASE_URL in .env: a managed Postgres, not a db service
-    s["database_external"] = s["database"] is not None
+    # DATABASE_URL in .env: a managed Postgres, not a db service (envfile.read checked it already).
+    s["database_external"] = ExternalDatabase.of(values) is not None
     if s["database_external"] and (s["role"] == "db" or s["database_host"] not in ("", "external")):
         raise settings.SettingsError("DATABASE_URL in .env names an external database, and a db server is listed: "
                                      "keep one (remove VPSKIT_DB_HOST, or DATABASE_URL to use the db server)")
