@@ -184,6 +184,10 @@ ready_once() { # ready_once NAME PORT VIA: VIA=proxy asks through the bundled pr
   fi
 }
 
+ready_answer() { # ready_answer NAME PORT: what the ready route answers now, on one line (for a failure message)
+  docker exec "$1" node -e 'fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready", { signal: AbortSignal.timeout(8000) }).then(async r => console.log(r.status, (await r.text()).slice(0, 300)), e => console.log("no answer:", (e.cause && e.cause.code) || e.name))' "$2" 2>&1 | tr '\n' ' ' | sed 's/ *$//' | cut -c1-400
+}
+
 # shellcheck disable=SC2034 # NOT_READY and LOCK_REFUSAL are read by the scripts that source this one
 wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; sets NOT_READY when it does not.
   # Ends early when the container exits, crashes or keeps failing to reach its database.
@@ -199,7 +203,7 @@ wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; set
       return 1
     fi
     if (( SECONDS - start >= limit )); then
-      NOT_READY="the new container $1 did not answer ready within ${limit}s"
+      NOT_READY="the new container $1 did not answer ready within ${limit}s (its ready route: $(ready_answer "$1" "$2"))"
       return 1
     fi
     if (( SECONDS - shown >= 10 )); then

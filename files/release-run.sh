@@ -13,7 +13,8 @@ APP_DIR=${1:?}; ID=${2:?}
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$APP_DIR"
 attempt="releases/attempts/$ID"
-# VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO MIGRATE KIND [FROM], as release.sh wrote them
+# VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO MIGRATE KIND [FROM], as release.sh wrote them; MIGRATE: the
+# migrations the one-shot runner applies and must leave recorded, comma-separated (empty: no runner)
 # shellcheck source=/dev/null
 . "$attempt/params"
 : "${VERSION:?}" "${TIMEOUT:?}" "${KEEP:?}" "${DRAIN:?}" "${LOCK_WAIT:?}" "${HASH:?}" "${WHO:?}" "${KIND:?}"
@@ -92,7 +93,7 @@ finish() { # finish STATUS: the release log line and the status file `follow` wa
 FINISHED=""
 fail() { REASON=$1; log "$1"; finish 1; FINISHED=1; exit 1; }
 # Any other way out (a command failing under set -e) is a failed attempt too; its line is in the log above.
-trap 'status=$?; [ -n "$FINISHED" ] || { REASON=${REASON:-"the release script stopped (exit $status; see its log)"}; finish "$status"; }' EXIT
+trap 'rc=$?; [ -n "$FINISHED" ] || { REASON=${REASON:-"the release script stopped (exit $rc; see its log)"}; finish "$rc"; }' EXIT
 
 # --- Lock: one release (or restore, rollback, stop) of this app at a time
 take_lock "$LOCK_WAIT" "$KIND of $VERSION by $WHO" release || fail "$LOCK_REFUSAL"
@@ -140,24 +141,41 @@ fi
 applied_before=$(applied_migrations)
 
 # --- Migrations, while the serving version keeps serving
-if [ "$MIGRATE" = migrate ]; then
-  log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
-  out=$(mktemp); set +e
+run_migrations() { # run_migrations OUT: one run of the migrate service, its output to stderr and OUT; sets STATUS
+  local runner
   # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
   # attach (an attached run was once seen to lose its output under load).
-  if runner=$(docker compose run -d migrate 2>"$out"); then
-    docker logs -f "$runner" 2>&1 | tee "$out" >&2
-    status=$(docker wait "$runner")
-    docker rm -f "$runner" >/dev/null 2>&1
-  else
-    status=$?; cat "$out" >&2
+  if ! runner=$(docker compose run -d migrate 2>"$1"); then STATUS=$?; cat "$1" >&2; return 0; fi
+  # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a run
+  # that applied everything.
+  if [ "$(docker inspect -f '{{.State.Status}}' "$runner")" = created ]; then docker start "$runner" >/dev/null; fi
+  docker logs -f "$runner" 2>&1 | tee "$1" >&2
+  STATUS=$(docker wait "$runner")
+  if [ ! -s "$1" ]; then docker logs "$runner" 2>&1 | tee "$1" >&2; fi
+  docker rm -f "$runner" >/dev/null 2>&1
+}
+unrecorded() { comm -23 <(tr , '\n' <<< "$MIGRATE" | sort) <(applied_migrations | sort) | paste -sd' '; }
+if [ -n "${MIGRATE:-}" ]; then
+  log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
+  out=$(mktemp); set +e
+  run_migrations "$out"
+  which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}')
+  missing=""; [ "$STATUS" != 0 ] || [ -n "$which" ] || missing=$(unrecorded)
+  if [ -n "$missing" ]; then
+    log "the migration runner ended (exit 0) without recording $missing in the database: running it once more"
+    run_migrations "$out"
+    which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}')
+    missing=""; [ "$STATUS" != 0 ] || [ -n "$which" ] || missing=$(unrecorded)
   fi
-  set -e
-  which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}' || true); rm -f "$out"
+  set -e; rm -f "$out"
   # Payload's own error line counts even when the exit status says 0.
-  if [ "$status" != 0 ] || [ -n "$which" ]; then
+  if [ "$STATUS" != 0 ] || [ -n "$which" ]; then
     put_back
-    fail "migration ${which:-run} failed (Payload's output above; exit $status): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
+    fail "migration ${which:-run} failed (Payload's output above; exit $STATUS): version $VERSION was not released, ${previous:-nothing} keeps serving, and the failed migration was rolled back, not recorded"
+  fi
+  if [ -n "$missing" ]; then
+    put_back
+    fail "the migration runner ended twice (exit 0) without recording $missing in the database (its output above): version $VERSION was not released, ${previous:-nothing} keeps serving"
   fi
 fi
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # vpskit releases for one app, run on the server as root by deploy.py and tasks/rollback.py.
 #
-#   release.sh start APP_DIR ID VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO [migrate]
+#   release.sh start APP_DIR ID VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO [MIGRATIONS]
 #       release the files the deploy pushed to APP_DIR/next (HASH: their sha256, so a push by another
-#       deploy in between is seen); with `migrate`, apply pending Payload migrations first
+#       deploy in between is seen); with MIGRATIONS (pending Payload migrations, comma-separated), run the
+#       one-shot migrate service first and check that each of them is recorded afterwards
 #   release.sh rollback APP_DIR TARGET TIMEOUT KEEP DRAIN LOCK_WAIT WHO
 #       release a recorded release again: its compose file, .env and proxy route (TARGET "": the one before)
 #   release.sh follow APP_DIR ID     print a release's log as it grows; exit with its status

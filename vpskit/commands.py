@@ -81,7 +81,9 @@ class Release:
     keep: int = 3
     drain: int = 10
     lock_wait: int = 300
-    migrate: bool = False
+    # Migrations the one-shot `migrate` service applies before the new app starts; the release checks that
+    # each is recorded afterwards. Empty: no runner (the app applies its own, or none is pending).
+    migrate: tuple[str, ...] = ()
 
 
 def release_start(r: Release) -> str:
@@ -89,7 +91,7 @@ def release_start(r: Release) -> str:
     exits with its status."""
     cmd = (f"{q(r.app_dir)}/bin/release.sh start {q(r.app_dir)} {q(r.attempt)} {q(r.version)} {int(r.timeout)} "
            f"{int(r.keep)} {int(r.drain)} {int(r.lock_wait)} {q(r.files_hash)} {q(r.who)}")
-    return cmd + (" migrate" if r.migrate else "")
+    return cmd + (f" {q(','.join(r.migrate))}" if r.migrate else "")
 
 
 def release_rollback(app_dir: str, target: str, who: str, timeout: int, keep: int, drain: int, lock_wait: int) -> str:

@@ -245,7 +245,7 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     its log and fails with its one-line reason.
 
     + release: a ``commands.Release`` (app folder, attempt id, version, hash of the pushed files, who,
-      timeout, images kept, drain, lock wait, whether migrations run first)
+      timeout, images kept, drain, lock wait)
     + project: compose project name (labels of its containers)
     + images_by_service: service name -> image reference the service must run
     + url: where the app answers, for the closing message
@@ -279,7 +279,7 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
         return
     logger.info(f"{host.print_prefix}stack {project}: {'; '.join(reasons)}; releasing {release.version} "
                 f"(attempt {release.attempt}, up to {release.timeout}s to get ready)")
-    start = commands.release_start(replace(release, migrate=bool(pending_migrations)))
+    start = commands.release_start(replace(release, migrate=tuple(pending_migrations)))
     if rolling:
         yield FunctionCommand(rollout.started, (), {})
     yield FunctionCommand(_run_visibly, (start,), {})

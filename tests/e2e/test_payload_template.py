@@ -33,6 +33,7 @@ APP_DIR = f"/opt/{APP}"
 INITIAL = sorted(p.stem for p in (FIXTURE / "src" / "migrations").glob("*.ts") if p.stem != "index")
 BROKEN = "20261130_000000_add_rating"
 BROKEN_VERSION = "add-rating"
+SILENT_VERSION = "silent-runner"
 BROKEN_MIGRATION = """import { MigrateDownArgs, MigrateUpArgs, sql } from '@payloadcms/db-postgres'
 
 export async function up({ db }: MigrateUpArgs): Promise<void> {
@@ -95,6 +96,27 @@ class Background:
 def psql(vps, sql: str) -> str:
     return vps.ssh(f"cd {APP_DIR} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c "
                    f"\"{sql}\"").stdout
+
+
+def probed(base: str, action):
+    """(what `action` returns, the statuses of the ready route probed every 0.2 s while it ran)."""
+    seen, stop = [], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            try:
+                seen.append(http("GET", f"{base}/api/health/ready", timeout=5).status)
+            except OSError as err:
+                seen.append(repr(err))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        return action(), seen
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -211,24 +233,9 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
     subprocess.run(["docker", "rmi", f"{APP}-migrate:{BROKEN_VERSION}"], capture_output=True, timeout=60)
     before = psql(site["vps"], "select name from payload_migrations order by id").split()
     version_before = http("GET", f"{site['base']}/api/health").json()["version"]
-    seen, stop = [], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            try:
-                seen.append(http("GET", f"{site['base']}/api/health/ready", timeout=5).status)
-            except OSError as err:
-                seen.append(repr(err))
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    try:
-        out = deploy(site["vps"], env_file, apps["broken"], "--data", f"app_version={BROKEN_VERSION}",
-                     "--data", "backup_before_update=false")
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+    out, seen = probed(site["base"], lambda: deploy(site["vps"], env_file, apps["broken"], "--data",
+                                                    f"app_version={BROKEN_VERSION}", "--data",
+                                                    "backup_before_update=false"))
     assert out.returncode != 0, out.stdout[-6000:]
     assert f"Migrating: {BROKEN}" in out.stdout and "no_such_table" in out.stdout
     assert f"Migration runner {APP}-migrate:{BROKEN_VERSION} built here and shipped" in out.stdout
@@ -243,6 +250,36 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
     assert "rating" not in psql(site["vps"], "select column_name from information_schema.columns "
                                              "where table_name = 'media'").split()
     print(f"\nbroken migration: {len(seen)} probe requests during the failed release, {len(failed)} failed")
+
+
+def test_a_runner_that_records_nothing_fails_the_release_and_the_site_keeps_serving(site, env_file, apps):
+    # A migration runner that ends with exit 0 and applies nothing (what a runner never started looks like
+    # from outside: an empty log, exit 0): the release runs it once more, then stops before any app starts.
+    # It stands in for the real runner under the version's name (an explicit version names its content, so
+    # the deploy ships this one); the app image is the first version's, as above.
+    first = app_version(apps["main"], APP)
+    subprocess.run(["docker", "tag", f"{APP}:{first}", f"{APP}:{SILENT_VERSION}"], check=True, timeout=60)
+    build = subprocess.run(["docker", "build", "-q", "-t", f"{APP}-migrate:{SILENT_VERSION}", "-"], text=True,
+                           input=f"FROM {APP}-migrate:{first}\nCMD [\"node\", \"-e\", \"0\"]\n",
+                           capture_output=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    version_before = http("GET", f"{site['base']}/api/health").json()["version"]
+    before = psql(site["vps"], "select name from payload_migrations order by id").split()
+    out, seen = probed(site["base"], lambda: deploy(site["vps"], env_file, apps["broken"], "--data",
+                                                    f"app_version={SILENT_VERSION}", "--data",
+                                                    "backup_before_update=false"))
+    for ref in (f"{APP}:{SILENT_VERSION}", f"{APP}-migrate:{SILENT_VERSION}"):
+        subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=60)
+    assert out.returncode != 0, out.stdout[-6000:]
+    assert (f"the migration runner ended (exit 0) without recording {BROKEN} in the database: running it once "
+            "more") in out.stdout, out.stdout[-4000:]
+    assert (f"the migration runner ended twice (exit 0) without recording {BROKEN} in the database (its output "
+            f"above): version {SILENT_VERSION} was not released, {version_before} keeps serving") in out.stdout
+    assert "waiting up to" not in out.stdout.split("running it once more")[-1]  # no app container was started
+    failed = [s for s in seen if s != 200]
+    assert len(seen) > 10 and not failed, f"{len(failed)} of {len(seen)} requests failed: {failed[:5]}"
+    assert http("GET", f"{site['base']}/api/health").json()["version"] == version_before
+    assert psql(site["vps"], "select name from payload_migrations order by id").split() == before
 
 
 def test_schema_behind_the_code_is_not_ready_and_health_names_it(site, env_file, apps):

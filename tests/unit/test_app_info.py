@@ -169,10 +169,10 @@ def test_compose_mounts_uploads_and_runs_migrations_only_when_asked():
 
 def test_release_applies_pending_migrations_first():
     facts = {**stack_fact(HEALTHY), **IMAGES}
-    cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS, pending_migrations=("m2",))
+    cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS, pending_migrations=("m2", "m3"))
     from tests.unit.test_operations import START
 
-    assert cmds[0].args == (START + " migrate",)
+    assert cmds[0].args == (START + " m2,m3",)  # the release checks each is recorded after the runner
     assert run(operations.stack_applied, facts, **STACK_ARGS, pending_migrations=())[0] == []
 
 

@@ -287,7 +287,8 @@ def test_release_command_lines_quote_what_they_carry():
                     "'Ann O'\"'\"'Neil on laptop'")
     from dataclasses import replace
 
-    assert commands.release_start(replace(RELEASE, migrate=True)) == START + " migrate"
+    assert commands.release_start(replace(RELEASE, migrate=("20261129_000000_initial",))) == (
+        START + " 20261129_000000_initial")
 
 
 def proxy_fact(*lines: str):
