@@ -243,6 +243,15 @@ if [ -n "$live_app" ]; then
   log "stopped $live_app (${previous:-its version}) after draining"
 fi
 
+# --- Docker's own healthcheck agrees before the release ends: `docker ps`, tasks/health.py and the next deploy
+# read its verdict, which says "starting" until its first check (its interval is 10 s). Bounded by two checks;
+# vpskit's ready check has passed already, so a late verdict is reported, not a failure.
+docker_health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$1" 2>/dev/null; }
+waited=0
+while [ "$(docker_health "$new")" = starting ] && [ "$waited" -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
+verdict=$(docker_health "$new")
+[ "$verdict" = healthy ] || log "Docker's healthcheck says $new is ${verdict:-unknown} after ${waited}s (vpskit's ready check passed)"
+
 # --- Record
 record_release "$VERSION" "$KEEP" "$attempt"
 record_migrations "$VERSION" "$applied_before"
