@@ -158,15 +158,13 @@ unrecorded() { comm -23 <(tr , '\n' <<< "$MIGRATE" | sort) <(applied_migrations 
 if [ -n "${MIGRATE:-}" ]; then
   log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
   out=$(mktemp); set +e
-  run_migrations "$out"
-  which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}')
-  missing=""; [ "$STATUS" != 0 ] || [ -n "$which" ] || missing=$(unrecorded)
-  if [ -n "$missing" ]; then
-    log "the migration runner ended (exit 0) without recording $missing in the database: running it once more"
+  for run in first second; do  # a second run only after one that exited 0 yet left a migration unrecorded
     run_migrations "$out"
     which=$(grep -o 'Error running migration [A-Za-z0-9_.-]*' "$out" | tail -1 | awk '{print $NF}')
     missing=""; [ "$STATUS" != 0 ] || [ -n "$which" ] || missing=$(unrecorded)
-  fi
+    if [ -z "$missing" ] || [ "$run" = second ]; then break; fi
+    log "the migration runner ended (exit 0) without recording $missing in the database: running it once more"
+  done
   set -e; rm -f "$out"
   # Payload's own error line counts even when the exit status says 0.
   if [ "$STATUS" != 0 ] || [ -n "$which" ]; then
@@ -219,6 +217,9 @@ ready_via=app
 if [ -s "$route" ]; then ready_via=proxy; fi
 if ! wait_ready "$new" "$port" "$TIMEOUT" "$ready_via"; then throw_away "$NOT_READY"; fi
 
+# Docker's verdict on a container (one without a healthcheck counts as healthy)
+docker_health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$1" 2>/dev/null; }
+
 # --- Switch, drain, stop
 if [ -s "$route" ]; then
   route_to "$route" "$APP" "$new:$port" || throw_away "the proxy refused the new route (its reason above)"
@@ -234,8 +235,7 @@ if [ -n "$live_app" ]; then
     # An external proxy (Traefik's Docker provider) routes only to containers Docker reports healthy, and
     # notices containers that go: the old one stops once the new one is healthy and the drain time passed.
     waited=0
-    until [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$new")" = healthy ] \
-      || [ "$waited" -ge "$TIMEOUT" ]; do sleep 1; waited=$((waited + 1)); done
+    until [ "$(docker_health "$new")" = healthy ] || [ "$waited" -ge "$TIMEOUT" ]; do sleep 1; waited=$((waited + 1)); done
     sleep "$DRAIN"
   fi
   docker stop -t 30 "$live_app" >/dev/null 2>&1 || true
@@ -246,7 +246,6 @@ fi
 # --- Docker's own healthcheck agrees before the release ends: `docker ps`, tasks/health.py and the next deploy
 # read its verdict, which says "starting" until its first check (its interval is 10 s). Bounded by two checks;
 # vpskit's ready check has passed already, so a late verdict is reported, not a failure.
-docker_health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$1" 2>/dev/null; }
 waited=0
 while [ "$(docker_health "$new")" = starting ] && [ "$waited" -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
 verdict=$(docker_health "$new")
