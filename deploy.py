@@ -4,6 +4,7 @@ nothing changes. Settings: group_data/all.py; secrets: .env (see .env.production
 from vpskit import steps
 
 settings = steps.plan()  # validated here, before any change is made
+steps.config_kept(settings)  # refuses a .env that would silently drop a variable the server has
 
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True

@@ -20,7 +20,10 @@ else:
     listing = str(tasks.option("list", "false")).lower()
     if listing == "offsite" and not s["backup_offsite"]:
         tasks.fail("list=offsite needs backup_offsite: set it (group_data) and RESTIC_PASSWORD (.env), then deploy")
-    tasks.scripts(s)
+    if listing in ("true", "offsite"):
+        tasks.deployed(s)  # a list only reads: nothing is uploaded
+    else:
+        tasks.scripts(s)
     if listing == "true":
         python.call(name="List backups", function=print_list, backup_dir=s["backup_dir"])
     elif listing == "offsite":

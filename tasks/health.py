@@ -9,7 +9,7 @@ from vpskit import tasks
 from vpskit.operations import report
 
 s = tasks.plan()
-tasks.scripts(s)
+tasks.deployed(s)  # reads only: uploads nothing, uses the scripts the last deploy left there
 report(
     name="Health",
     command=tasks.health_command(s),

@@ -12,9 +12,13 @@ version = str(tasks.option("version", ""))
 if version and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", version):
     tasks.fail(f"version={version!r} is not a release name: list them with --data list=true")
 
-tasks.scripts(s)
+listing = str(tasks.option("list", "false")).lower() == "true"
+if listing:
+    tasks.deployed(s)  # a list only reads: nothing is uploaded
+else:
+    tasks.scripts(s)
 release = f"{s['app_dir']}/bin/release.sh"
-if str(tasks.option("list", "false")).lower() == "true":
+if listing:
     report(name="Releases", command=f"{release} list {s['app_dir']}", failure="vpskit releases", _sudo=True)
 else:
     report(name=f"Roll back to {version or 'the previous release'}",

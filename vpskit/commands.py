@@ -113,6 +113,15 @@ def applied_migrations(app_dir: str) -> str:
             f"docker compose exec -T db sh -c {q(local)}; }}; }} 2>/dev/null | sed 's/^/migration /'; true")
 
 
+def config_keys(app_dir: str, conf_dir: str) -> str:
+    """Prints `operator KEY...` with the operator's variables the server's live .env names in its header
+    (`operator?` for an .env without that header, nothing without an .env), then `notify` when the root-only
+    configuration sends alerts. Names only: no value leaves the server."""
+    env, conf = q(f"{app_dir}/.env"), q(f"{conf_dir}/offsite.env")
+    return (f"if [ -f {env} ]; then sed -n 's/^# vpskit operator keys:/operator/p' {env} | grep . || echo 'operator?'; "
+            f"fi; if grep -q '^export NOTIFY_URL=' {conf} 2>/dev/null; then echo notify; fi; true")
+
+
 def image_id(ref: str) -> str:
     """Prints the image id for `ref`, or nothing when the server does not have it (or has no Docker)."""
     return f"docker image inspect -f '{{{{.Id}}}}' {q(ref)} 2>/dev/null || true"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,6 +21,16 @@ REQUIRED = {
 GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 # Read by the kit itself (inventory, SSH), never shipped to the server.
 KIT_PREFIX = "VPSKIT_"
+
+
+# Names that hold a secret. A rollback keeps their current values (files/release.sh): a secret rotated because it
+# leaked never comes back from an older release's copy. DATABASE_URI/URL carry the database password.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY|_KEY$|"
+                         r"^DATABASE_UR[IL]$")
+# The server's .env names them in its header (templates/.env), for the server scripts and the next deploy.
+OPERATOR_HEADER = "# vpskit operator keys:"
+SECRET_HEADER = "# vpskit secret keys:"  # noqa: S105 - a comment line, not a secret
+NOTIFY = "NOTIFY_URL"
 
 
 DEMO_ENV = Path(__file__).resolve().parent.parent / ".testbed" / (os.environ.get("VPSKIT_DEMO_NAME", "vpskit-demo")
@@ -90,3 +101,39 @@ def server_env(values: dict[str, str], settings: dict) -> dict[str, str]:
             if not key.startswith(KIT_PREFIX) and key not in SECRET_KEYS:
                 env[key] = value
     return env
+
+
+def operator_keys(values: dict[str, str]) -> list[str]:
+    """The variables of the operator's .env that reach the app's environment (server_env passes them on)."""
+    return sorted(k for k in values if not k.startswith(KIT_PREFIX) and k not in SECRET_KEYS)
+
+
+def secret_keys(env: dict[str, str]) -> list[str]:
+    """The variables of the server's .env that hold a secret (SECRET_NAME)."""
+    return sorted(k for k in env if SECRET_NAME.search(k))
+
+
+def header(values: dict[str, str], env: dict[str, str]) -> str:
+    """The lines the server's .env starts with after its title: which of its variables came from the operator's
+    .env (a later deploy refuses to drop one silently) and which hold secrets (a rollback keeps them)."""
+    return (f"{OPERATOR_HEADER} {' '.join(operator_keys(values))}\n"
+            f"{SECRET_HEADER} {' '.join(secret_keys(env))}\n")
+
+
+def dropped(on_server: set[str] | None, notify_on_server: bool, values: dict[str, str],
+            allowed: set[str]) -> list[str]:
+    """The variables the server's configuration has from an operator's .env and this machine's `values` lack
+    (a run from here would remove them), minus those `allowed` to go (--data env_remove=...). `on_server` is
+    None when the server's .env does not say (written by an older vpskit, or none yet): nothing is checked."""
+    gone = set(on_server or ()) - set(operator_keys(values))
+    if notify_on_server and not values.get(NOTIFY):
+        gone.add(NOTIFY)
+    return sorted(gone - allowed)
+
+
+def dropped_message(gone: list[str]) -> str:
+    names = ", ".join(gone)
+    return (f"the server's configuration has {names}, which this machine's .env lacks: this run would remove "
+            f"{'it' if len(gone) == 1 else 'them'}. Add {'it' if len(gone) == 1 else 'them'} to .env (in CI: to the "
+            f"VPSKIT_ENV secret), or remove {'it' if len(gone) == 1 else 'them'} on purpose with "
+            f"--data env_remove={','.join(gone)}")

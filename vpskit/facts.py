@@ -135,6 +135,31 @@ class AppliedMigrations(FactBase):
         return ()
 
 
+class ConfigKeys(FactBase):
+    """Which variables the server's configuration has from an operator's .env: those its live .env names in its
+    header (None when it names none: written by an older vpskit, or not there yet), and whether the root-only
+    configuration sends alerts (NOTIFY_URL). Names only.
+
+    host.get_fact(ConfigKeys, app_dir="/opt/example", conf_dir="/etc/vpskit/example", _sudo=True) ->
+        {"operator": {"SMTP_HOST", "SMTP_PASSWORD"}, "notify": True}
+    """
+
+    def command(self, app_dir: str, conf_dir: str) -> str:
+        return commands.config_keys(app_dir, conf_dir)
+
+    def process(self, output) -> dict:
+        keys = None
+        for line in output:
+            if line.startswith("operator "):
+                keys = set(line.split()[1:])
+            elif line.strip() == "operator":
+                keys = set()
+        return {"operator": keys, "notify": any(line.strip() == "notify" for line in output)}
+
+    def default(self) -> dict:
+        return {"operator": None, "notify": False}
+
+
 class ProxyState(FactBase):
     """The server's bundled proxy: hashes of its compose file and Caddyfile, each app's published ports,
     whether it runs, and the TCP ports something listens on.

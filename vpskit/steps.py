@@ -55,6 +55,7 @@ def _plan(data_items: tuple) -> dict:
                                      "postgresql://USER:PASSWORD@HOST:PORT/DATABASE in .env")
     s["backup_server"] = tasks.backup_server(s)  # takes the backups: where the database is, or the first app server
     s["env"] = envfile.server_env(values, s)
+    s["env_header"] = envfile.header(values, s["env"])  # which variables are the operator's, which are secrets
     s["offsite"] = offsite.Offsite.of(s, values)
     s["url"] = s["public_url"] or _url(s, host.data.get("ssh_hostname") or host.name)
     s["bundled_proxy"] = proxy.bundled(s) and s["role"] != "db"  # a db server serves no HTTP
@@ -62,6 +63,13 @@ def _plan(data_items: tuple) -> dict:
     s["rendered"] = {name: render(name, **s) for name in ("docker-compose.yml", "Dockerfile", ".env")}
     s["rendered"]["proxy-route.caddy"] = render("proxy-route.caddy", **s) if s["bundled_proxy"] else ""
     return s
+
+
+def config_kept(s: dict) -> None:
+    """Ends the run, nothing changed, when this machine's .env lacks a variable the server's configuration has
+    from an operator's .env (a CI job's .env without the laptop's SMTP_PASSWORD or NOTIFY_URL): one line naming
+    them and the fix (tasks.config_kept)."""
+    tasks.config_kept(s, envfile.read(), app_env=True)
 
 
 def recipe_of(s: dict) -> str:

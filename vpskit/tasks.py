@@ -64,28 +64,67 @@ def backup_name(value: str) -> str:
 
 
 def scripts(s: dict) -> None:
-    """The server-side scripts in {app_dir}/bin and the root-only offsite and alert configuration (from this
-    machine's .env, so a changed password or URL counts at once), uploaded only when they differ."""
-    try:
-        conf = offsite_files(s)
-    except SettingsError as err:
-        fail(str(err))
-    push(s, "Server scripts and the offsite configuration", script_files(s) + conf)
-
-
-def offsite_files(s: dict) -> list:
-    """/etc/vpskit/<app>/offsite.env (and the sftp key): needs the operator's .env when offsite copies or
-    alerts are configured; without .env and without backup_offsite there is nothing to write."""
+    """For a task that changes something: the server-side scripts in {app_dir}/bin and the root-only offsite and
+    alert configuration (from this machine's .env, so a changed password or URL counts at once), uploaded only
+    when they differ. A .env that lacks a variable the server's configuration has (NOTIFY_URL) is refused with
+    one line, rather than silently turning alerts off; without a .env here only the scripts go."""
     from vpskit import envfile
-    from vpskit.offsite import Offsite
 
     try:
         values = envfile.read()
-    except SettingsError:
+    except SettingsError as err:
         if s["backup_offsite"]:
-            raise
-        values = {}
-    return Offsite.of(s, values).files()
+            fail(str(err))
+        values = None
+    try:
+        conf = offsite_files(s, values) if values is not None else []
+    except SettingsError as err:
+        fail(str(err))
+    if values is not None:
+        config_kept(s, values, app_env=False)
+    push(s, "Server scripts and the offsite configuration", script_files(s) + conf)
+
+
+def config_kept(s: dict, values: dict, app_env: bool) -> None:
+    """Ends the run (one line, exit 2, nothing changed) when it would remove a variable the server's configuration
+    has from an operator's .env and this machine's .env lacks, unless --data env_remove=KEY,... allows it.
+    `app_env`: the run pushes the app's .env too (a deploy), not only the root-only configuration (a task)."""
+    from vpskit import envfile
+    from vpskit.facts import ConfigKeys
+    from vpskit.offsite import conf_dir
+
+    state = host.get_fact(ConfigKeys, app_dir=s["app_dir"], conf_dir=conf_dir(s["app_name"]), **SUDO)
+    allowed = {k.strip() for k in str(option("env_remove", "")).split(",") if k.strip()}
+    gone = envfile.dropped(state["operator"] if app_env else None, state["notify"], values, allowed)
+    if gone:
+        fail(envfile.dropped_message(gone))
+
+
+def deployed(s: dict) -> None:
+    """For a task that only reads (health, lists): uploads nothing, and uses the scripts the last deploy left on
+    the server. Ends the run with one line when there are none (nothing deployed there yet); says so when they
+    differ from this checkout's (deploy.py brings them up to date)."""
+    import hashlib
+
+    from vpskit.facts import FileStates
+
+    wanted = script_files(s)
+    states = host.get_fact(FileStates, paths=tuple(f.path for f in wanted), **SUDO)
+    if any(states.get(f.path) is None for f in wanted):
+        fail(f"nothing deployed at {s['app_dir']} on {host.name} (no vpskit scripts there): run deploy.py first")
+    differ = [f.path.rsplit("/", 1)[1] for f in wanted
+              if states[f.path]["sha256"] != hashlib.sha256(f.content.encode()).hexdigest()]
+    if differ:
+        logger.warning(f"{host.print_prefix}the server's scripts differ from this checkout's ({', '.join(differ)}): "
+                       "this task uses the server's; deploy.py brings them up to date")
+
+
+def offsite_files(s: dict, values: dict | None = None) -> list:
+    """/etc/vpskit/<app>/offsite.env (and the sftp key) from the operator's .env (`values`, else read here)."""
+    from vpskit import envfile
+    from vpskit.offsite import Offsite
+
+    return Offsite.of(s, envfile.read() if values is None else values).files()
 
 
 def script_files(s: dict) -> list:
