@@ -43,6 +43,18 @@ def test_default_compose():
     assert "traefik.enable" not in str(app)
 
 
+def test_the_database_gets_its_own_variables_only():
+    """Not the app's .env (review item 2): a change to an app variable must not recreate postgres, and the db
+    container must not hold the app's secrets. Its three variables come from .env by Compose's interpolation."""
+    for role in ("all", "db"):
+        extra = {"role": "db", "private_address": "10.0.0.7", "database_clients": "10.0.0.5"} if role == "db" else {}
+        db = compose(**extra)["services"]["db"]
+        assert "env_file" not in db
+        assert {k: v.split(":?")[0] for k, v in db["environment"].items()} == {
+            "POSTGRES_USER": "${POSTGRES_USER", "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD",
+            "POSTGRES_DB": "${POSTGRES_DB"}
+
+
 def test_compose_behind_a_traefik_network():
     c = compose(publish_port=0, proxy_network="web", domain="cms.example.com", traefik_labels=True,
                 app_memory_limit="768m", app_cpu_limit="0.5")
