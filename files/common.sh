@@ -167,9 +167,58 @@ db_sh() { # db_sh SCRIPT [ARGS...]: SCRIPT run by sh with PGUSER and PGDATABASE 
 db_where() { if db_external; then echo "the external database $(sed -n 's/^PGHOST=//p' .env | tr -d '"'):$(sed -n 's/^PGPORT=//p' .env | tr -d '"')"; else echo "the db service"; fi; }
 db_image() { docker compose config --images "$(if db_external; then echo dbclient; else echo db; fi)" | head -1; }
 
-# The recorded releases of the app in the current folder, oldest first (releases/<version>.yml).
-# shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
-releases() { ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'; }
+# The releases kept for rollback, in the app's folder. releases/index has one line per release, oldest first:
+# "N<TAB>VERSION<TAB>CONFIG<TAB>FROM<TAB>TIME": N numbers the releases in the order they were made (a release of
+# the same version with another configuration is another release), CONFIG is the start of the hash of its
+# files, FROM the release that was serving before it (- for none). releases/N.yml, N.env, N.caddy (and
+# N.migrations) are its files; `current` holds the N serving now. What a rollback goes back to is decided by
+# tasks/rollback.py (vpskit/releases.py), which reads the same index.
+release_numbers() { cut -f1 releases/index 2>/dev/null || true; }
+release_version() { awk -F'\t' -v n="$1" '$1 == n {print $2}' releases/index 2>/dev/null; }
+
+upgrade_releases() { # releases kept by an older vpskit (releases/<version>.yml, `current` naming a version) are
+  # numbered in the order they were made: oldest first by time, as vpskit/facts.py ReleaseHistory reads them
+  [ ! -f releases/index ] || return 0
+  mkdir -p releases/.older
+  local n=0 v current stamp ext
+  current=$(cat current 2>/dev/null || true)
+  # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
+  for v in $(ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'); do
+    for ext in yml env caddy migrations; do [ ! -f "releases/$v.$ext" ] || mv "releases/$v.$ext" "releases/.older/$v.$ext"; done
+  done
+  : > releases/index.new
+  # shellcheck disable=SC2012 # the same order, from the folder they were moved to (mv keeps their times)
+  for v in $(ls -1tr releases/.older 2>/dev/null | sed -n 's/\.yml$//p'); do
+    n=$((n + 1))
+    stamp=$(date -u -r "releases/.older/$v.yml" +%Y-%m-%dT%H:%M:%SZ)
+    for ext in yml env caddy migrations; do [ ! -f "releases/.older/$v.$ext" ] || mv "releases/.older/$v.$ext" "releases/$n.$ext"; done
+    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$v" "-" "$([ "$n" = 1 ] && echo - || echo $((n - 1)))" "$stamp" >> releases/index.new
+    [ "$v" != "$current" ] || echo "$n" > current
+  done
+  mv releases/index.new releases/index
+  rmdir releases/.older
+}
+
+# A rollback keeps today's secrets: a secret rotated because it leaked never comes back from an older release.
+SECRETS_HEADER='# vpskit secret keys:'  # the line vpskit/envfile.py SECRET_HEADER writes at the top of .env
+with_current_secrets() { # with_current_secrets ENV CURRENT_ENV: ENV with CURRENT_ENV's header, and the value of
+  # each variable that header names as a secret taken from CURRENT_ENV (added where ENV lacks it)
+  awk -v header="$SECRETS_HEADER" -v current="$2" '
+    function key(line) { return match(line, /^[A-Za-z_][A-Za-z0-9_]*=/) ? substr(line, 1, RLENGTH - 1) : "" }
+    FILENAME == current {
+      if (index($0, header) == 1) { n = split(substr($0, length(header) + 1), names, " "); for (i = 1; i <= n; i++) secret[names[i]] = 1 }
+      if (/^# vpskit /) head = head $0 "\n"
+      k = key($0); if (k != "") value[k] = $0
+      next
+    }
+    /^# vpskit / { if (!shown) printf "%s", head; shown = 1; next }
+    { k = key($0) }
+    k != "" && !shown { printf "%s", head; shown = 1 }
+    k != "" && (k in secret) && (k in value) { print value[k]; done[k] = 1; next }
+    { print }
+    END { for (k in secret) if ((k in value) && !(k in done)) print value[k] }
+  ' "$2" "$1"
+}
 
 desired_hash() { # desired_hash DIR: what a release applies, hashed: compose file, .env and proxy route
   { cat "$1/docker-compose.yml" "$1/.env"; cat "$1/proxy-route.caddy" 2>/dev/null || true; } | sha256sum | cut -c1-64
@@ -210,14 +259,6 @@ wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; set
       echo "vpskit release: waiting for $1 to answer ready, $((SECONDS - start))s of ${limit}s" >&2
       shown=$SECONDS
     fi
-    sleep 1
-  done
-}
-
-wait_service_healthy() { # wait_service_healthy SERVICE SECONDS
-  local start=$SECONDS
-  until is_healthy "$(service_state "$1")"; do
-    (( SECONDS - start < $2 )) || return 1
     sleep 1
   done
 }

@@ -13,8 +13,9 @@ APP_DIR=${1:?}; ID=${2:?}
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$APP_DIR"
 attempt="releases/attempts/$ID"
-# VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO MIGRATE KIND [FROM], as release.sh wrote them; MIGRATE: the
-# migrations the one-shot runner applies and must leave recorded, comma-separated (empty: no runner)
+# VERSION TIMEOUT KEEP DRAIN LOCK_WAIT HASH WHO MIGRATE KIND [FROM RELEASE], as release.sh wrote them; MIGRATE:
+# the migrations the one-shot runner applies and must leave recorded, comma-separated (empty: no runner);
+# RELEASE: the kept release a rollback goes back to
 # shellcheck source=/dev/null
 . "$attempt/params"
 : "${VERSION:?}" "${TIMEOUT:?}" "${KEEP:?}" "${DRAIN:?}" "${LOCK_WAIT:?}" "${HASH:?}" "${WHO:?}" "${KIND:?}"
@@ -27,26 +28,47 @@ START=$SECONDS
 # The Payload migrations recorded in the database, in order (nothing when there is no database yet).
 applied_migrations() { db_sh 'psql -XAt -c "select name from payload_migrations order by id"' 2>/dev/null || true; }
 
-record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired state kept for rollback
-  local keep=$2 n old ref project kept pending
+record_release() { # record_release KEEP ATTEMPT_DIR: the desired state kept for rollback. A release gets the next
+  # number; a rollback is the release it went back to (its .env now with today's secrets). Sets RELEASED.
+  local keep=$1 n from last old ref project kept versions pending
   desired_hash . > .applied
-  cp "$3/docker-compose.yml" "releases/$1.yml"
-  cp -p "$3/.env" "releases/$1.env"
-  cp "$3/proxy-route.caddy" "releases/$1.caddy"
-  touch "releases/$1.yml"
-  echo "$1" > current
-  project=$(docker compose config --format json | grep -m1 '"name"' | sed 's/.*"name": *"\([^"]*\)".*/\1/')
-  kept=$(releases)
-  n=$(wc -l <<< "$kept")
-  for old in $(head -n $(( n > keep ? n - keep : 0 )) <<< "$kept"); do
-    [ "$old" = "$1" ] && continue
+  from=$(cat current 2>/dev/null || true)
+  if [ "$KIND" = rollback ]; then
+    n=${RELEASE:?a rollback names the release it goes back to}
+    awk -F'\t' -v OFS='\t' -v n="$n" -v c="${HASH:0:12}" '$1 == n {$3 = c} {print}' releases/index > releases/index.new
+    mv releases/index.new releases/index
+  else
+    last=$(release_numbers | sort -n | tail -1)
+    n=$(( ${last:-0} + 1 ))
+    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$VERSION" "${HASH:0:12}" "${from:--}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+      >> releases/index
+  fi
+  cp "$2/docker-compose.yml" "releases/$n.yml"
+  cp -p "$2/.env" "releases/$n.env"
+  cp "$2/proxy-route.caddy" "releases/$n.caddy"
+  echo "$n" > current
+  RELEASED=$n
+  # The kept releases hold today's secrets too: a rotated one is gone from the server's disk, not kept for a rollback.
+  for old in $(release_numbers); do
+    if [ "$old" != "$n" ] && [ -f "releases/$old.env" ]; then
+      with_current_secrets "releases/$old.env" .env > "releases/$old.env.new" && chmod 600 "releases/$old.env.new" \
+        && mv "releases/$old.env.new" "releases/$old.env"
+    fi
+  done
+  # The newest KEEP releases are kept (and the one serving now, whatever its number).
+  kept=$(release_numbers | sort -n | tail -n "$keep"; echo "$n")
+  for old in $(release_numbers); do
+    grep -qx "$old" <<< "$kept" && continue
     rm -f "releases/$old.yml" "releases/$old.env" "releases/$old.caddy" "releases/$old.migrations"
+    awk -F'\t' -v n="$old" '$1 != n' releases/index > releases/index.new && mv releases/index.new releases/index
   done
   # Every other image of the app goes, failed versions included: only kept releases can be rolled back to.
   # The images the newest pushed files name stay: another deploy may have just shipped them to release next.
+  project=$(docker compose config --format json | grep -m1 '"name"' | sed 's/.*"name": *"\([^"]*\)".*/\1/')
+  versions=$(cut -f2 releases/index)
   pending=$(sed -n 's/^ *image: *"\{0,1\}\([^" ]*\)"\{0,1\} *$/\1/p' next/docker-compose.yml 2>/dev/null || true)
   for ref in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$project" | grep -v ':<none>$'); do
-    grep -qxF "${ref##*:}" <<< "$(releases)" && continue
+    grep -qxF "${ref##*:}" <<< "$versions" && continue
     grep -qxF "$ref" <<< "$pending" && continue
     docker image rm "$ref" >/dev/null 2>&1 && log "pruned image $ref" || true
   done
@@ -56,20 +78,20 @@ record_release() { # record_release VERSION KEEP ATTEMPT_DIR: the whole desired 
   done
 }
 
-record_migrations() { # record_migrations VERSION BEFORE: which migrations this release applied
+record_migrations() { # record_migrations RELEASE BEFORE: which migrations this release applied
   local now new
   now=$(applied_migrations)
   new=$(comm -13 <(echo "$2" | sort) <(echo "$now" | sort) | grep . || true)
   if [ -n "$new" ]; then
     echo "$new" > "releases/$1.migrations"
-    log "migrations applied by $1: $(echo "$new" | tr '\n' ' ')"
+    log "migrations applied by $VERSION: $(echo "$new" | tr '\n' ' ')"
   elif [ -n "$now" ]; then
     log "no migration to apply ($(echo "$now" | wc -l) recorded in the database)"
   fi
 }
 
 APP=$(basename "$APP_DIR")
-previous=$(cat current 2>/dev/null || true)
+previous=$(release_version "$(cat current 2>/dev/null || true)")  # the version serving before, for what is said
 REASON=""
 log() { echo "vpskit release: $*" >&2; }
 compose_up() { # compose_up ARGS...: `docker compose up -d` without its "Running" lines; compose's status
@@ -85,8 +107,10 @@ finish() { # finish STATUS: the release log line and the status file `follow` wa
   echo "$1" > "$attempt.status.new" && mv "$attempt.status.new" "$attempt.status"
   rm -rf "$attempt"
   # shellcheck disable=SC2012 # attempt files are named by time
-  ls -1t releases/attempts/*.log 2>/dev/null | tail -n +21 | while read -r f; do rm -f "$f" "${f%.log}.status"; done
-  # After the status: a slow webhook never holds up the deploy that follows this release (notify_releases).
+  ls -1t releases/attempts/*.log 2>/dev/null | tail -n +21 | while read -r f; do rm -f "$f" "${f%.log}.status" "${f%.log}.pid"; done
+  # After the status, and without the app's lock: a slow webhook never holds up the deploy that follows this
+  # release, nor another release, restore or stop of the app (notify_releases).
+  flock -u 8 2>/dev/null || true
   "$HERE/notify.sh" release "$([ "$1" = 0 ] && echo OK || echo FAILED)" \
     "$KIND of $VERSION $result after $((SECONDS - START))s${REASON:+: $REASON}" >/dev/null 2>&1 || true
 }
@@ -130,13 +154,41 @@ services=$(docker compose config --services)
 has() { grep -qx "$1" <<< "$services"; }
 
 # --- Database: recreated only when its own image or settings changed (the one announced interruption)
+wait_db() { # wait_db SECONDS: until the db service is healthy; ends early when its container exits or keeps
+  # restarting (its last log lines shown)
+  local start=$SECONDS id since rc0
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  id=$(docker compose ps -a -q db 2>/dev/null | head -1)
+  rc0=$(restarts "$id")
+  until is_healthy "$(service_state db)"; do
+    if [ -n "$id" ] && container_failure "$id" "$since" "$rc0"; then
+      log "the database container $FAILURE; its last log lines:"
+      docker logs --tail 15 "$id" 2>&1 | sed 's/^/    | /' >&2
+      return 1
+    fi
+    (( SECONDS - start < $1 )) || return 1
+    sleep 1
+  done
+}
+db_back() { # db_back WHY: the previous files back and, when this release replaced the database, the previous one
+  # started again and waited for; ends the attempt with WHY and what serves now (true in both outcomes)
+  put_back
+  if [ -n "$before" ] && [ "$before" != "$(docker compose ps -q db 2>/dev/null)" ]; then
+    log "starting the database again on its previous settings"
+    if compose_up --no-deps db && wait_db "$TIMEOUT"; then
+      fail "$1: version $VERSION was not released; the database is back on its previous settings and ${previous:-nothing} keeps serving"
+    fi
+    fail "$1: version $VERSION was not released, and the database did not start again on its previous settings either (above): the site is without its database until that is fixed"
+  fi
+  fail "$1: version $VERSION was not released, ${previous:-nothing} keeps serving"
+}
 if has db; then
   before=$(docker compose ps -q db 2>/dev/null || true)
-  compose_up --no-deps db || { put_back; fail "compose could not start the database service (its message above): version $VERSION was not released, ${previous:-nothing} keeps serving"; }
+  compose_up --no-deps db || db_back "compose could not start the database service (its message above)"
   if [ -n "$before" ] && [ "$before" != "$(docker compose ps -q db)" ]; then
     log "the database service changed: it was restarted (the app is briefly without its database)"
   fi
-  wait_service_healthy db "$TIMEOUT" || { put_back; fail "the database did not become healthy within ${TIMEOUT}s: version $VERSION was not released, ${previous:-nothing} keeps serving"; }
+  wait_db "$TIMEOUT" || db_back "the database did not become healthy"
 fi
 applied_before=$(applied_migrations)
 
@@ -145,7 +197,8 @@ run_migrations() { # run_migrations OUT: one run of the migrate service, its out
   local runner
   # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
   # attach (an attached run was once seen to lose its output under load).
-  if ! runner=$(docker compose run -d migrate 2>"$1"); then STATUS=$?; cat "$1" >&2; return 0; fi
+  # The status of the command substitution itself: `if ! x=$(...)` would read the negation's 0.
+  runner=$(docker compose run -d migrate 2>"$1") || { STATUS=$?; cat "$1" >&2; return 0; }
   # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a run
   # that applied everything.
   if [ "$(docker inspect -f '{{.State.Status}}' "$runner")" = created ]; then docker start "$runner" >/dev/null; fi
@@ -178,8 +231,8 @@ if [ -n "${MIGRATE:-}" ]; then
 fi
 
 if ! has app; then  # a db server: its database (and the migrations above) is all it serves
-  record_release "$VERSION" "$KEEP" "$attempt"
-  record_migrations "$VERSION" "$applied_before"
+  record_release "$KEEP" "$attempt"
+  record_migrations "$RELEASED" "$applied_before"
   log "database of version $VERSION is serving (released in $((SECONDS - START))s)"
   finish 0
   FINISHED=1
@@ -252,12 +305,12 @@ verdict=$(docker_health "$new")
 [ "$verdict" = healthy ] || log "Docker's healthcheck says $new is ${verdict:-unknown} after ${waited}s (vpskit's ready check passed)"
 
 # --- Record
-record_release "$VERSION" "$KEEP" "$attempt"
-record_migrations "$VERSION" "$applied_before"
+record_release "$KEEP" "$attempt"
+record_migrations "$RELEASED" "$applied_before"
 if [ "$KIND" = rollback ]; then
-  log "rolled back from ${FROM:-none} to $VERSION"
+  log "rolled back from ${FROM:-none} to $VERSION (release $RELEASED, with today's secrets)"
 else
-  log "version $VERSION is serving (released in $((SECONDS - START))s)"
+  log "version $VERSION is serving as release $RELEASED (released in $((SECONDS - START))s)"
 fi
 finish 0
 FINISHED=1

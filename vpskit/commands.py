@@ -94,10 +94,21 @@ def release_start(r: Release) -> str:
     return cmd + (f" {q(','.join(r.migrate))}" if r.migrate else "")
 
 
-def release_rollback(app_dir: str, target: str, who: str, timeout: int, keep: int, drain: int, lock_wait: int) -> str:
-    """Releases a recorded release again (compose file, .env and route), the same way as a deploy."""
-    return (f"{q(app_dir)}/bin/release.sh rollback {q(app_dir)} {q(target)} {int(timeout)} {int(keep)} "
+def release_rollback(app_dir: str, target: int, who: str, timeout: int, keep: int, drain: int, lock_wait: int) -> str:
+    """Releases kept release number `target` again (compose file, .env with today's secrets, and route), the same
+    way as a deploy."""
+    return (f"{q(app_dir)}/bin/release.sh rollback {q(app_dir)} {int(target)} {int(timeout)} {int(keep)} "
             f"{int(drain)} {int(lock_wait)} {q(who)}")
+
+
+def release_history(app_dir: str) -> str:
+    """Prints `current N` and `release N<TAB>VERSION<TAB>CONFIG<TAB>FROM<TAB>TIME` per kept release (releases/index);
+    on a server whose releases an older vpskit kept by version, `current VERSION` and `older VERSION` per
+    release, oldest first (vpskit/releases.py History.parse)."""
+    d = q(app_dir)
+    return (f"if [ -d {d}/releases ]; then echo \"current $(cat {d}/current 2>/dev/null)\"; "
+            f"if [ -f {d}/releases/index ]; then sed 's/^/release /' {d}/releases/index; "
+            f"else ls -1tr {d}/releases | sed -n 's/\\.yml$//p' | sed 's/^/older /'; fi; fi; true")
 
 
 def applied_migrations(app_dir: str) -> str:

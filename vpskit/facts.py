@@ -135,6 +135,26 @@ class AppliedMigrations(FactBase):
         return ()
 
 
+class ReleaseHistory(FactBase):
+    """The releases kept on the server for rollback and the one serving (vpskit.releases.History).
+
+    host.get_fact(ReleaseHistory, app_dir="/opt/example", _sudo=True) -> History(releases=(...), current=4)
+    """
+
+    def command(self, app_dir: str) -> str:
+        return commands.release_history(app_dir)
+
+    def process(self, output):
+        from vpskit.releases import History
+
+        return History.parse(output)
+
+    def default(self):
+        from vpskit.releases import History
+
+        return History((), None)
+
+
 class ConfigKeys(FactBase):
     """Which variables the server's configuration has from an operator's .env: those its live .env names in its
     header (None when it names none: written by an older vpskit, or not there yet), and whether the root-only

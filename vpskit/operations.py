@@ -289,19 +289,27 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
 
 
 @operation(is_idempotent=False)
-def rolled_back(app_dir: str, who: str, timeout: int, keep: int, drain: int, lock_wait: int):
+def rolled_back(app_dir: str, target: int | None, who: str, timeout: int, keep: int, drain: int, lock_wait: int):
     """
-    Put back the release before this run's on an app server whose rollout stopped on another server (run
-    under ``_if=vpskit.rolling.must_go_back``): the same zero-downtime switch, to the previous version.
+    Put back the release this run replaced on an app server whose rollout stopped on another server (run
+    under ``_if=vpskit.rolling.must_go_back``): the same zero-downtime switch, to that release (its version and
+    its configuration: a failed settings-only rollout goes back to the settings before, not to an older version).
 
     + app_dir: the app's directory on the server
+    + target: the number of the release serving there before this run (None: there was none to go back to)
     + who, timeout, keep, drain, lock_wait: as for a release (files/release.sh rollback)
     """
     if not rollout.must_go_back(host.name):  # always so while the run is planned: nothing to predict
         return
-    yield FunctionCommand(_announce, (f"the rollout failed on {', '.join(rollout.failed())}: this server goes back "
-                                      "to the release before, so that every app server runs the same version",), {})
-    yield FunctionCommand(_run_visibly, (commands.release_rollback(app_dir, "", who, timeout, keep, drain,
+    failed = ", ".join(rollout.failed())
+    if target is None:
+        yield FunctionCommand(_announce, (f"the rollout failed on {failed}; nothing served here before this run, "
+                                          "so this server keeps the new release",), {})
+        return
+    yield FunctionCommand(_announce, (f"the rollout failed on {failed}: this server goes back to release {target}, "
+                                      "the one it served before this run, so that every app server runs the same "
+                                      "version",), {})
+    yield FunctionCommand(_run_visibly, (commands.release_rollback(app_dir, target, who, timeout, keep, drain,
                                                                    lock_wait),), {})
 
 

@@ -17,7 +17,7 @@ from pyinfra.operations import apt, files, systemd
 
 from vpskit import app_check, commands, envfile, images, media, offsite, proxy, rolling, settings, shipping, tasks
 from vpskit.database import ExternalDatabase
-from vpskit.facts import AppliedMigrations, ProxyState
+from vpskit.facts import AppliedMigrations, ProxyState, ReleaseHistory
 from vpskit.operations import (
     ManagedFile,
     backup_before_update,
@@ -319,9 +319,11 @@ def stack(s: dict) -> None:
                       images_by_service=services, pending_migrations=pending, url=s["url"], rolling=True,
                       _if=rolling.may_start, **batch, **SUDO)
         name = host.name
+        before = host.get_fact(ReleaseHistory, app_dir=s["app_dir"], **SUDO).current  # what serves before this run
         rolled_back(name="Rollout stopped: this server goes back to the release before", app_dir=s["app_dir"],
-                    who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"], drain=s["drain_timeout"],
-                    lock_wait=s["lock_timeout"], _if=lambda: rolling.must_go_back(name), **SUDO)
+                    target=before, who=tasks.who(), timeout=s["health_timeout"], keep=s["keep_images"],
+                    drain=s["drain_timeout"], lock_wait=s["lock_timeout"], _if=lambda: rolling.must_go_back(name),
+                    **SUDO)
         return
     stack_applied(name="Stack up and healthy", release=release, project=s["app_name"],
                   images_by_service=services, pending_migrations=pending, url=s["url"], **SUDO)

@@ -282,8 +282,8 @@ def test_firewall_as_desired_yields_nothing():
 
 
 def test_release_command_lines_quote_what_they_carry():
-    line = commands.release_rollback("/opt/my app", "", "Ann O'Neil on laptop", 180, 3, 10, 300)
-    assert line == ("'/opt/my app'/bin/release.sh rollback '/opt/my app' '' 180 3 10 300 "
+    line = commands.release_rollback("/opt/my app", 4, "Ann O'Neil on laptop", 180, 3, 10, 300)
+    assert line == ("'/opt/my app'/bin/release.sh rollback '/opt/my app' 4 180 3 10 300 "
                     "'Ann O'\"'\"'Neil on laptop'")
     from dataclasses import replace
 
