@@ -280,9 +280,9 @@ def run_pyinfra(vps, env_file: Path, deploy_file: str = "deploy.py", *extra: str
                           timeout=timeout)
 
 
-def popen_pyinfra(vps, env_file: Path, deploy_file: str, *extra: str) -> subprocess.Popen:
+def popen_pyinfra(vps, env_file: Path, deploy_file: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """pyinfra started in the background (for commands that run until stopped), output on .stdout."""
-    argv, full_env = pyinfra_command(vps, env_file, deploy_file, *extra)
+    argv, full_env = pyinfra_command(vps, env_file, deploy_file, *extra, env=env)
     return subprocess.Popen(argv, cwd=ROOT, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -56,7 +56,9 @@ def parse_compose_state(lines) -> dict:
             state["images"][parts[1]] = parts[2] if len(parts) > 2 else ""
         elif len(parts) == 6 and parts[0] == "container":
             _, service, cid, image, status, health = parts
-            state["services"][service] = {"container": cid, "image": image, "state": status, "health": health}
+            count = state["services"].get(service, {}).get("count", 0) + 1
+            state["services"][service] = {"container": cid, "image": image, "state": status, "health": health,
+                                          "count": count}
     return state
 
 

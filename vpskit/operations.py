@@ -264,8 +264,13 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     reasons = []
     if not stack["applied"] or release.files_hash != stack["applied"]:
         reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
+    elif stack["files"] != stack["applied"]:
+        # A release attempt cut short (its process killed) put its files in place and recorded nothing.
+        reasons.append("the files in place are not the ones last released")
     for service, ref in images_by_service.items():
         current = stack["services"].get(service, {})
+        if current.get("count", 1) > 1:
+            reasons.append(f"{service}: {current['count']} containers (one left by an attempt cut short)")
         if "container" not in current:
             reasons.append(f"{service}: not created")
         elif current["image"] != stack["images"].get(ref):

@@ -81,6 +81,8 @@ def test_stack_as_desired_yields_nothing():
         {**HEALTHY, "services": {"app": HEALTHY["services"]["app"]}},  # db container missing
         with_service("app", health="unhealthy"),  # running but failing its healthcheck
         with_service("app", health="starting"),
+        {**HEALTHY, "files": "f7"},  # an attempt cut short left its files in place and recorded nothing
+        with_service("app", count=2),  # and its container beside the serving one
     ],
 )
 def test_stack_that_differs_is_released_and_waited_for(stack):
@@ -169,13 +171,14 @@ def test_missing_local_image_is_built_then_shipped(monkeypatch):
 
 
 def test_compose_state_output_parsed():
-    lines = ["files f1", "applied", "container app c1 sha256:app running healthy",
+    lines = ["files f1", "applied", "container app c0 sha256:old running healthy",
+             "container app c1 sha256:app running healthy",
              "container db c2 sha256:pg exited none", "image postgres:17 sha256:pg", "image example:v9"]
     assert parse_compose_state(lines) == {
         "files": "f1", "applied": "", "images": {"postgres:17": "sha256:pg", "example:v9": ""}, "last": "",
         "services": {
-            "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy"},
-            "db": {"container": "c2", "image": "sha256:pg", "state": "exited", "health": "none"},
+            "app": {"container": "c1", "image": "sha256:app", "state": "running", "health": "healthy", "count": 2},
+            "db": {"container": "c2", "image": "sha256:pg", "state": "exited", "health": "none", "count": 1},
         },
     }
 
