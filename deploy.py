@@ -5,6 +5,7 @@ from vpskit import steps
 
 settings = steps.plan()  # validated here, before any change is made
 steps.config_kept(settings)  # refuses a .env that would silently drop a variable the server has
+steps.database_password_kept(settings)  # refuses a POSTGRES_PASSWORD the database on the server does not accept
 
 steps.log_plan(settings)
 steps.firewall(settings)  # only when firewall = True

@@ -3,6 +3,7 @@ that runs them over SSH lives in facts.py and operations.py."""
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass
 
@@ -124,6 +125,16 @@ def applied_migrations(app_dir: str) -> str:
             f"docker compose exec -T db sh -c {q(local)}; }}; }} 2>/dev/null | sed 's/^/migration /'; true")
 
 
+def role_password(app_dir: str) -> str:
+    """Prints the stored password (pg_authid.rolpassword: a SCRAM or md5 verifier) of the role the app's database
+    was created for, when the stack's db service runs; nothing otherwise."""
+    sql = "select rolpassword from pg_authid where rolname = current_user"
+    inner = f'psql -XAt -U "$POSTGRES_USER" -d postgres -c {q(sql)}'
+    return (f"cd {q(app_dir)} 2>/dev/null && command -v docker >/dev/null && "
+            f"[ -n \"$(docker compose ps -q db 2>/dev/null)\" ] && docker compose exec -T db sh -c {q(inner)} "
+            "2>/dev/null; true")
+
+
 def config_keys(app_dir: str, conf_dir: str) -> str:
     """Prints `operator KEY...` with the operator's variables the server's live .env names in its header
     (`operator?` for an .env without that header, nothing without an .env), then `notify` when the root-only
@@ -153,24 +164,42 @@ def image_pull(ref: str) -> str:
 DB_CHAIN = "VPSKIT-DB"
 
 
-def database_firewall(clients: tuple[str, ...], address: str, port: int = 5432) -> str:
-    """The db server's packet filter for postgres: connections to `address`:`port` (as Docker forwards them
-    to the container) from the app servers' addresses only; everything else is dropped. Matched on the
-    connection's original destination, so the server's own containers connecting out to some other postgres
-    pass. Rebuilt whole each time (a chain of its own, hooked into Docker's DOCKER-USER once), so it is the
-    same after any number of runs."""
-    accept = " && ".join(f"iptables -A {DB_CHAIN} -s {q(c)} -j RETURN" for c in clients)
-    hook = (f"DOCKER-USER -p tcp -m conntrack --ctorigdst {q(address)} --ctorigdstport {int(port)} "
-            f"--ctdir ORIGINAL -j {DB_CHAIN}")  # the replies (same connection) pass
-    return (f"{{ iptables -N {DB_CHAIN} 2>/dev/null || true; }} && iptables -F {DB_CHAIN} && {accept} && "
-            f"iptables -A {DB_CHAIN} -j DROP && {{ iptables -C {hook} 2>/dev/null || iptables -I {hook}; }}")
+def database_firewall(clients: tuple[str, ...], port: int = 5432) -> str:
+    """The db server's packet filter for postgres: new connections to `port` of a container (as Docker
+    forwards them, after its DNAT) that come from outside this server's Compose networks are let through
+    from the app servers' addresses (IPv4, checked in settings) only; everything else is dropped.
+
+    - The chain's whole content is one iptables-restore transaction (declaring the chain flushes and refills
+      it in the same commit): never half loaded, the same after any number of runs.
+    - Matched after DNAT, on the port of the container (Compose networks are bridges br-...), not on the
+      published address: a packet routed straight to the container's address is caught too. Packets from a
+      Compose bridge are this server's own containers (a migration runner reaching `db`); replies pass.
+    - The hook is the first rule of DOCKER-USER (created if missing: Docker keeps it, rules and all, and only
+      makes FORWARD jump to it), so no other rule there can let a connection past it.
+    `-w` waits for the xtables lock Docker holds while it sets up its own rules, instead of failing."""
+    if not clients:
+        raise ValueError("database_firewall: no clients")
+    for c in clients:  # checked in settings already; a host name would be resolved at boot, or never
+        ipaddress.IPv4Network(c, strict=False)  # ValueError
+    rules = [f":{DB_CHAIN} - [0:0]", *(f"-A {DB_CHAIN} -s {c} -j RETURN" for c in clients), f"-A {DB_CHAIN} -j DROP"]
+    # echo, not printf, and double quotes: the line sits single-quoted in a unit's ExecStart, where systemd
+    # would expand a %-specifier. The quotes keep "[0:0]" and "*filter" from the shell's globbing.
+    restore = "{ " + " ".join(f'echo "{r}";' for r in ["*filter", *rules, "COMMIT"]) + " }"
+    match = f"! -i br-+ -o br-+ -p tcp --dport {int(port)} -m conntrack --ctdir ORIGINAL -j {DB_CHAIN}"
+    return (f"{restore} | iptables-restore -w --noflush && "
+            "{ iptables -w -n -L DOCKER-USER >/dev/null 2>&1 || iptables -w -N DOCKER-USER; } && "
+            f"{{ iptables -w -C DOCKER-USER {match} 2>/dev/null || iptables -w -I DOCKER-USER 1 {match}; }}")
 
 
-def database_firewall_unit(app: str, clients: tuple[str, ...], address: str) -> str:
-    """A systemd unit that applies database_firewall() after Docker starts (Docker's own chains exist then),
-    again whenever Docker restarts, and at boot."""
+def database_firewall_unit(app: str, clients: tuple[str, ...]) -> str:
+    """A systemd unit that loads database_firewall() before Docker starts (Docker publishes postgres's port as
+    it starts: at boot there is no moment with the port published and the filter missing), again whenever
+    Docker restarts (PartOf), and on failure after 2 s. RestartMode=direct keeps the unit starting through
+    those retries, so Docker, ordered after it, waits for the filter (fails closed) rather than starting
+    without it; no start limit, so it never gives up and lets Docker start unfiltered."""
     return (f"[Unit]\nDescription=vpskit: postgres of {app} reachable from the app servers only\n"
-            "After=docker.service\nRequires=docker.service\nPartOf=docker.service\n\n"
+            "Before=docker.service\nPartOf=docker.service\nStartLimitIntervalSec=0\n\n"
             "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-            f"ExecStart=/bin/sh -c {q(database_firewall(clients, address))}\n\n"
+            "Restart=on-failure\nRestartSec=2\nRestartMode=direct\n"
+            f"ExecStart=/bin/sh -c {q(database_firewall(clients))}\n\n"
             "[Install]\nWantedBy=multi-user.target docker.service\n")

@@ -137,6 +137,23 @@ class AppliedMigrations(FactBase):
         return ()
 
 
+class DatabaseRolePassword(FactBase):
+    """The stored password of the app's database role (a SCRAM-SHA-256 or md5 verifier, vpskit.dbpassword), ""
+    when no db service runs. Sensitive: compared, never printed.
+
+    host.get_fact(DatabaseRolePassword, app_dir="/opt/example", _sudo=True) -> "SCRAM-SHA-256$4096:..."
+    """
+
+    def command(self, app_dir: str) -> str:
+        return commands.role_password(app_dir)
+
+    def process(self, output) -> str:
+        return "\n".join(output).strip()
+
+    def default(self) -> str:
+        return ""
+
+
 class ReleaseHistory(FactBase):
     """The releases kept on the server for rollback and the one serving (vpskit.releases.History).
 

@@ -72,6 +72,23 @@ def config_kept(s: dict) -> None:
     tasks.config_kept(s, envfile.read(), app_env=True)
 
 
+def database_password_kept(s: dict) -> None:
+    """Ends the run, nothing changed, when POSTGRES_PASSWORD in .env is not the password the database on the
+    server accepts: PostgreSQL applies it only when the database is created, so the new app could not log in.
+    Rotating it is: the role's password changed in the database first, then this deploy (docs: TROUBLESHOOTING)."""
+    from vpskit.dbpassword import password_matches
+    from vpskit.facts import DatabaseRolePassword
+
+    if s["role"] == "app" or s["database_external"]:
+        return
+    verifier = host.get_fact(DatabaseRolePassword, app_dir=s["app_dir"], **SUDO)
+    if verifier and password_matches(verifier, s["postgres_user"], envfile.read()["POSTGRES_PASSWORD"]) is False:
+        tasks.fail(f"POSTGRES_PASSWORD in {envfile.env_file_path()} is not the password of the database role "
+                   f"{s['postgres_user']} on the server (PostgreSQL keeps the one the database was created with, so "
+                   "the app could not log in): put the old one back, or rotate it as docs/TROUBLESHOOTING.md #41 "
+                   "says (change it in the database first, then deploy)")
+
+
 def recipe_of(s: dict) -> str:
     """The hash of how the image is built (Dockerfile, base image id), for the version; "" when an explicit
     version is given or the image is built on the server."""
