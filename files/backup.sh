@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vpskit backup for one app, run on the server as root (by tasks/backup.py and the daily systemd timer).
 #
-#   backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]
+#   backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY [LOCK_WAIT]]
 #
 # The database as a pg_dump custom-format archive streamed from the db container (or, with an external
 # database, a client container here) to disk (never held in memory), the media (the app's volume, or its bucket when media_bucket is set) as a tar, each media file's
@@ -10,14 +10,16 @@
 # .partial is a complete, verified backup.
 # Retention runs only after a successful backup and never removes the newest good backup. Then, when
 # backup_offsite is set, the copy offsite (files/offsite.sh): its failure fails the backup, which stays here.
-# A lock shared with restore.sh keeps two backups (or a backup and a restore) from overlapping.
+# A lock shared with restore.sh keeps two backups (or a backup and a restore) from overlapping: a backup waits
+# up to LOCK_WAIT seconds (300) for the one holding it. restic's copy offsite is bounded too (offsite.sh).
 set -Eeuo pipefail
 
-APP_DIR=${1:?usage: backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]}
-ROOT=${2:?usage: backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY]}
+APP_DIR=${1:?usage: backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY [LOCK_WAIT]]}
+ROOT=${2:?usage: backup.sh APP_DIR BACKUP_ROOT [DAILY WEEKLY MONTHLY [LOCK_WAIT]]}
 KEEP_DAILY=${3:-7}
 KEEP_WEEKLY=${4:-4}
 KEEP_MONTHLY=${5:-6}
+LOCK_WAIT=${6:-300}
 NOW=${VPSKIT_BACKUP_TIME:-$(date -u +%Y%m%dT%H%M%SZ)}  # settable so retention can be tested on a calendar
 
 log() { echo "vpskit backup: $*" >&2; }
@@ -30,8 +32,8 @@ cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
 if [ "${VPSKIT_BACKUP_LOCKED:-}" != 1 ]; then  # restore.sh holds this lock already for its safety backup
-  exec 9>"$ROOT/.lock"
-  flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
+  take_backups_lock "$ROOT" "$LOCK_WAIT" \
+    || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends (waited ${LOCK_WAIT}s)"
 fi
 
 compose() { docker compose "$@"; }

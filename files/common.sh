@@ -263,6 +263,19 @@ wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; set
   done
 }
 
+# The backups' lock: one backup, restore or drill of an app at a time. Waited for, like the app's lock: a deploy's
+# backup behind the nightly one waits for it rather than failing (bounded by SECONDS, saying so every 10 s).
+take_backups_lock() { # take_backups_lock BACKUP_ROOT SECONDS: fd 9; 1 when another still holds it after SECONDS
+  local limit=$2 start=$SECONDS step
+  exec 9>"$1/.lock"
+  while ! flock -n 9; do
+    (( SECONDS - start < limit )) || return 1
+    echo "vpskit: waiting for another backup or restore of this app to end (lock $1/.lock, $((SECONDS - start))s of ${limit}s)" >&2
+    step=$(( limit - (SECONDS - start) < 10 ? limit - (SECONDS - start) : 10 ))
+    flock -w "$(( step > 0 ? step : 1 ))" 9 && break
+  done
+}
+
 # The app's lock: one release, rollback, restore or stop of an app at a time (in the app's folder).
 # shellcheck disable=SC2034
 take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it; sets LOCK_REFUSAL on refusal

@@ -22,8 +22,8 @@ die() { log "FAILED: $*"; exit 1; }
 . "$HERE/common.sh"  # backup_names
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p "$ROOT"
-exec 9>"$ROOT/.lock"
-flock -w 300 9 || die "a backup or restore held $ROOT/.lock for 5 minutes: run the drill again when it ends"
+take_backups_lock "$ROOT" "${VPSKIT_LOCK_WAIT:-300}" \
+  || die "a backup or restore held $ROOT/.lock for ${VPSKIT_LOCK_WAIT:-300}s: run the drill again when it ends"
 
 work="$ROOT/.drill"
 if db_external; then

@@ -30,6 +30,10 @@ export TZ=UTC  # snapshot times (and so the retention's days and weeks) in UTC, 
 RESTIC=(restic --retry-lock 2m)
 if [ -n "${VPSKIT_SFTP_COMMAND:-}" ]; then RESTIC+=(-o "sftp.command=$VPSKIT_SFTP_COMMAND"); fi
 r() { "${RESTIC[@]}" "$@"; }
+# The long calls (upload, prune, download) are bounded: a repository that stops answering must not hold the
+# backups' lock (and every deploy's pre-update backup behind it) for ever.
+LIMIT=${VPSKIT_OFFSITE_TIMEOUT:-1800}
+long() { timeout -k 30 "$LIMIT" "${RESTIC[@]}" "$@"; }
 
 cause() { # the first line of restic's error that says something (without "Fatal: "), else why it kept retrying
   local line
@@ -87,9 +91,12 @@ copy() {
   open_repo init "the local backup $name is kept"
   err=$(mktemp)
   # From inside the backup's folder: the snapshot holds its files at the top, as fetch puts them back.
-  if ! out=$(cd "$root/$name" && r backup --host "$VPSKIT_APP" --tag vpskit --tag "backup=$name" \
-      --time "${name:0:4}-${name:4:2}-${name:6:2} ${name:9:2}:${name:11:2}:${name:13:2}" --json --quiet . 2>"$err"); then
+  local rc=0
+  out=$(cd "$root/$name" && long backup --host "$VPSKIT_APP" --tag vpskit --tag "backup=$name" \
+    --time "${name:0:4}-${name:4:2}-${name:6:2} ${name:9:2}:${name:11:2}:${name:13:2}" --json --quiet . 2>"$err") || rc=$?
+  if [ "$rc" != 0 ]; then
     local why; why=$(cause "$err"); rm -f "$err"
+    [ "$rc" != 124 ] || why="it did not finish within ${LIMIT}s"
     die "copying backup $name to $RESTIC_REPOSITORY failed: ${why:-restic backup failed}; the local backup is kept"
   fi
   id=$(snapshot_field snapshot_id "$out")
@@ -110,7 +117,7 @@ copy() {
     drop=$(awk -v kept="$kept" 'BEGIN {n = split(kept, k, "\n"); for (i = 1; i <= n; i++) keep[k[i]] = 1}
       !($1 in keep) {print $2}' <<< "$pairs")
     # shellcheck disable=SC2086 # one snapshot id per word
-    if [ -n "$drop" ] && ! r forget --prune --quiet $drop >/dev/null 2>"$err"; then
+    if [ -n "$drop" ] && ! long forget --prune --quiet $drop >/dev/null 2>"$err"; then
       echo "vpskit offsite: remote retention failed ($(cause "$err")): the copy itself is safe" >&2
     fi
   fi
@@ -141,8 +148,11 @@ fetch() { # fetch WHICH DEST: prints the backup's name
   rm -rf "$dest" "$dest.partial"
   mkdir -p "$(dirname "$dest")"
   mkdir -m 700 "$dest.partial"
-  if ! r restore "$id" --target "$dest.partial" --quiet >/dev/null 2>"$err"; then
+  local rc=0
+  long restore "$id" --target "$dest.partial" --quiet >/dev/null 2>"$err" || rc=$?
+  if [ "$rc" != 0 ]; then
     local why; why=$(cause "$err"); rm -rf "$err" "$dest.partial"
+    [ "$rc" != 124 ] || why="it did not finish within ${LIMIT}s"
     die "snapshot ${id:0:8} of $RESTIC_REPOSITORY cannot be read back (${why:-restic restore failed}): the repository may be damaged; nothing was changed"
   fi
   rm -f "$err"

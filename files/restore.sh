@@ -29,13 +29,19 @@ take_lock "${VPSKIT_LOCK_WAIT:-300}" "restore of $NAME" || die "$LOCK_REFUSAL"
 # The backups' lock, from before the safety backup to the end: no backup (nor its retention) in between.
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
-exec 9>"$ROOT/.lock"
-flock -n 9 || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends"
+take_backups_lock "$ROOT" "${VPSKIT_LOCK_WAIT:-300}" \
+  || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends (waited ${VPSKIT_LOCK_WAIT:-300}s)"
 
+# What this restore leaves behind goes whatever ends it: fetched and unpacked files, an unused scratch database.
+fetched="" sql="" staged="" scratch_left=""
+cleanup() {
+  rm -rf ${fetched:+"$fetched"} ${sql:+"$sql"} ${staged:+"$staged"}
+  if [ -n "$scratch_left" ]; then psql -c "DROP DATABASE IF EXISTS \"$scratch_left\"" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 where=""
 if [ "$FROM" = offsite ]; then
   fetched="$ROOT/.offsite-restore"
-  trap 'rm -rf "$fetched"' EXIT
   read -r NAME snapshot < <("$HERE/offsite.sh" fetch "$NAME" "$fetched") || exit 1
   src=$fetched
   where=" (offsite snapshot $snapshot)"
@@ -66,7 +72,6 @@ if db_external; then
   # transaction (all of it, or nothing), from SQL written out first (a cut-short stream must not commit).
   log "preparing the restore into $(db_where)"
   sql="$ROOT/.restore.sql"
-  trap 'rm -rf "$sql" ${fetched:+"$fetched"}' EXIT
   { echo 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'
     db_sh 'pg_restore --no-owner --no-privileges -f -' < "$src/db.dump"; } > "$sql" \
     || die "converting backup $NAME for the restore failed: nothing was changed"
@@ -78,9 +83,9 @@ else
 
   log "restoring into scratch database $scratch"
   psql -c "DROP DATABASE IF EXISTS \"$scratch\"" -c "CREATE DATABASE \"$scratch\""
+  scratch_left=$scratch
   # shellcheck disable=SC2016 # expanded inside the db container
   if ! db_sh 'pg_restore -d "$1" --no-owner --exit-on-error' "$scratch" < "$src/db.dump"; then
-    psql -c "DROP DATABASE IF EXISTS \"$scratch\""
     die "pg_restore into the scratch database failed: the live database is unchanged"
   fi
 fi
@@ -91,7 +96,6 @@ if [ -n "$remote" ]; then
   log "unpacking the media for the bucket ${remote#*:}"
   staged="$ROOT/.media-restore"
   rm -rf "$staged" && mkdir -m 700 "$staged"
-  trap 'rm -rf "$staged" ${sql:+"$sql"} ${fetched:+"$fetched"}' EXIT
   tar -C "$staged" -xf "$src/media.tar" || die "unpacking the media failed: nothing was changed"
   media() { [ "$1" = swap ] && media_rclone "$APP_DIR" sync "$staged" "$remote"; }
 else
@@ -104,22 +108,58 @@ fi
 
 # A db server has no app here: the app servers' connections are closed, and kept out until the swap is done.
 has_app=""; if compose config --services | grep -qx app; then has_app=1; fi
+if ! db_external; then
+  # What an earlier restore kept goes first, while the app still serves: when it cannot, nothing has changed.
+  psql -c "DROP DATABASE IF EXISTS \"$old\"" \
+    || die "the database $old, kept by an earlier restore, cannot be dropped (above: a connection to it?): nothing was changed"
+fi
+
+connections() { # connections DB: the sessions open on database DB (a name of the settings: no quote in it)
+  db_sh "psql -XAt -d postgres -c \"select count(*) from pg_stat_activity where datname = '$1'\""
+}
+swap_db() { # swap_db LIVE IN OUT: database IN becomes LIVE and LIVE becomes OUT, in one transaction, once every
+  # session on LIVE has ended; LIVE, whichever it is then, accepts connections again afterwards
+  local n=0 rc=0
+  psql -c "ALTER DATABASE \"$1\" WITH ALLOW_CONNECTIONS false" \
+       -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$1' AND pid <> pg_backend_pid()" || rc=1
+  # pg_terminate_backend returns before the sessions have ended: the rename waits for them (10 s at most).
+  while [ "$rc" = 0 ] && [ "$(connections "$1")" != 0 ] && [ "$n" -lt 20 ]; do n=$((n + 1)); sleep 0.5; done
+  [ "$rc" != 0 ] || psql --single-transaction -c "ALTER DATABASE \"$1\" RENAME TO \"$3\"" \
+    -c "ALTER DATABASE \"$2\" RENAME TO \"$1\"" || rc=1
+  psql -c "ALTER DATABASE \"$1\" WITH ALLOW_CONNECTIONS true" || rc=1
+  return "$rc"
+}
+stopped=""
+resume() { # resume WHY ON: after a failure once the app stopped, the app started again on ON (what it now
+  # reads) and waited for; ends the restore with WHY and that outcome
+  if [ -z "$stopped" ]; then die "$1"; fi
+  log "starting the app again on $2"
+  if compose start app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore; then die "$1; the app serves $2"; fi
+  die "$1; the app was started again on $2 but did not become ready (above)"
+}
+
 log "swapping the restored database and media in"
-[ -z "$has_app" ] || compose stop app >&2
+if [ -n "$has_app" ]; then compose stop app >&2; stopped=1; fi
 if db_external; then
-  if ! db_sh 'psql -X -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null' < "$sql"; then
-    if [ -n "$has_app" ]; then compose start app >&2 && wait_healthy "${VPSKIT_HEALTH_TIMEOUT:-180}" restore || true; fi
-    die "restoring backup $NAME into $(db_where) failed (above): its transaction was rolled back, the live database is unchanged"
-  fi
+  db_sh 'psql -X -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null' < "$sql" \
+    || resume "restoring backup $NAME into $(db_where) failed (above): its transaction was rolled back, the live database is unchanged" "the data it had"
   log "restored into $(db_where) in one transaction"
 else
-  psql -c "DROP DATABASE IF EXISTS \"$old\"" \
-       -c "ALTER DATABASE \"$live\" WITH ALLOW_CONNECTIONS false" \
-       -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$live' AND pid <> pg_backend_pid()" \
-       -c "ALTER DATABASE \"$live\" RENAME TO \"$old\"" \
-       -c "ALTER DATABASE \"$scratch\" RENAME TO \"$live\""
+  swap_db "$live" "$scratch" "$old" \
+    || resume "swapping the restored database in failed (above): the live database is unchanged" "the data it had"
+  scratch_left=""
 fi
-media swap || die "the database is restored but putting the media back failed (above): run this restore again (the safety backup is $safety)"
+if ! media swap; then
+  if db_external || [ -n "$remote" ]; then
+    resume "the database is restored but putting the media back failed (above): run this restore again (the safety backup is $safety)" "the restored database"
+  fi
+  # The media as they were, and the database before this restore back in place (the restored copy is dropped).
+  media undo || resume "putting the media back failed (above), and so did taking the swap back: run this restore again (the safety backup is $safety)" "the restored database"
+  swap_db "$live" "$old" "$scratch" \
+    || resume "putting the media back failed (above), and the database before this restore could not be put back: it is kept as $old; run this restore again (the safety backup is $safety)" "the restored database"
+  scratch_left=$scratch
+  resume "putting the media back failed (above): the database and the media are as they were before this restore" "the data it had"
+fi
 
 if [ -n "$has_app" ]; then
   log "starting the app"

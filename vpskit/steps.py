@@ -165,20 +165,33 @@ def firewall(s: dict) -> None:
     ufw(name="Firewall: SSH, HTTP and HTTPS only", **SUDO)
 
 
+FIREWALL_WAIT = 60  # seconds a deploy waits for the db server's packet filter to load
+
+
 def database_firewall(s: dict) -> None:
     """A db server lets only the app servers reach postgres (a packet filter in front of Docker's published
-    port, kept across reboots and Docker restarts); the database password is still needed."""
+    port, loaded before Docker at boot and again when Docker restarts); the database password is still needed."""
+    from pyinfra.facts.systemd import SystemdStatus
+    from pyinfra.operations import server
+
     if s["role"] != "db":
         return
     clients = tuple(c.strip() for c in s["database_clients"].split(",") if c.strip())
     unit = f"vpskit-db-firewall-{s['app_name']}.service"
-    text = commands.database_firewall_unit(s["app_name"], clients, s["private_address"])
+    text = commands.database_firewall_unit(s["app_name"], clients)
+    active = host.get_fact(SystemdStatus, services=[unit], **SUDO).get(unit, False)
     changed = files.put(name="Database firewall unit (the app servers only)", src=BytesIO(text.encode()),
                         dest=f"/etc/systemd/system/{unit}", mode="644", **SUDO)
     systemd.daemon_reload(name="Reload systemd for the firewall unit", _if=changed.did_change, **SUDO)
-    systemd.service(name="Database firewall applied again", service=unit, restarted=True, _if=changed.did_change,
+    # Bounded: the unit retries a filter that fails to load for as long as it takes (Docker waits for it at
+    # boot), so a bare `systemctl restart` would wait as long. Until it loads, the rules before stay in place.
+    failed = (f"vpskit: the db server's packet filter ({unit}) did not load within {FIREWALL_WAIT}s: see "
+              f"`journalctl -u {unit}` on the db server, fix the cause and deploy again")
+    server.shell(name="Database firewall applied", commands=[
+        f"timeout {FIREWALL_WAIT} systemctl restart {unit} || {{ echo {commands.q(failed)} >&2; exit 1; }}"],
+        _if=lambda: changed.did_change() or not active, **SUDO)
+    systemd.service(name="Database firewall at boot, before Docker", service=unit, running=None, enabled=True,
                     **SUDO)
-    systemd.service(name="Database firewall applied", service=unit, running=True, enabled=True, **SUDO)
 
 
 def proxy_step(s: dict) -> None:
@@ -216,11 +229,13 @@ def artifacts(s: dict) -> None:
     return tasks.push(s, "App files, .env (mode 600), scripts and units", managed)  # offsite.env too (root, 600)
 
 
-# What each timer runs (its failure alerts NOTIFY_URL), by kind: backup, drill, health.
+# What each timer runs (its failure alerts NOTIFY_URL), by kind: backup, drill, health; the randomised delay, and
+# how long a run may take before systemd stops it: a hung backup must not hold the backups' lock (and with it
+# every deploy's pre-update backup and every restore) for ever.
 TIMERS = {
-    "backup": ("backup_schedule", "Daily vpskit backup", tasks.backup_command, 600),
-    "drill": ("drill_schedule", "vpskit restore drill", tasks.drill_command, 600),
-    "health": ("health_schedule", "vpskit health check", tasks.health_command, 60),
+    "backup": ("backup_schedule", "Daily vpskit backup", tasks.backup_command, 600, "1h"),
+    "drill": ("drill_schedule", "vpskit restore drill", tasks.drill_command, 600, "1h"),
+    "health": ("health_schedule", "vpskit health check", tasks.health_command, 60, "5min"),
 }
 
 
@@ -233,12 +248,13 @@ def runs_timer(s: dict, kind: str) -> bool:
 def timer_units(s: dict) -> dict[str, str]:
     """The systemd service and timer of each scheduled job whose schedule is set."""
     units = {}
-    for kind, (key, what, command, delay) in TIMERS.items():
+    for kind, (key, what, command, delay, limit) in TIMERS.items():
         if not s[key] or not runs_timer(s, kind):
             continue
         unit = f"vpskit-{kind}-{s['app_name']}"
         units[f"{unit}.service"] = (f"[Unit]\nDescription={what} of {s['app_name']}\nAfter=docker.service\n\n"
-                                    f"[Service]\nType=oneshot\nExecStart={tasks.notified(s, kind, command(s))}\n")
+                                    f"[Service]\nType=oneshot\nTimeoutStartSec={limit}\n"
+                                    f"ExecStart={tasks.notified(s, kind, command(s))}\n")
         units[f"{unit}.timer"] = (f"[Unit]\nDescription={what} of {s['app_name']}\n\n[Timer]\n"
                                   f"OnCalendar={s[key]}\nPersistent=true\nRandomizedDelaySec={delay}\n\n"
                                   "[Install]\nWantedBy=timers.target\n")
@@ -360,7 +376,7 @@ def _attempt_id() -> str:
 def timers(s: dict, pushed) -> None:
     """The backup, drill and health timers enabled (or disabled when their schedule is empty)."""
     systemd.daemon_reload(name="Reload systemd when the units changed", _if=pushed.did_change, **SUDO)
-    for kind, (key, what, _, _) in TIMERS.items():
+    for kind, (key, what, *_) in TIMERS.items():
         unit = f"vpskit-{kind}-{s['app_name']}.timer"
         if s[key] and runs_timer(s, kind):
             systemd.service(name=f"{what} timer enabled", service=unit, running=True, enabled=True, **SUDO)

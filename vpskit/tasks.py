@@ -152,8 +152,9 @@ def staging_dir(s: dict) -> str:
 
 
 def backup_command(s: dict) -> str:
+    """A backup now; it waits up to lock_timeout for a backup or restore already running."""
     return (f"{s['app_dir']}/bin/backup.sh {s['app_dir']} {s['backup_dir']} {s['backup_keep_daily']} "
-            f"{s['backup_keep_weekly']} {s['backup_keep_monthly']}")
+            f"{s['backup_keep_weekly']} {s['backup_keep_monthly']} {s['lock_timeout']}")
 
 
 def drill_command(s: dict, which: str = "latest", source: str = "") -> str:

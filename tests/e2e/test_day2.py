@@ -586,20 +586,21 @@ def test_restore_of_data_the_app_cannot_start_on_keeps_the_previous_database(sit
 
 
 def test_backup_and_restore_wait_for_each_others_lock(site):
-    """While a backup holds the lock, another backup and a restore are refused with the reason; nothing
-    changes."""
+    """While a backup holds the lock, another backup and a restore wait for it up to lock_timeout (5 s here),
+    saying so, then are refused with the reason; nothing changes."""
     lock = f"{BACKUPS}/.lock"
     site["vps"].exec("sh", "-c", f"flock {lock} sleep 117 >/dev/null 2>&1 < /dev/null &")
     wait_until(lambda: site["vps"].exec("pgrep", "-f", "sleep 117", check=False).returncode == 0, 10, "the holder")
     before, count = snapshot(site), backups(site["vps"])
     try:
-        backup = pyinfra(site["vps"], site["env_file"], "tasks/backup.py")
-        restore = pyinfra(site["vps"], site["env_file"], "tasks/restore.py")
+        backup = pyinfra(site["vps"], site["env_file"], "tasks/backup.py", "--data", "lock_timeout=5")
+        restore = pyinfra(site["vps"], site["env_file"], "tasks/restore.py", "--data", "lock_timeout=5")
     finally:
         site["vps"].exec("pkill", "-f", "sleep 117", check=False)
-    message = f"another backup or restore is running (lock {lock}): try again when it ends"
-    assert backup.returncode != 0 and message in backup.stdout
-    assert restore.returncode != 0 and message in restore.stdout
+    message = f"another backup or restore is running (lock {lock}): try again when it ends (waited 5s)"
+    for out in (backup, restore):
+        assert out.returncode != 0 and message in out.stdout, out.stdout[-2000:]
+        assert "waiting for another backup or restore of this app to end" in out.stdout
     assert snapshot(site) == before and backups(site["vps"]) == count
 
 

@@ -94,7 +94,11 @@ def test_each_timer_alerts_through_notify_and_an_empty_schedule_has_none():
     assert sorted(units) == sorted(f"vpskit-{k}-example.{u}" for k in ("backup", "drill", "health")
                                    for u in ("service", "timer"))
     assert ("ExecStart=/opt/example/bin/notify.sh run backup -- /opt/example/bin/backup.sh /opt/example "
-            "/var/backups/example 7 4 6") in units["vpskit-backup-example.service"]
+            "/var/backups/example 7 4 6 300") in units["vpskit-backup-example.service"]
+    # A hung run is stopped (review item 11): it would hold the backups' lock, and every deploy behind it.
+    assert "TimeoutStartSec=1h" in units["vpskit-backup-example.service"]
+    assert "TimeoutStartSec=1h" in units["vpskit-drill-example.service"]
+    assert "TimeoutStartSec=5min" in units["vpskit-health-example.service"]
     assert "drill.sh /opt/example /var/backups/example latest local" in units["vpskit-drill-example.service"]
     assert "OnCalendar=Sun *-*-* 04:45:00" in units["vpskit-drill-example.timer"]
     assert "health-check.sh /opt/example /var/backups/example 3000 26 172800" in units["vpskit-health-example.service"]
