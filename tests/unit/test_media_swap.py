@@ -76,3 +76,32 @@ def test_swap_without_an_unpacked_archive_changes_nothing(media):
     out = swap(media, "swap")
     assert out.returncode == 1 and b"nothing unpacked to swap in" in out.stderr
     assert contents(media) == OLD
+
+
+def test_a_swap_that_fails_on_a_file_that_cannot_move_fails_and_undo_brings_the_live_files_back(media):
+    """Review item 9: a live file that cannot be moved (immutable) fails the swap part way; `undo` puts every
+    live file back and drops the unpacked ones, so the restore can start the app on the media it had."""
+    assert swap(media, "unpack", archive(NEW)).returncode == 0
+    pinned = media / "only-old.bin"
+    if subprocess.run(["chattr", "+i", str(pinned)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible on this filesystem")
+    try:
+        out = swap(media, "swap")
+        assert out.returncode != 0
+        assert (media / ".vpskit-swap").read_text().strip() == "out"
+    finally:
+        subprocess.run(["chattr", "-i", str(pinned)], check=True)
+    assert swap(media, "undo").returncode == 0
+    assert contents(media) == OLD and not list(media.glob(".vpskit-*"))
+
+
+@pytest.mark.parametrize("moved_in", [0, 1, 3])
+def test_undo_of_a_swap_cut_while_moving_the_new_files_in_brings_the_live_files_back(media, moved_in):
+    assert swap(media, "unpack", archive(NEW)).returncode == 0
+    for name in OLD:
+        (media / name).rename(media / ".vpskit-old" / name)
+    (media / ".vpskit-swap").write_text("in\n")
+    for name in sorted(p.name for p in (media / ".vpskit-new").iterdir())[:moved_in]:
+        (media / ".vpskit-new" / name).rename(media / name)
+    assert swap(media, "undo").returncode == 0
+    assert contents(media) == OLD and not list(media.glob(".vpskit-*"))
