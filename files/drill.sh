@@ -70,6 +70,22 @@ else
   [ -d "$src" ] || die "no backup $name in $ROOT"
   (cd "$src" && sha256sum --quiet -c SHA256SUMS >&2) || die "backup $name is corrupt (checksum mismatch)"
 fi
+# Room first, as the backup checks it: the scratch copy of the database goes where Docker keeps its data (beside
+# the live database), about the live one's size; the media are unpacked here. A fifth more of each, and both
+# together when they share a disk. The weekly drill must never be what fills a small server's disk.
+# shellcheck disable=SC2016 # expanded by the shell in the db container
+live_mb=$(db_sh 'psql -XAt -c "select pg_database_size(current_database())"' | awk '{printf "%d", $1 * 1.2 / 1048576 + 1}')
+media_mb=$(awk '{printf "%d", $1 * 1.2 / 1048576 + 1}' <<< "$(stat -c %s "$src/media.tar")")
+data_dir=$(docker info -f '{{.DockerRootDir}}')
+free_mb() { df -Pm "$1" | awk 'NR == 2 {print $4}'; }
+if [ "$(df -P "$data_dir" | awk 'NR == 2 {print $1}')" = "$(df -P "$ROOT" | awk 'NR == 2 {print $1}')" ]; then
+  room=$(( live_mb + media_mb )); free=$(free_mb "$ROOT"); where_needed="$ROOT and $data_dir (one disk)"
+elif [ "$(free_mb "$data_dir")" -lt "$live_mb" ]; then
+  room=$live_mb; free=$(free_mb "$data_dir"); where_needed=$data_dir
+else
+  room=$media_mb; free=$(free_mb "$ROOT"); where_needed=$ROOT
+fi
+[ "$free" -ge "$room" ] || die "not enough disk space for the drill: $free MB free in $where_needed, its scratch copies need about $room MB (the database's size and the media's, and a fifth more); nothing was restored; free space (older backups, docker image prune) or set drill_schedule = \"\" until the disk is bigger"
 log "restoring backup $name$where into the scratch database $scratch"
 
 # The rows its manifest recorded: `"schema.table": N` lines of its "tables" object.
