@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # vpskit health check for one app, run on the server as root (tasks/health.py, cron or monitoring).
 #
-#   health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS [MAX_OFFSITE_AGE_SECONDS]]
+#   health-check.sh APP_DIR BACKUP_DIR [ADDRESS:]APP_PORT [MAX_BACKUP_AGE_HOURS [MAX_OFFSITE_AGE_SECONDS]]
 #
-# APP_PORT is the port the app is published on, on 127.0.0.1; 0 when it is not published (publish_port = 0,
-# reached through a proxy network): the routes are then asked from inside the app container.
+# APP_PORT is the port the app is published on, on ADDRESS (publish_host: 127.0.0.1 when not given, or when it
+# is published on every address); 0 when it is not published (publish_port = 0, reached through a proxy
+# network): the routes are then asked from inside the app container.
 # One line per check, "ok   <check>: <detail>" or "FAIL <check>: <detail>"; exits 1 naming what failed.
 set -uo pipefail
 
 APP_DIR=${1:?usage: health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]}
 BACKUP_DIR=${2:?}
 PORT=${3:?}
+ADDRESS=127.0.0.1
+if [[ $PORT == *:* ]]; then ADDRESS=${PORT%:*} PORT=${PORT##*:}; fi
 MAX_AGE_H=${4:-26}
 MAX_OFFSITE_S=${5:-172800}
 MIN_FREE_MB=1024  # disk: FAIL below 1 GiB free or below 10 % of the disk (docs/DOCKER-DEPLOYMENT.md says so)
@@ -23,13 +26,13 @@ report() { # report ok|FAIL check detail
   [ "$1" = ok ] || failed+=("$2")
 }
 
-http_get() { # http_get PATH -> "STATUS BODY" of GET 127.0.0.1:PORT/PATH (status 000 when nothing answers)
+http_get() { # http_get PATH -> "STATUS BODY" of GET ADDRESS:PORT/PATH (status 000 when nothing answers)
   local out
   if [ "$PORT" = 0 ]; then
     # shellcheck disable=SC2016 # expanded by node inside the container
     out=$(timeout 10 docker compose exec -T app node -e 'fetch("http://127.0.0.1:" + process.env.PORT + process.argv[1]).then(async r => console.log(r.status + " " + (await r.text())), () => console.log("000"))' "$1" 2>/dev/null)
   else
-    out=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3" 2>/dev/null | tr -d '\r' | awk 'NR == 1 {printf "%s ", $2; next} body {print} /^$/ {body = 1}')
+    out=$(timeout 10 bash -c "exec 3<>/dev/tcp/$ADDRESS/$PORT && printf 'GET $1 HTTP/1.0\r\nHost: $ADDRESS\r\n\r\n' >&3 && cat <&3" 2>/dev/null | tr -d '\r' | awk 'NR == 1 {printf "%s ", $2; next} body {print} /^$/ {body = 1}')
   fi
   echo "${out:-000}"
 }

@@ -23,7 +23,7 @@ json() { # json TEXT: a JSON string (backslashes, quotes, control characters esc
   printf '%s' "$1" | tr '\n\t\r' '   ' | sed 's/[[:cntrl:]]//g; s/\\/\\\\/g; s/"/\\"/g; s/^/"/; s/$/"/'
 }
 
-send() { # send EVENT OK(true|false) TEXT
+send() { # send EVENT OK(true|false) TEXT: 1 when the webhook did not take it
   [ -n "$NOTIFY_URL" ] || return 0
   local text body
   text="vpskit $APP on $(hostname): $3"
@@ -31,6 +31,7 @@ send() { # send EVENT OK(true|false) TEXT
   if ! curl -fsS -m 20 --retry 2 -o /dev/null -H 'Content-Type: application/json' --data-binary "$body" \
       -K <(printf 'url = "%s"\n' "$NOTIFY_URL") 2>&1; then
     echo "vpskit notify: the webhook (NOTIFY_URL) did not take the message: $text" >&2
+    return 1
   fi
 }
 
@@ -46,13 +47,15 @@ case ${1:-} in
     [ -n "$cause" ] || cause=$(grep -v '^ *$' "$out" | tail -1)
     rm -f "$out"
     if [ "$event" = health ]; then
-      # Once per change of state: failing (what failed), then recovered; nothing while all stays well.
+      # Once per change of state: failing (what failed), then recovered; nothing while all stays well. The new
+      # state is kept only once the message went out: a webhook down at that moment hears of it on the next run.
       mkdir -p "$STATE"
       before=$(cat "$STATE/health" 2>/dev/null || echo ok)
       now=ok; [ "$rc" = 0 ] || now=failing  # not the cause: a check that fails differently is one failure
       if [ "$now" != "$before" ]; then
-        if [ "$rc" = 0 ]; then send health true "health check passes again"; else send health false "health check failed: $cause"; fi
-        echo "$now" > "$STATE/health"
+        if [ "$rc" = 0 ]; then sent=0; send health true "health check passes again" || sent=1
+        else sent=0; send health false "health check failed: $cause" || sent=1; fi
+        if [ "$sent" = 0 ]; then echo "$now" > "$STATE/health"; fi
       fi
     elif [ "$rc" != 0 ]; then
       send "$event" false "$event failed: $cause"

@@ -164,11 +164,15 @@ def drill_command(s: dict, which: str = "latest", source: str = "") -> str:
 
 
 def health_command(s: dict) -> str:
-    """The health check: the published port on the server's loopback (0, not published, asks from inside the
-    app container), the backup age limit, and the offsite copy's in seconds."""
+    """The health check: the published port where the proxy publishes it (publish_host; the loopback when that
+    is 127.0.0.1 or every address; 0, not published, asks from inside the app container), the backup age limit,
+    and the offsite copy's in seconds."""
     from vpskit.settings import seconds
 
-    return (f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {s['publish_port']} 26 "
+    where = str(s["publish_port"])
+    if s["publish_port"] and s["publish_host"] not in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 - compared, not bound
+        where = f"{s['publish_host']}:{where}"
+    return (f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {where} 26 "
             f"{seconds(s['offsite_max_age'])}")
 
 

@@ -75,3 +75,17 @@ def test_releases_only_when_asked(tmp_path, hook):
     assert received == []
     notify(tmp_path, url, "release", "FAILED", "release of v3 failed after 40s: not ready", releases="1")
     assert len(received) == 1 and received[0]["ok"] is False and "v3 failed" in received[0]["text"]
+
+
+def test_a_health_alert_the_webhook_did_not_take_is_sent_on_the_next_run(tmp_path, hook):
+    """Review item 13: the webhook is down when health starts failing; the state is not kept as told, so the
+    next failing run (webhook back) still alerts, once."""
+    url, received = hook
+    down = "http://127.0.0.1:9/hook"  # nothing listens there
+    failing = "printf 'FAIL /api/health: HTTP 000\\nunhealthy: /api/health\\n'; exit 1"
+    out = notify(tmp_path, down, "run", "health", "--", "sh", "-c", failing)
+    assert out.returncode == 1 and "did not take the message" in out.stderr
+    assert notify(tmp_path, url, "run", "health", "--", "sh", "-c", failing).returncode == 1
+    assert notify(tmp_path, url, "run", "health", "--", "sh", "-c", failing).returncode == 1
+    assert [m["ok"] for m in received] == [False]
+    assert "health check failed: /api/health: HTTP 000" in received[0]["text"]
