@@ -3,9 +3,10 @@
 Containers stop gracefully within their grace periods; volumes (database, media) are always kept.
 `--data remove=true` also removes the containers and network (still keeping the volumes);
 only `--data purge=<app name>` removes the volumes too, after a final backup would be your job.
+The task fails (non-zero) when compose does: its output is shown.
 """
 
-from vpskit import tasks
+from vpskit import commands, tasks
 from vpskit.operations import report
 
 s = tasks.plan()
@@ -24,15 +25,5 @@ elif remove:
 else:
     action, args, done = "Stop containers (volumes kept)", ("stop",), "containers stopped, data volumes kept"
 
-# Under the app's lock (files/common.sh take_lock): never in the middle of a release, restore or rollback.
-busy = (f"vpskit: another operation on {s['app_name']} still holds its lock after {s['lock_timeout']}s "
-        f"($(cat {s['app_dir']}/.vpskit.lock.holder 2>/dev/null)): nothing was stopped; run this again when it "
-        "has finished")
-# What was serving, read before it stops, so the output says from what to what.
-serving = "$(docker inspect -f '{{.Config.Image}}' $(docker compose ps -q app | head -1) 2>/dev/null)"
-locked = (f"cd {s['app_dir']} && {{ flock -w {s['lock_timeout']} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; "
-          f"was={serving}; docker compose {' '.join(args)} 2>&1 | grep -v -e ' Stopping$' -e ' Removing$'; "
-          f"echo \"vpskit stop: {s['app_name']} was serving ${{was:-nothing}}; now {done}; start it again with: "
-          f"pyinfra inventory.py deploy.py\"; }} 8>>.vpskit.lock")
-report(name=action, command=f"if [ -d {s['app_dir']} ]; then {locked}; else echo 'vpskit stop: nothing deployed at "
-       f"{s['app_dir']}'; fi", failure="vpskit stop", _sudo=True)
+report(name=action, command=commands.stop(s["app_dir"], s["app_name"], s["lock_timeout"], args, done),
+       failure="vpskit stop", _sudo=True)

@@ -144,6 +144,27 @@ def config_keys(app_dir: str, conf_dir: str) -> str:
             f"fi; if grep -q '^export NOTIFY_URL=' {conf} 2>/dev/null; then echo notify; fi; true")
 
 
+def stop(app_dir: str, app_name: str, lock_wait: int, args: tuple[str, ...], done: str) -> str:
+    """`docker compose ARGS` for the app under its lock (files/common.sh take_lock: never in the middle of a
+    release, restore or rollback), saying what was serving and what it did; it exits with compose's status when
+    compose fails (its output shown), not with that of the lines that tidy the output."""
+    d, lock = q(app_dir), q(f"{app_dir}/.vpskit.lock")
+    busy = (f"vpskit: another operation on {app_name} still holds its lock after {int(lock_wait)}s "
+            f"($(cat {d}/.vpskit.lock.holder 2>/dev/null)): nothing was stopped; run this again when it has finished")
+    # What was serving, read before it stops, so the output says from what to what.
+    serving = "$(docker inspect -f '{{.Config.Image}}' $(docker compose ps -q app | head -1) 2>/dev/null)"
+    compose = f"docker compose {' '.join(q(a) for a in args)}"
+    failed = (f"vpskit stop: {compose} failed (exit $rc, its output above): {app_name} may be partly stopped; "
+              "run this again, or see docker compose ps on the server")
+    locked = (f"cd {d} && {{ flock -w {int(lock_wait)} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; "
+              f"was={serving}; out=$({compose} 2>&1); rc=$?; "
+              "printf '%s\\n' \"$out\" | grep -v -e ' Stopping$' -e ' Removing$' -e '^$'; "
+              f"if [ \"$rc\" != 0 ]; then echo \"{failed}\" >&2; exit \"$rc\"; fi; "
+              f"echo \"vpskit stop: {app_name} was serving ${{was:-nothing}}; now {done}; start it again with: "
+              f"pyinfra inventory.py deploy.py\"; }} 8>>{lock}")
+    return f"if [ -d {d} ]; then {locked}; else echo 'vpskit stop: nothing deployed at {app_dir}'; fi"
+
+
 def image_id(ref: str) -> str:
     """Prints the image id for `ref`, or nothing when the server does not have it (or has no Docker)."""
     return f"docker image inspect -f '{{{{.Id}}}}' {q(ref)} 2>/dev/null || true"
