@@ -230,9 +230,34 @@ def proxy_serving(app: str, ports: tuple[str, ...], image: str, caddyfile: str, 
         logger.warning(f"{host.print_prefix}the app's own container publishes {', '.join(ports)}: it is removed so "
                        "that the proxy can take the port over; the site is down until the new release is ready")
         yield f"docker rm -f {' '.join(own)}"
-    files = {"docker-compose.yml": compose, "etc/Caddyfile": caddyfile,
-             f"ports/{app}": "".join(f"{p}\n" for p in ports)}
-    yield proxy.up_command(files)
+    yield FunctionCommand(_proxy_up, (app, ports, image, caddyfile, acme_ca_root, state), {})
+
+
+PROXY_TRIES = 3
+
+
+def _proxy_up(state_, host, app: str, ports: tuple[str, ...], image: str, caddyfile: str, acme_ca_root: str,
+              state: dict) -> bool:
+    """The proxy's files for this app's `ports` and every other app's as `state` read them, applied only while
+    the server still has those (proxy.up_command). When another deploy changed them meanwhile, they are read
+    again and the union applied again (at most PROXY_TRIES times): no deploy drops another's port."""
+    for _ in range(PROXY_TRIES):
+        others = {a: p for a, p in state["ports"].items() if a != app}
+        files = {"docker-compose.yml": proxy.compose_file(proxy.union({**others, app: ports}), image, acme_ca_root),
+                 "etc/Caddyfile": caddyfile, f"ports/{app}": "".join(f"{p}\n" for p in ports)}
+        ok, out = host.run_shell_command(proxy.up_command(files, app, proxy.others_digest(state, app)),
+                                         _sudo=True, print_output=True)
+        if ok:
+            return True
+        if proxy.CHANGED not in out.stdout:
+            last = (out.stderr_lines or out.stdout_lines or ["no output"])[-1]
+            logger.error(f"{host.print_prefix}{last}")
+            return False
+        logger.info(f"{host.print_prefix}another deploy changed the proxy's ports meanwhile: reading them again")
+        _, read = host.run_shell_command(proxy.state_command(), _sudo=True)
+        state = proxy.parse_state(read.stdout_lines)
+    logger.error(f"{host.print_prefix}the proxy's ports kept changing under other deploys: run this deploy again")
+    return False
 
 
 @operation()

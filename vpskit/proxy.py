@@ -3,6 +3,7 @@ operation that applies them is operations.proxy_serving, the per-release switch 
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 from vpskit import settings
@@ -51,15 +52,32 @@ def state_command() -> str:
     digest = "sha256sum < {f} | cut -c1-64"
     return (f"if [ -f {d}/docker-compose.yml ]; then echo compose $({digest.format(f=d + '/docker-compose.yml')}); fi; "
             f"if [ -f {d}/etc/Caddyfile ]; then echo caddyfile $({digest.format(f=d + '/etc/Caddyfile')}); fi; "
-            f"for f in {d}/ports/*; do [ -f \"$f\" ] && echo \"ports ${{f##*/}} $(tr '\\n' ' ' < \"$f\")\"; done; "
+            f"{ports_lines(DIR)}; "
             f"echo running $(docker inspect -f '{{{{.State.Running}}}}' {CONTAINER} 2>/dev/null || echo false); "
             "ss -Hltn 2>/dev/null | awk '{print \"listen\", $4}'; "
             "docker ps --format '{{.ID}} {{.Label \"com.docker.compose.project\"}} {{.Ports}}' 2>/dev/null "
             "| grep -- '->' | sed 's/^/held /'; true")
 
 
+def ports_lines(folder: str, but: str = "") -> str:
+    """Prints `ports APP PORT...` per app's ports file in the proxy's folder `folder` (but app `but`), in byte
+    order, without trailing blanks: what the state shows, and what a change compares before it writes."""
+    d = q(folder)
+    skip = f" && [ \"${{f##*/}}\" != {q(but)} ]" if but else ""
+    return (f"for f in {d}/ports/*; do [ -f \"$f\" ]{skip} && echo \"ports ${{f##*/}} $(tr '\\n' ' ' < \"$f\")\" "
+            "| sed 's/ *$//'; done")
+
+
+def others_digest(state: dict, app: str) -> str:
+    """The hash of the other apps' `ports` lines as the state read them (ports_lines with `but=app`): a change
+    applies only while they are still the same on the server, so two deploys at once never drop a port."""
+    lines = "".join(f"{state['ports_lines'][a]}\n" for a in sorted(state["ports_lines"]) if a != app)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def parse_state(lines) -> dict:
-    state: dict = {"compose": "", "caddyfile": "", "ports": {}, "running": False, "listening": set(), "held": []}
+    state: dict = {"compose": "", "caddyfile": "", "ports": {}, "ports_lines": {}, "running": False,
+                   "listening": set(), "held": []}
     for line in lines:
         parts = line.split()
         if not parts:
@@ -68,6 +86,7 @@ def parse_state(lines) -> dict:
             state[parts[0]] = parts[1]
         elif parts[0] == "ports" and len(parts) >= 2:
             state["ports"][parts[1]] = tuple(parts[2:])
+            state["ports_lines"][parts[1]] = line.rstrip()
         elif parts[0] == "running":
             state["running"] = parts[1:] == ["true"]
         elif parts[0] == "listen" and len(parts) == 2:
@@ -96,21 +115,42 @@ def taken(wanted: tuple[str, ...], published: tuple[str, ...], listening: set[in
     return sorted(({host_port(p) for p in wanted} - ours) & listening)
 
 
-def up_command(files: dict[str, str]) -> str:
-    """Writes the proxy's files (path relative to DIR -> text) and brings the proxy up; compose recreates it
-    only when its compose file changed. A changed Caddyfile alone is reloaded, gracefully."""
+CHANGED = "vpskit proxy: another deploy changed the proxy's ports meanwhile"  # up_command's word to try again
+
+
+def up_command(files: dict[str, str], app: str, others: str, folder: str = DIR) -> str:
+    """Writes the proxy's files (path relative to the folder -> text) and brings the proxy up; compose recreates
+    it only when its compose file changed. A changed Caddyfile alone is reloaded, gracefully. Under the proxy's
+    lock (files/proxy.sh route_to takes it too), and only while the other apps' ports are the ones this plan saw
+    (`others`: others_digest), else it prints CHANGED and changes nothing. When compose cannot bring the proxy up
+    (a port taken), the files before come back (the next deploy tries again) and it exits non-zero with
+    compose's reason."""
     import base64
 
+    d = q(folder)
+    paths = [q(f"{folder}/{path}") for path in files]
     writes = " && ".join(
-        f"mkdir -p {q(DIR + '/' + path.rsplit('/', 1)[0]) if '/' in path else q(DIR)} && "
-        f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > {q(DIR + '/' + path)}.new && "
-        f"mv -f {q(DIR + '/' + path)}.new {q(DIR + '/' + path)}"
+        f"mkdir -p {q(folder + '/' + path.rsplit('/', 1)[0]) if '/' in path else d} && "
+        f"echo {base64.b64encode(text.encode()).decode()} | base64 -d > {q(folder + '/' + path)}.new && "
+        f"mv -f {q(folder + '/' + path)}.new {q(folder + '/' + path)}"
         for path, text in files.items()
     )
+    keep = " ".join(f"if [ -f {p} ]; then cp -p {p} {p}.before; else rm -f {p}.before; fi;" for p in paths)
+    back = " ".join(f"if [ -f {p}.before ]; then mv -f {p}.before {p}; else rm -f {p}; fi;" for p in paths)
     running = f"docker inspect -f '{{{{.State.Running}}}}' {CONTAINER} 2>/dev/null"
     reload = f"docker exec {CONTAINER} caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile"
-    return (f"mkdir -p {q(DIR)}/etc/sites {q(DIR)}/ports && {writes} && cd {q(DIR)} && "
-            f"docker compose up -d --quiet-pull 2>&1 | grep -v ' Running$'; "
+    busy = "vpskit: the proxy stayed locked by another deploy for 300s: nothing was changed; deploy again"
+    failed = ("vpskit: the proxy could not be brought up with these ports (compose's reason above): its files are "
+              "as they were; free the port (or change publish_port) and deploy again")
+    return (f"mkdir -p {d}/etc/sites {d}/ports && exec 7>>{d}/.lock && "
+            f"{{ flock -w 300 7 || {{ echo {q(busy)} >&2; exit 1; }}; }} && "
+            f"now=$(export LC_ALL=C; {{ {ports_lines(folder, but=app)}; }} | sha256sum | cut -c1-64) && "
+            f"if [ \"$now\" != {q(others)} ]; then echo {q(CHANGED)}; exit 75; fi && "
+            f"{keep} {writes} && cd {d} && "
+            "out=$(docker compose up -d --quiet-pull 2>&1); rc=$?; "
+            "printf '%s\\n' \"$out\" | grep -v -e ' Running$' -e '^$'; "
+            f"if [ \"$rc\" != 0 ]; then {back} docker compose up -d >/dev/null 2>&1; echo {q(failed)} >&2; exit 1; fi; "
+            f"rm -f {' '.join(p + '.before' for p in paths)}; "
             f"for i in $(seq 30); do [ \"$({running})\" = true ] && {reload} >/dev/null 2>&1 && exit 0; sleep 1; done; "
             f"docker logs --tail 20 {CONTAINER} >&2; "
             f"echo 'vpskit: the proxy did not start (its log above)' >&2; exit 1")

@@ -308,7 +308,10 @@ def test_proxy_takes_over_the_port_of_an_install_from_before_the_proxy():
     cmds, _ = run(operations.proxy_serving, facts, app="example", ports=("127.0.0.1:3000:3000",), image="caddy:2",
                   caddyfile="{}")
     assert cmds[0] == "docker rm -f c0ffee"
-    assert "docker compose up -d" in cmds[1] and proxy.DIR in cmds[1]
+    assert isinstance(cmds[1], FunctionCommand) and cmds[1].function is operations._proxy_up
+    app, ports, *_, state = cmds[1].args
+    assert (app, ports, state["running"]) == ("example", ("127.0.0.1:3000:3000",), False)
+    assert proxy.DIR == "/opt/vpskit-proxy"
 
 
 def test_proxy_state_reads_port_ranges_as_docker_shows_them():
