@@ -31,7 +31,7 @@ node_image = "node:22-bookworm-slim"  # base image the app is built and run on
 postgres_image = "postgres:17"  # database image
 build_on = "local"  # "local": build on this machine and ship over SSH; "server": build on the VPS (needs >2 GB RAM)
 image_transport = "registry"  # how the database image reaches the server: "registry" (docker pull) or "ssh" (shipped)
-keep_images = 3  # app image versions kept for rollback on the server, and on this machine and its registry
+keep_images = 3  # releases kept for rollback on the server (a version with its settings), versions kept here
 ship_with = "layers"  # how images built here reach the server: "layers" (only the ones it lacks) or "stream" (whole)
 registry_image = "registry:2"  # image of the registry on this machine (127.0.0.1 only) servers pull layers from
 registry_port = 5055  # its port on 127.0.0.1 of this machine; servers reach it through the SSH connection
@@ -82,4 +82,4 @@ log_max_file = 3  # rotated json-file logs kept per container
 # --- Releases
 health_timeout = 180  # seconds a new version gets to answer ready before it is thrown away (the old one keeps serving)
 drain_timeout = 10  # seconds in-flight requests get to finish on the old version after the proxy switched
-lock_timeout = 300  # seconds a release waits for another release (or restore, rollback, stop) of the app to finish
+lock_timeout = 300  # seconds a release, restore or backup waits for another one of the app (or a stop) to finish

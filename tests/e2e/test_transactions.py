@@ -363,5 +363,8 @@ def test_a_dotenv_that_lacks_a_variable_the_server_has_is_refused(site):
     out = task(site, "tasks/backup.py", env=ci)
     assert out.returncode == 2 and "the server's configuration has NOTIFY_URL" in out.stdout, out.stdout[-3000:]
     assert sh(site, f"sha256sum {APP_DIR}/.env /etc/vpskit/example/offsite.env") == before
-    out = deploy(site)  # the real .env: the server's scripts back as in this checkout
+    # Removed on purpose: the same .env goes through.
+    out = deploy(site, "env_remove=APP_API_KEY,NOTIFY_URL,SITE_MODE", env=ci)
     assert out.returncode == 0, out.stdout[-3000:]
+    assert app_env(site, "APP_API_KEY") == "" and "NOTIFY_URL" not in sh(site, "cat /etc/vpskit/example/offsite.env")
+    out = deploy(site)  # the real .env again
