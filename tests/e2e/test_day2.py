@@ -180,7 +180,9 @@ def server_images(site) -> set[str]:
 
 
 def current_version(site) -> str:
-    return site["vps"].ssh("cat /opt/example/current").stdout.strip()
+    """The version of the release serving (releases are kept by number: releases/index, current)."""
+    return site["vps"].ssh("cd /opt/example && awk -F'\\t' -v n=\"$(cat current)\" '$1 == n {print $2}' "
+                           "releases/index").stdout.strip()
 
 
 def test_update_to_a_version_that_never_gets_ready_rolls_back(site, testbed):
@@ -625,8 +627,8 @@ def test_rollback_lists_releases_and_goes_to_a_named_one(site):
     assert listed.returncode == 0, listed.stdout[-2000:]
     current = current_version(site)
     assert f"{current} (current)" in listed.stdout
-    names = site["vps"].ssh("ls -1 /opt/example/releases").stdout.split()
-    others = [n.removesuffix(".yml") for n in names if n.endswith(".yml") and n != f"{current}.yml"]
+    kept = [line.split("\t")[1] for line in site["vps"].ssh("cat /opt/example/releases/index").stdout.splitlines()]
+    others = [v for v in kept if v != current]
     assert others and all(o in listed.stdout for o in others)
     target = others[0]
     out = pyinfra(site["vps"], site["env_file"], "tasks/rollback.py", "--data", f"version={target}")

@@ -220,6 +220,160 @@ def test_the_database_answers_the_app_servers_only(cluster):
     assert all(cluster["ips"][cluster[x].name] in rules for x in ("a", "b")) and "-j DROP" in rules, rules
 
 
+# A host on the private network that is no app server probes postgres, at the db server's published address
+# and at the db container's own address (routed through the db server, as a neighbour on a private network
+# can): one loop per address, a try every 0.1 s, until /tmp/stop exists or the time limit has passed.
+PROBE = r"""
+set -u
+limit=$1 via=$2 net=$3 container=$4
+# The container's network through the db server: never through any other way (the test network only).
+ip route add "$net" via "$via" || exit 3
+[ "$(ip -o route get "$container" | awk '{print $3}')" = "$via" ] || exit 4
+probe() {
+  while [ "$SECONDS" -lt "$limit" ] && [ ! -e /tmp/stop ]; do
+    if timeout 0.5 bash -c "</dev/tcp/$1/5432" 2>/dev/null; then r=open; else r=closed; fi
+    echo "$EPOCHREALTIME $1 $r"
+    sleep 0.1
+  done
+}
+probe "$via" & probe "$container" &
+wait
+"""
+PROBE_LIMIT, BACK_WITHIN = 420, 240  # seconds: a probe's longest run; the db server's reboot until healthy
+DB_CONTAINER = f"{APP}-db-1"
+
+
+def db_container(db) -> tuple[str, str]:
+    """The db container's address on the db server, and its network's subnet."""
+    ip = db.exec("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                 DB_CONTAINER).stdout.strip()
+    net = db.exec("docker", "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}",
+                  f"{APP}_internal").stdout.strip()
+    return ip, net
+
+
+def probe_from_another_host(cluster, testbed) -> tuple[str, str]:
+    """Starts the probe (PROBE) in a throwaway container on the cluster's network; returns its name and the
+    db container's address it probes."""
+    db_ip = cluster["ips"][cluster["db"].name]
+    container_ip, subnet = db_container(cluster["db"])
+    name = f"vpskit-probe-{os.getpid()}-{time.monotonic_ns()}"
+    docker("run", "-d", "--name", name, "--network", cluster["net"], "--cap-add", "NET_ADMIN",
+           "--label", f"vpskit.testbed.session={testbed}", "--entrypoint", "bash", testbed_vps.IMAGE,
+           "-c", PROBE, "probe", str(PROBE_LIMIT), db_ip, subnet, container_ip)
+    # Both loops under way before anything happens.
+    wait_until(lambda: {ln.split()[1] for ln in docker("logs", name).stdout.splitlines()} == {db_ip, container_ip},
+               30, "the probe's first tries")
+    return name, container_ip
+
+
+def probe_results(name: str) -> dict[str, list[tuple[float, str]]]:
+    """Stops the probe; its tries by address: [(time, "open" | "closed")]."""
+    docker("exec", name, "touch", "/tmp/stop", check=False)
+    wait_until(lambda: docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "false", 15,
+               "the probe to stop")
+    code = docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
+    out = docker("logs", name)
+    assert code == "0", (code, out.stdout[-500:], out.stderr[-500:])  # 3, 4: no route through the db server
+    tries: dict[str, list[tuple[float, str]]] = {}
+    for line in out.stdout.splitlines():
+        at, address, result = line.split()
+        tries.setdefault(address, []).append((float(at), result))
+    return tries
+
+
+def reboot_db_server(cluster) -> tuple[float, float]:
+    """Reboots the db server (the test bed's reboot: `docker restart` of its VPS) and waits until its
+    database is healthy again; returns when the reboot began and when the database was healthy. The
+    cluster's settings follow the SSH port the VPS may have been given anew."""
+    db = cluster["db"]
+    address_before = cluster["ips"][db.name]
+    began = time.time()
+    db.restart()
+    assert address(db, cluster["net"]) == address_before  # the address the database is published on
+    cluster["env"]["VPSKIT_DB_HOST"] = f"127.0.0.1:{db.port} {address_before}"
+    with open(cluster["env"]["VPSKIT_SSH_KNOWN_HOSTS"], "w") as known:
+        known.write("".join(cluster[v].known_hosts.read_text() for v in ("a", "b", "db")))
+    health = ("docker", "inspect", "-f", "{{.State.Health.Status}}", DB_CONTAINER)
+    wait_until(lambda: db.exec(*health, check=False).stdout.strip() == "healthy", BACK_WITHIN,
+               "the database to be healthy again after the reboot")
+    return began, time.time()
+
+
+def assert_never_open(tries: dict[str, list[tuple[float, str]]], began: float, healthy: float) -> None:
+    """Every try at every address closed, and the tries span the reboot: from before it until after the
+    database was healthy again, with no gap of more than a few seconds (a try waits 0.5 s at most)."""
+    for address_, results in tries.items():
+        times = [t for t, _ in results]
+        opened = [f"{t - began:+.1f}s" for t, r in results if r == "open"]
+        gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+        print(f"\n{address_}:5432 from another host: {len(results)} tries from {times[0] - began:+.1f}s to "
+              f"{times[-1] - began:+.1f}s around the reboot (healthy at {healthy - began:+.1f}s), longest gap "
+              f"{gap:.1f}s, open {len(opened)}")
+        assert not opened, f"{address_}:5432 answered another host at {', '.join(opened[:20])} after the reboot began"
+        assert times[0] < began and times[-1] > healthy and gap < 5, (times[0] - began, times[-1] - healthy, gap)
+
+
+def assert_the_app_servers_reach_it(cluster) -> None:
+    db_ip = cluster["ips"][cluster["db"].name]
+    probe = f"timeout 3 bash -c '</dev/tcp/{db_ip}/5432' && echo open || echo closed"
+    for server in ("a", "b"):
+        assert cluster[server].exec("bash", "-c", probe).stdout.strip() == "open", server
+        wait_until(lambda s=server: on_server(cluster[s], "/api/health/ready")["status"] == "ready", 120,
+                   f"app server {server} ready again (its database back)")
+
+
+def test_the_database_stays_closed_to_other_hosts_through_a_reboot_of_the_db_server(cluster, testbed):
+    db = cluster["db"]
+    unit = f"vpskit-db-firewall-{APP}.service"
+    probe, container_ip = probe_from_another_host(cluster, testbed)
+    try:
+        time.sleep(2)  # tries before the reboot
+        began, healthy = reboot_db_server(cluster)
+        time.sleep(3)  # and after the database is back
+        tries = probe_results(probe)
+    finally:
+        docker("rm", "-f", probe, check=False)
+    assert db_container(db)[0] == container_ip  # the address probed is still the database's
+    assert_never_open(tries, began, healthy)
+    # The filter was in place before Docker started, and Docker kept it: the hook first in DOCKER-USER.
+    started = (("ActiveEnterTimestampMonotonic", unit), ("InactiveExitTimestampMonotonic", "docker.service"))
+    when = {u: int(db.exec("systemctl", "show", "-P", prop, u).stdout.strip()) for prop, u in started}
+    assert 0 < when[unit] <= when["docker.service"], when
+    hooks = db.exec("iptables", "-w", "-S", "DOCKER-USER").stdout.splitlines()
+    assert hooks[1].startswith("-A DOCKER-USER ! -i br-+ -o br-+ -p tcp") and hooks[1].endswith("-j VPSKIT-DB"), hooks
+    assert_the_app_servers_reach_it(cluster)
+
+
+UNRESOLVABLE = "app-b.invalid"  # a name that resolves nowhere (RFC 6761)
+
+
+def test_an_app_server_given_by_a_name_that_does_not_resolve_leaves_the_database_closed(cluster, testbed):
+    a, b, db, ips = cluster["a"], cluster["b"], cluster["db"], cluster["ips"]
+    unit = f"/etc/systemd/system/vpskit-db-firewall-{APP}.service"
+    before = db.exec("cat", unit).stdout
+    env = {"VPSKIT_APP_HOSTS": f"127.0.0.1:{a.port} {ips[a.name]}, 127.0.0.1:{b.port} {UNRESOLVABLE}"}
+    out = deploy(cluster, env=env)
+    # Whatever the deploy did: after a reboot of the db server, another host never reaches postgres.
+    probe, container_ip = probe_from_another_host(cluster, testbed)
+    try:
+        time.sleep(2)
+        began, healthy = reboot_db_server(cluster)
+        time.sleep(3)
+        tries = probe_results(probe)
+    finally:
+        docker("rm", "-f", probe, check=False)
+    assert db_container(db)[0] == container_ip
+    assert_never_open(tries, began, healthy)
+    # Refused with one line before any server was reached; the db server's filter is the one before.
+    assert out.returncode == 2, out.stdout[-3000:]
+    assert (f"vpskit: database_clients: '{UNRESOLVABLE}' is not an IPv4 address: give each app server's private "
+            "IPv4 address after its SSH address in VPSKIT_APP_HOSTS") in out.stdout, out.stdout[-3000:]
+    assert "Connecting to hosts" not in out.stdout
+    assert db.exec("cat", unit).stdout == before
+    assert_the_app_servers_reach_it(cluster)
+
+
 def test_a_rolling_release_costs_no_request(cluster, testbed):
     tag = variant("rolled", f"{APP}:{cluster['version']}", testbed)
     with Traffic(cluster["base"], cluster["token"]) as traffic:
@@ -291,7 +445,7 @@ def test_a_rollout_that_fails_on_the_second_server_brings_the_first_back(cluster
     assert "did not answer ready within 40s" in out.stdout
     failed_lines = [ln for ln in out.stdout.splitlines() if second_name in ln and "did not answer ready" in ln]
     assert failed_lines, out.stdout[-3000:]
-    assert "this server goes back to the release before" in out.stdout
+    assert re.search(r"this server goes back to release \d+, the one it served before this run", out.stdout)
     for server in (first, second):
         assert on_server(cluster[server], "/api/health")["version"] == before, server
     print(explain(cluster, traffic))
@@ -404,10 +558,13 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_th
         psql = f"cd /opt/{TEMPLATE} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c "
         recorded = b.ssh(psql + shlex.quote(RECORDED_MIGRATIONS)).stdout.split()
         assert recorded == INITIAL, recorded
-        by_db = b.ssh(f"sudo cat /opt/{TEMPLATE}/releases/{version}.migrations", check=False).stdout.split()
+        # Each server keeps its releases by number (releases/index): the release of this version on each.
+        number = {s: s.ssh(f"sudo awk -F'\\t' -v v={version} '$2 == v {{n = $1}} END {{print n}}' "
+                           f"/opt/{TEMPLATE}/releases/index").stdout.strip() for s in (a, b)}
+        by_db = b.ssh(f"sudo cat /opt/{TEMPLATE}/releases/{number[b]}.migrations", check=False).stdout.split()
         assert by_db == INITIAL, out.stdout[-4000:]
         on_app = a.ssh(f"sudo ls /opt/{TEMPLATE}/releases/").stdout.split()
-        assert f"{version}.migrations" not in on_app and f"{version}.yml" in on_app, on_app
+        assert f"{number[a]}.migrations" not in on_app and f"{number[a]}.yml" in on_app, on_app
         assert not a.ssh(f"sudo docker image ls -q {TEMPLATE}-migrate").stdout.strip()
         again = run_pyinfra(a, env_file, "deploy.py", *extra, env=env)
         assert again.returncode == 0 and "releasing" not in again.stdout, again.stdout[-4000:]

@@ -368,3 +368,27 @@ def test_a_dotenv_that_lacks_a_variable_the_server_has_is_refused(site):
     assert out.returncode == 0, out.stdout[-3000:]
     assert app_env(site, "APP_API_KEY") == "" and "NOTIFY_URL" not in sh(site, "cat /etc/vpskit/example/offsite.env")
     out = deploy(site)  # the real .env again
+
+
+def test_a_slow_release_webhook_holds_up_no_other_operation(site):
+    """Review item 15: the release's message to NOTIFY_URL (notify_releases) goes out after the app's lock is
+    given back: a webhook that never answers (here: a socket that accepts and says nothing; curl gives up after
+    about a minute) does not keep a stop, a restore or the next release waiting."""
+    sh(site, "systemd-run --unit vpskit-silent-hook python3 -c 'import socket, time; s = socket.socket(); "
+             "s.bind((\"127.0.0.1\", 9999)); s.listen(8); time.sleep(900)'")
+    try:
+        silent = env_text(APP_API_KEY="key-3", POSTGRES_PASSWORD="tx-password-2",
+                          NOTIFY_URL="http://127.0.0.1:9999/hook")
+        out = deploy(site, "notify_releases=true", env=silent)
+        assert out.returncode == 0, out.stdout[-3000:]
+        start = time.monotonic()
+        stop = task(site, "tasks/stop.py", "lock_timeout=10", env=silent)
+        took = time.monotonic() - start
+        FIGURES.append(f"stop right after a release whose webhook hangs: {took:.1f}s")
+        assert stop.returncode == 0, stop.stdout[-3000:]
+        assert "still holds its lock" not in stop.stdout
+    finally:
+        sh(site, "systemctl stop vpskit-silent-hook", check=False)
+    out = deploy(site)  # the real .env, and the site back up
+    assert out.returncode == 0, out.stdout[-3000:]
+    wait_until(lambda: ready(site), 60, "the site after the stop")
