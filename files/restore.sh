@@ -33,10 +33,11 @@ take_backups_lock "$ROOT" "${VPSKIT_LOCK_WAIT:-300}" \
   || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends (waited ${VPSKIT_LOCK_WAIT:-300}s)"
 
 # What this restore leaves behind goes whatever ends it: fetched and unpacked files, an unused scratch database.
-fetched="" sql="" staged="" scratch_left=""
+fetched="" sql="" staged="" scratch_left="" unpacked=""
 cleanup() {
   rm -rf ${fetched:+"$fetched"} ${sql:+"$sql"} ${staged:+"$staged"}
   if [ -n "$scratch_left" ]; then psql -c "DROP DATABASE IF EXISTS \"$scratch_left\"" 2>/dev/null || true; fi
+  if [ -n "$unpacked" ]; then media undo 2>/dev/null || true; fi  # the media unpacked beside the live ones
 }
 trap cleanup EXIT
 where=""
@@ -103,6 +104,7 @@ else
   image=$(db_image)
   media() { docker run --rm --network none -i -v "${project}_media:/media" -v "$HERE/media-swap.sh:/swap.sh:ro" \
     --entrypoint sh "$image" /swap.sh "$@"; }
+  unpacked=1
   media unpack < "$src/media.tar" || die "unpacking the media failed: nothing was changed"
 fi
 
@@ -149,7 +151,9 @@ else
     || resume "swapping the restored database in failed (above): the live database is unchanged" "the data it had"
   scratch_left=""
 fi
-if ! media swap; then
+swapped=0; media swap || swapped=$?
+unpacked=""  # swapped, or taken back below
+if [ "$swapped" != 0 ]; then
   if db_external || [ -n "$remote" ]; then
     resume "the database is restored but putting the media back failed (above): run this restore again (the safety backup is $safety)" "the restored database"
   fi

@@ -364,7 +364,8 @@ def backup_before_update(app_dir: str, project: str, app_ref: str, command: str,
     if app["image"] == stack["images"].get(app_ref):
         host.noop("the app's image is unchanged")
         return
-    yield command
+    # Shown as it runs: a wait for a backup already running says so, and the backup says its name and sizes.
+    yield FunctionCommand(_run_visibly, (f"{command} 2>&1",), {})
 
 
 def _run_visibly(state, host, command: str) -> bool:
