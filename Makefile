@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install testbed lint test unit e2e demo demo-down clean
+.PHONY: install testbed lint check test unit e2e demo demo-down clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# The fast loop: lint and the unit tests (no Docker needed), well under two minutes.
+check: lint unit
 
 e2e: install testbed
 	$(BIN)/pytest tests/e2e
