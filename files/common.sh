@@ -263,6 +263,23 @@ wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; set
   done
 }
 
+# One run of the app's one-shot migration runner (release-run.sh), in the app's folder.
+# shellcheck disable=SC2034 # STATUS is read by release-run.sh
+run_migrations() { # run_migrations OUT: one run of the migrate service, its output to stderr and OUT; sets STATUS
+  local runner
+  # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
+  # attach (an attached run was once seen to lose its output under load).
+  # The status of the command substitution itself: `if ! x=$(...)` would read the negation's 0.
+  runner=$(docker compose run -d migrate 2>"$1") || { STATUS=$?; cat "$1" >&2; return 0; }
+  # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a run
+  # that applied everything.
+  if [ "$(docker inspect -f '{{.State.Status}}' "$runner")" = created ]; then docker start "$runner" >/dev/null; fi
+  docker logs -f "$runner" 2>&1 | tee "$1" >&2
+  STATUS=$(docker wait "$runner")
+  if [ ! -s "$1" ]; then docker logs "$runner" 2>&1 | tee "$1" >&2; fi
+  docker rm -f "$runner" >/dev/null 2>&1
+}
+
 # The backups' lock: one backup, restore or drill of an app at a time. Waited for, like the app's lock: a deploy's
 # backup behind the nightly one waits for it rather than failing (bounded by SECONDS, saying so every 10 s).
 take_backups_lock() { # take_backups_lock BACKUP_ROOT SECONDS: fd 9; 1 when another still holds it after SECONDS

@@ -193,20 +193,6 @@ fi
 applied_before=$(applied_migrations)
 
 # --- Migrations, while the serving version keeps serving
-run_migrations() { # run_migrations OUT: one run of the migrate service, its output to stderr and OUT; sets STATUS
-  local runner
-  # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
-  # attach (an attached run was once seen to lose its output under load).
-  # The status of the command substitution itself: `if ! x=$(...)` would read the negation's 0.
-  runner=$(docker compose run -d migrate 2>"$1") || { STATUS=$?; cat "$1" >&2; return 0; }
-  # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a run
-  # that applied everything.
-  if [ "$(docker inspect -f '{{.State.Status}}' "$runner")" = created ]; then docker start "$runner" >/dev/null; fi
-  docker logs -f "$runner" 2>&1 | tee "$1" >&2
-  STATUS=$(docker wait "$runner")
-  if [ ! -s "$1" ]; then docker logs "$runner" 2>&1 | tee "$1" >&2; fi
-  docker rm -f "$runner" >/dev/null 2>&1
-}
 unrecorded() { comm -23 <(tr , '\n' <<< "$MIGRATE" | sort) <(applied_migrations | sort) | paste -sd' '; }
 if [ -n "${MIGRATE:-}" ]; then
   log "applying migrations before version $VERSION gets traffic (${previous:-nothing} is serving meanwhile)"
