@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 from vpskit import preflight
 from vpskit.envfile import env_file_path
 from vpskit.media import several_app_servers_check
-from vpskit.settings import CHECKS, SettingsError
+from vpskit.settings import CHECKS, SettingsError, db_private_address
 
 ROOT = Path(__file__).resolve().parent.parent
 # The local demo VPS of `make demo` (the names and ports can be moved, e.g. by a test running next to it).
@@ -125,8 +125,12 @@ def servers(app: list, db=None, common: dict | None = None) -> dict[str, list]:
     Without a db server (db=None) the database is external (a managed Postgres, DATABASE_URL in .env) and the
     first app server takes the backups.
 
-        app_servers, db_servers = servers(app=["web1.example.com", "web2.example.com"],
+        app_servers, db_servers = servers(app=[("web1.example.com", {"private_address": "10.0.0.5"}),
+                                               ("web2.example.com", {"private_address": "10.0.0.6"})],
                                           db=("db1.example.com", {"private_address": "10.0.0.7"})).values()
+
+    With a db server, every private address is an IPv4 address (the db server's packet filter takes no host
+    names): an app server listed without one is refused when its SSH address is a host name.
     """
     def host(entry) -> tuple[str, dict]:
         name, data = (entry, {}) if isinstance(entry, str) else entry
@@ -149,5 +153,9 @@ def servers(app: list, db=None, common: dict | None = None) -> dict[str, list]:
     if len(set(names)) != len(names):
         raise SettingsError(f"a server is listed twice ({', '.join(names)}): each host has one role")
     clients = ",".join(str(d["private_address"]) for _, d in apps)
+    # Here, before any server is reached: a private address left out is the SSH address, often a host name,
+    # which the db server's packet filter does not take (the same line as from the settings' own check).
+    CHECKS["database_clients"]("database_clients", clients)
+    db_private_address("private_address", db_data["private_address"])
     return {"app_servers": [(n, {**d, "role": "app", "database_host": db_data["private_address"]}) for n, d in apps],
             "db_servers": [(db_name, {**db_data, "role": "db", "database_clients": clients})]}

@@ -7,6 +7,7 @@ this module reads them from there, so the two cannot drift apart.
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,32 @@ def _choice(*options: str):
         return str(value)
 
     return check
+
+
+def _ipv4_list(key: str, value: Any) -> str:
+    """Comma-separated IPv4 addresses or networks (10.0.0.5, 10.0.1.0/24). No host names: the db server's
+    packet filter takes addresses, and a name looked up as it loads at boot may not resolve then."""
+    items = [i.strip() for i in ("" if value is None else str(value)).split(",")]
+    if items == [""]:
+        return ""
+    for item in items:
+        try:
+            ipaddress.IPv4Network(item, strict=False)
+        except ValueError:
+            raise SettingsError(f"{key}: {item!r} is not an IPv4 address: give each app server's private IPv4 "
+                                "address after its SSH address in VPSKIT_APP_HOSTS, e.g. \"203.0.113.5 10.0.0.5\" "
+                                "(or private_address in inventory.py's app_servers)") from None
+    return ",".join(items)
+
+
+def db_private_address(key: str, value: Any) -> str:
+    """A db server's private address: an IPv4 address (Docker publishes postgres on it; no host name)."""
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise SettingsError(f"{key}: {str(value)!r} is not an IPv4 address: a db server publishes postgres on its "
+                            "private IPv4 address; give it after the db server's SSH address in VPSKIT_DB_HOST, "
+                            "e.g. \"203.0.113.7 10.0.0.7\" (or in inventory.py's db_servers)") from None
 
 
 def _cpus(key: str, value: Any) -> str:
@@ -145,11 +172,10 @@ CHECKS = {
                            "https://fsn1.your-objectstorage.com (or empty for AWS S3)", empty=True),
     "media_region": _str(re.compile(r"^[a-z0-9-]{1,40}$"), "use a region name such as us-east-1"),
     "role": _choice("all", "app", "db"),
-    "private_address": _str(_ADDRESS, "use an IPv4 address or a host name", empty=True),
+    "private_address": _str(_ADDRESS, "use an IPv4 address (or, on an app server, a host name)", empty=True),
     "database_host": _str(_ADDRESS, "use the db server's private IPv4 address or host name, or external",
                           empty=True),
-    "database_clients": _str(re.compile(r"^[A-Za-z0-9.:/-]+(,[A-Za-z0-9.:/-]+)*$"),
-                             "use the app servers' private addresses, comma-separated", empty=True),
+    "database_clients": _ipv4_list,
     "rollout_batch": _int(1, 100),
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
@@ -208,6 +234,8 @@ def _check_together(s: dict[str, Any]) -> None:
     if s["role"] == "db" and not s["private_address"]:
         raise SettingsError("role=db needs private_address, the address the app servers reach it at: give it after "
                             "the SSH address in VPSKIT_DB_HOST (or in inventory.py)")
+    if s["role"] == "db":
+        db_private_address("private_address", s["private_address"])
     if s["role"] == "db" and not s["database_clients"]:
         raise SettingsError("role=db needs database_clients, the app servers' private addresses: list them in "
                             "VPSKIT_APP_HOSTS (or in inventory.py's app_servers)")

@@ -18,16 +18,56 @@ def compose(**overrides) -> dict:
 
 
 def test_servers_give_each_host_its_role_and_its_peers_addresses():
-    listed = inv.servers(app=[("web1", {"private_address": "10.0.0.5"}), "web2"],
+    listed = inv.servers(app=[("web1", {"private_address": "10.0.0.5"}), "192.0.2.6"],
                          db=("db1", {"private_address": "10.0.0.7"}), common={"ssh_user": "ops"})
     (a_name, a), (b_name, b) = listed["app_servers"]
     ((db_name, db),) = listed["db_servers"]
-    assert (a_name, b_name, db_name) == ("web1", "web2", "db1")
+    assert (a_name, b_name, db_name) == ("web1", "192.0.2.6", "db1")
     assert a["role"] == b["role"] == "app" and db["role"] == "db"
     assert a["database_host"] == b["database_host"] == "10.0.0.7"
     # An app server without a private address is reached at its SSH address.
-    assert db["database_clients"] == "10.0.0.5,web2"
-    assert a["ssh_user"] == db["ssh_user"] == "ops" and b["ssh_hostname"] == "web2"
+    assert db["database_clients"] == "10.0.0.5,192.0.2.6"
+    assert a["ssh_user"] == db["ssh_user"] == "ops" and b["ssh_hostname"] == "192.0.2.6"
+
+
+CLIENT_NAME = ("database_clients: 'web2.example.com' is not an IPv4 address: give each app server's private IPv4 "
+               "address after its SSH address in VPSKIT_APP_HOSTS, e.g. \"203.0.113.5 10.0.0.5\" (or private_address "
+               "in inventory.py's app_servers)")
+
+
+def test_host_names_are_refused_for_the_db_servers_filter_with_one_line(monkeypatch, tmp_path):
+    # A name is looked up when the filter loads (at boot, when it may not resolve): addresses only.
+    for value in ("10.0.0.5,web2.example.com", "web2.example.com", "10.0.0.5, web2.example.com"):
+        with pytest.raises(SettingsError) as err:
+            settings.load({"role": "db", "private_address": "10.0.0.7", "database_clients": value})
+        assert str(err.value) == CLIENT_NAME
+    for value in ("10.0.0.300", "10.0.0", "10.0.0.5/33", "::1"):
+        with pytest.raises(SettingsError, match=f"database_clients: '{value}' is not an IPv4 address: give each"):
+            settings.load({"role": "db", "private_address": "10.0.0.7", "database_clients": value})
+    loaded = settings.load({"role": "db", "private_address": "10.0.0.7", "database_clients": "10.0.0.5, 10.0.1.0/24"})
+    assert loaded["database_clients"] == "10.0.0.5,10.0.1.0/24"
+    # The db server's own address: Docker publishes postgres on it (an app server's may still be a name).
+    with pytest.raises(SettingsError) as err:
+        settings.load({"role": "db", "private_address": "db1.internal", "database_clients": "10.0.0.5"})
+    assert str(err.value) == ("private_address: 'db1.internal' is not an IPv4 address: a db server publishes "
+                              "postgres on its private IPv4 address; give it after the db server's SSH address in "
+                              "VPSKIT_DB_HOST, e.g. \"203.0.113.7 10.0.0.7\" (or in inventory.py's db_servers)")
+    assert settings.load({"role": "app", "private_address": "web1.internal", "database_host": "db1.internal"})
+    # An inventory of host names only: the same one line, before any server is reached (none of these exist).
+    with pytest.raises(SettingsError) as err:
+        inv.servers(app=["web1.example.com", "web2.example.com"],
+                    db=("db1.example.com", {"private_address": "10.0.0.7"}))
+    assert str(err.value) == CLIENT_NAME.replace("web2", "web1")
+    monkeypatch.setenv("VPSKIT_ENV_FILE", str(tmp_path / "none.env"))
+    monkeypatch.setenv("VPSKIT_APP_HOSTS", "192.0.2.10, 192.0.2.11:2222 web2.example.com")
+    monkeypatch.setenv("VPSKIT_DB_HOST", "192.0.2.12 10.0.0.7")
+    with pytest.raises(SettingsError) as err:
+        inv.hosts()
+    assert str(err.value) == CLIENT_NAME
+    monkeypatch.setenv("VPSKIT_APP_HOSTS", "192.0.2.10 10.0.0.5")
+    monkeypatch.setenv("VPSKIT_DB_HOST", "db1.example.com")
+    with pytest.raises(SettingsError, match="^private_address: 'db1.example.com' is not an IPv4 address: a db server"):
+        inv.hosts()
 
 
 def test_a_server_listed_twice_is_refused():
@@ -124,16 +164,60 @@ def test_with_a_managed_database_such_an_app_is_refused_on_several_app_servers(m
         preflight.check("production", data, argv=["pyinfra", "inventory.py", "deploy.py"])
 
 
-def test_the_db_firewall_lets_in_the_app_servers_then_drops():
-    cmd = commands.database_firewall(("10.0.0.5", "10.0.0.6"), "10.0.0.7")
-    assert cmd.index("-s 10.0.0.5 -j RETURN") < cmd.index("-s 10.0.0.6 -j RETURN") < cmd.index("-j DROP")
-    # Rebuilt whole (flushed first), hooked into Docker's chain once.
-    assert "iptables -F VPSKIT-DB" in cmd
-    # Only connections addressed to the published postgres: this server's containers may connect out to others.
-    hook = "DOCKER-USER -p tcp -m conntrack --ctorigdst 10.0.0.7 --ctorigdstport 5432 --ctdir ORIGINAL -j VPSKIT-DB"
-    assert f"iptables -C {hook} 2>/dev/null || iptables -I {hook}" in cmd
-    unit = commands.database_firewall_unit("example", ("10.0.0.5",), "10.0.0.7")
-    assert "After=docker.service" in unit and "PartOf=docker.service" in unit and "RemainAfterExit=yes" in unit
+FIREWALL = commands.database_firewall(("10.0.0.5", "10.0.1.0/24"))
+# New connections to a container's postgres port, after Docker's DNAT (so also one routed straight to the
+# container's address), from outside this server's Compose networks; replies pass.
+MATCH = "! -i br-+ -o br-+ -p tcp --dport 5432 -m conntrack --ctdir ORIGINAL -j VPSKIT-DB"
+
+
+def test_the_db_firewall_loads_its_chain_in_one_transaction_and_hooks_it_first():
+    cmd = FIREWALL
+    # The chain's whole content in one iptables-restore commit (declaring it flushes it): the app servers,
+    # then the drop. Nothing else writes the chain.
+    restore, rest = cmd.split(" | iptables-restore -w --noflush && ", 1)
+    assert restore == ('{ echo "*filter"; echo ":VPSKIT-DB - [0:0]"; echo "-A VPSKIT-DB -s 10.0.0.5 -j RETURN"; '
+                       'echo "-A VPSKIT-DB -s 10.0.1.0/24 -j RETURN"; echo "-A VPSKIT-DB -j DROP"; echo "COMMIT"; }')
+    assert "VPSKIT-DB" not in rest.replace(MATCH, "")
+    # DOCKER-USER made if missing (Docker keeps it), the hook inserted at its top once.
+    assert rest == ("{ iptables -w -n -L DOCKER-USER >/dev/null 2>&1 || iptables -w -N DOCKER-USER; } && "
+                    f"{{ iptables -w -C DOCKER-USER {MATCH} 2>/dev/null || iptables -w -I DOCKER-USER 1 {MATCH}; }}")
+    # Every iptables call waits for the lock Docker takes; no match on the published (original) address.
+    assert cmd.count("iptables") == cmd.count("iptables -w") + cmd.count("iptables-restore -w") == 5
+    assert "ctorig" not in cmd and "%" not in cmd and "$" not in cmd and "'" not in cmd
+    # Addresses only: a host name is refused here too (settings refuse it first, with the fix).
+    for bad in (("web1.example.com",), ()):
+        with pytest.raises(ValueError):
+            commands.database_firewall(bad)
+
+
+def test_the_db_firewall_is_clean_shell():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    if not shellcheck:
+        pytest.skip("no shellcheck")
+    out = subprocess.run([shellcheck, "-s", "sh", "-"], input=FIREWALL + "\n", capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout
+
+
+def test_the_db_firewall_unit_loads_before_docker_and_retries_until_it_has():
+    unit = commands.database_firewall_unit("example", ("10.0.0.5",))
+    lines = unit.splitlines()
+    # Before Docker publishes postgres at boot, again when Docker restarts; Docker does not start it.
+    assert "Before=docker.service" in lines and "PartOf=docker.service" in lines
+    assert not [ln for ln in lines if ln.startswith(("After=", "Requires=", "BindsTo="))]
+    assert "WantedBy=multi-user.target docker.service" in lines
+    # A failure is retried every 2 s, for ever, as one start (RestartMode=direct): Docker, ordered after it,
+    # waits rather than starts with the port open.
+    for line in ("Type=oneshot", "RemainAfterExit=yes", "Restart=on-failure", "RestartSec=2", "RestartMode=direct",
+                 "StartLimitIntervalSec=0"):
+        assert line in lines
+    (start,) = [ln for ln in lines if ln.startswith("ExecStart=")]
+    assert start == "ExecStart=/bin/sh -c " + commands.q(commands.database_firewall(("10.0.0.5",)))
 
 
 class _Host:
