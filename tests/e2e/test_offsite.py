@@ -174,7 +174,9 @@ def test_wrong_password_or_tampered_repository_is_refused_and_nothing_changes(be
     assert re.search(rf"snapshot [0-9a-f]{{8}} of {re.escape(target)} (cannot be read back|came back with files that "
                      r"fail their checksums).*nothing was changed", out.stdout), out.stdout[-3000:]
     assert site.snapshot() == before and local_backups(vps) == count
-    # The right password and repository back on the server (any task pushes this machine's configuration).
+    # The right password and repository back on the server (a deploy pushes this machine's configuration; the
+    # lists only read) and the repository answers with them.
+    assert task(bed, "deploy.py").returncode == 0
     assert task(bed, "tasks/backup.py", "--data", "list=offsite").returncode == 0
 
 
@@ -281,7 +283,7 @@ def test_remote_retention_over_a_simulated_calendar_matches_local(bed):
     (A repository on the server's disk, for speed: the rule is restic's forget, whatever the backend.)"""
     vps = bed["vps"]
     local = {"VPSKIT_BACKUP_OFFSITE": "/srv/retention-repo"}
-    assert task(bed, "tasks/backup.py", "--data", "list=true", env=local).returncode == 0  # its configuration
+    assert task(bed, "deploy.py", env=local).returncode == 0  # its configuration on the server
     days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(100)]
     names = [f"{d:%Y%m%d}T031500Z" for d in days]
     # 99 snapshots, 4 at a time (each restic run spends most of its time deriving the repository key).
@@ -298,7 +300,7 @@ def test_remote_retention_over_a_simulated_calendar_matches_local(bed):
     expected = sorted(f"{d:%Y%m%d}T031500Z" for d in expected_retention(days))
     assert local_backups(vps) == expected
     assert remote_backups(bed) == expected
-    assert task(bed, "tasks/backup.py", "--data", "list=true").returncode == 0  # the sftp configuration back
+    assert task(bed, "deploy.py").returncode == 0  # the sftp configuration back
 
 
 def test_no_secret_in_the_journal(bed):
