@@ -51,7 +51,8 @@ record_release() { # record_release KEEP ATTEMPT_DIR: the desired state kept for
   # The kept releases hold today's secrets too: a rotated one is gone from the server's disk, not kept for a rollback.
   for old in $(release_numbers); do
     if [ "$old" != "$n" ] && [ -f "releases/$old.env" ]; then
-      with_current_secrets "releases/$old.env" .env > "releases/$old.env.new" && chmod 600 "releases/$old.env.new" \
+      # Created unreadable to others (umask), never chmod-ed after the secrets are in it.
+      (umask 077 && with_current_secrets "releases/$old.env" .env > "releases/$old.env.new") \
         && mv "releases/$old.env.new" "releases/$old.env"
     fi
   done

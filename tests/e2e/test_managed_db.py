@@ -8,6 +8,7 @@ health check and a deploy with nothing changed. One cluster for the module."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from urllib.parse import quote
 
@@ -136,11 +137,15 @@ def test_a_first_deploy_runs_the_app_on_both_servers_against_the_managed_databas
     title = f"through A {time.time():.0f}"
     on_server(cluster["a"], "POST", "/api/posts", f'{{"title": "{title}"}}', token)
     assert title in titles(cluster["b"], token)
-    # The password is in no output and in no file but the two .env files.
+    # The password is in no output and in no file but the .env files (the live one, the pushed one, the kept
+    # releases' and their attempts' copies, all root-only).
     assert SITE_PASSWORD not in cluster["out"] and quote(SITE_PASSWORD, safe="") not in cluster["out"]
     found = cluster["a"].ssh(f"sudo grep -rlF '{quote(SITE_PASSWORD, safe='')}' /opt/{APP} /etc/systemd /etc/vpskit "
                              "2>/dev/null || true").stdout.split()
-    assert {f.rsplit("/", 1)[-1] for f in found} <= {".env", f"{cluster['version']}.env"}, found
+    kept = rf"/opt/{APP}/((next/|releases/attempts/[^/]+/)?\.env|releases/\d+\.env)"
+    assert found and all(re.fullmatch(kept, f) for f in found), found
+    modes = cluster["a"].ssh("sudo stat -c %a " + " ".join(found)).stdout.split()
+    assert set(modes) == {"600"}, list(zip(found, modes, strict=False))
 
 
 def test_backup_restore_and_drill_run_on_the_first_app_server_without_superuser_rights(cluster, token):

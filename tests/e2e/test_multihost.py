@@ -564,12 +564,12 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_th
         recorded = b.ssh(psql + shlex.quote(RECORDED_MIGRATIONS)).stdout.split()
         assert recorded == INITIAL, recorded
         # Each server keeps its releases by number (releases/index): the release of this version on each.
-        number = {s: s.ssh(f"sudo awk -F'\\t' -v v={version} '$2 == v {{n = $1}} END {{print n}}' "
-                           f"/opt/{TEMPLATE}/releases/index").stdout.strip() for s in (a, b)}
-        by_db = b.ssh(f"sudo cat /opt/{TEMPLATE}/releases/{number[b]}.migrations", check=False).stdout.split()
+        number = {s.name: s.ssh(f"sudo awk -F'\\t' -v v={version} '$2 == v {{n = $1}} END {{print n}}' "
+                                f"/opt/{TEMPLATE}/releases/index").stdout.strip() for s in (a, b)}
+        by_db = b.ssh(f"sudo cat /opt/{TEMPLATE}/releases/{number[b.name]}.migrations", check=False).stdout.split()
         assert by_db == INITIAL, out.stdout[-4000:]
         on_app = a.ssh(f"sudo ls /opt/{TEMPLATE}/releases/").stdout.split()
-        assert f"{number[a]}.migrations" not in on_app and f"{number[a]}.yml" in on_app, on_app
+        assert f"{number[a.name]}.migrations" not in on_app and f"{number[a.name]}.yml" in on_app, on_app
         assert not a.ssh(f"sudo docker image ls -q {TEMPLATE}-migrate").stdout.strip()
         again = run_pyinfra(a, env_file, "deploy.py", *extra, env=env)
         assert again.returncode == 0 and "releasing" not in again.stdout, again.stdout[-4000:]

@@ -241,13 +241,13 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     bed["site"].open()
 
 
-def test_a_release_is_announced_when_asked(bed, tmp_path):
+def test_a_release_is_announced_when_asked(bed):
     """notify_releases: one message per release with its result (a changed .env makes this deploy a release)."""
     hook = bed["hook"]
     hook.clear()
-    env_file = tmp_path / ".env"
-    env_file.write_text(bed["env_file"].read_text() + "SITE_BANNER=announced\n")
-    out = task(bed, "deploy.py", env={"VPSKIT_NOTIFY_RELEASES": "true"}, env_file=env_file)
+    # The module's .env gains the variable for good: the server keeps it, and later deploys must not drop it.
+    bed["env_file"].write_text(bed["env_file"].read_text() + "SITE_BANNER=announced\n")
+    out = task(bed, "deploy.py", env={"VPSKIT_NOTIFY_RELEASES": "true"})
     assert out.returncode == 0, out.stdout[-3000:]
     version = re.search(r"version (\S+) is serving", out.stdout)[1]
     messages = wait_until(hook.messages, 30, "the release message")
