@@ -33,6 +33,7 @@ e2e: install testbed
 # SSH, Docker and health checks, so they overlap well on two cores; image builds take turns (vpskit builds one
 # image at a time per machine) and each image is built once per run.
 test: install testbed lint
+	@$(BIN)/python tests/testbed/vps.py stale
 	@start=$$(date +%s); \
 	$(BIN)/pytest -n 3 --dist loadfile; status=$$?; \
 	bash tests/testbed/leftovers.sh || status=1; \

@@ -3,9 +3,11 @@
 
 Used by the pytest fixtures and, as a command, by the Makefile:
 
-    python tests/testbed/vps.py start NAME [--port 2222] [--network NET]  # prints the SSH settings as KEY=value
+    python tests/testbed/vps.py start NAME [--port 2222] [--network NET] [--memory 1g --cpus 1]
+                                                 # prints the SSH settings as KEY=value
     python tests/testbed/vps.py stop NAME        # removes the container, its volume and keys
     python tests/testbed/vps.py cleanup          # removes every test VPS but the demo's (and unused test networks)
+    python tests/testbed/vps.py stale            # removes what test runs that no longer run left behind
 
 A VPS started on a test network (`network(NAME, SESSION)`, then `start(..., network=NAME)`) reaches the other
 containers on it by their container names (a backup box, an S3 server, a webhook receiver), and only them.
@@ -143,11 +145,25 @@ def remove_network(name: str) -> None:
     docker("network", "rm", name, check=False)
 
 
+def sized(memory: str, cpus: str) -> list[str]:
+    """docker run's flags for a VPS sized like a server: `memory` of RAM and no swap (memory+swap = memory), `cpus`
+    CPUs. They bound what the VPS container runs itself; its Docker's containers are bound by cgroup_parent()."""
+    return ["--memory", memory, "--memory-swap", memory, "--cpus", cpus]
+
+
+def cgroup_parent(container_id: str) -> str:
+    """The VPS Docker's daemon.json, written before Docker is installed: on these machines (cgroup v1, the host's
+    cgroup namespace) a VPS's inner containers would land beside the VPS in /docker/<id>, outside its limit;
+    nested under the VPS's own cgroup they share it, as the containers of a real 1 GB server share its RAM."""
+    return f'{{"cgroup-parent": "/docker/{container_id}/vps-containers"}}\n'
+
+
 def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = (),
-          ssh_port: int = 22, network: str | None = None) -> VPS:
+          ssh_port: int = 22, network: str | None = None, memory: str | None = None, cpus: str = "1") -> VPS:
     """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key; its sshd listens
     on `ssh_port` inside (like a server whose SSH was moved off 22). With `network` (see network()), the VPS
-    is on that Docker network instead of the default bridge, reachable there as `name`."""
+    is on that Docker network instead of the default bridge, reachable there as `name`. With `memory` (e.g.
+    "1g"), the VPS and everything it runs share that much memory, no swap, and `cpus` CPUs."""
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
     remove(name)
@@ -163,11 +179,15 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
     docker(
         "run", "-d", "--name", name, "--hostname", name,
         "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
-        *RUN_FLAGS, *(["--network", network] if network else []),
+        *RUN_FLAGS, *(["--network", network] if network else []), *(sized(memory, cpus) if memory else []),
         "-v", f"{name}-docker:/var/lib/docker", "-p", publish_ssh,
         *[a for p in publish for a in ("-p", f"127.0.0.1:{p}")], IMAGE,
     )  # fmt: skip
     _wait(f"systemd in {name}", lambda: _system_state(name) in ("running", "degraded"), BOOT_TIMEOUT)
+    if memory:
+        full_id = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
+        docker("exec", "-i", name, "sh", "-c", "mkdir -p /etc/docker && cat > /etc/docker/daemon.json",
+               input=cgroup_parent(full_id))
     docker(
         "exec", "-i", name, "sh", "-c",
         "cat > /home/deploy/.ssh/authorized_keys && chown deploy:deploy /home/deploy/.ssh/authorized_keys"
@@ -230,15 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                          help="also publish a VPS port on 127.0.0.1 (repeatable)")
     p_start.add_argument("--network", help="a Docker network to put it on (created, labelled, if absent)")
     p_start.add_argument("--reuse", action="store_true", help="keep a VPS of that name that is already up")
+    p_start.add_argument("--memory", help="size it like a server: this much memory for all it runs, e.g. 1g")
+    p_start.add_argument("--cpus", default="1", help="its CPUs, with --memory (default 1)")
     p_stop = sub.add_parser("stop", help="remove a VPS with its volume and keys")
     p_stop.add_argument("name")
     sub.add_parser("cleanup", help="remove every test VPS except the demo")
+    sub.add_parser("stale", help="remove what test runs that no longer run left (a machine restarted mid-run)")
     args = parser.parse_args(argv)
     if args.cmd == "start":
         t0 = time.monotonic()
         net = network(args.network, args.session) if args.network else None
         vps = (args.reuse and running(args.name)) or start(args.name, args.port, args.session, tuple(args.publish),
-                                                           network=net)
+                                                           network=net, memory=args.memory, cpus=args.cpus)
         for k, v in vps.env().items():
             print(f"{k}={v}")
         print(f"# {args.name} ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
@@ -254,7 +277,28 @@ def main(argv: list[str] | None = None) -> int:
         for net in nets:
             if docker("network", "inspect", "-f", net_label, net).stdout.strip() != "demo":
                 remove_network(net)
+    elif args.cmd == "stale":
+        remove_stale()
     return 0
+
+
+def remove_stale() -> None:
+    """Containers, volumes, networks and images of pytest sessions (label session=pytest-PID) whose process is
+    gone: a run cut off by a restart cannot clean up after itself, and the next run's leftover check would
+    count its remains as its own."""
+    kinds = {"container": ("ps", "-aq"), "volume": ("volume", "ls", "-q"), "network": ("network", "ls", "-q"),
+             "image": ("images", "-q")}
+    for kind, listing in kinds.items():
+        for ref in sorted(set(docker(*listing, "--filter", f"label={LABEL}.session").stdout.split())):
+            fmt = "{{ index .Config.Labels \"%s.session\" }}" if kind in ("container", "image") else \
+                "{{ index .Labels \"%s.session\" }}"
+            session = docker(kind, "inspect", "-f", fmt % LABEL, ref, check=False).stdout.strip()
+            pid = session.removeprefix("pytest-")
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                remove_cmd = {"container": ("rm", "-f", "-v"), "volume": ("volume", "rm", "-f"),
+                              "network": ("network", "rm"), "image": ("rmi", "-f")}[kind]
+                docker(*remove_cmd, ref, check=False)
+                print(f"removed: {kind} {ref[:12]} of an earlier test run that ended without cleaning up ({session})")
 
 
 if __name__ == "__main__":
