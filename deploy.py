@@ -6,8 +6,10 @@ from vpskit import steps
 settings = steps.plan()  # validated here, before any change is made
 steps.config_kept(settings)  # refuses a .env that would silently drop a variable the server has
 steps.database_password_kept(settings)  # refuses a POSTGRES_PASSWORD the database on the server does not accept
+steps.memory_budget(settings)  # refuses limits that cannot fit the server's memory and swap during a release
 
 steps.log_plan(settings)
+steps.server_baseline(settings)  # swap, security updates, a bounded journal, SSH keys only (each a setting)
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
 steps.database_firewall(settings)  # a db server: postgres reachable from the app servers only

@@ -13,6 +13,13 @@ package_manager = ""  # "npm", "pnpm" or "yarn"; empty = the one whose lock file
 app_root = "/opt"  # the app's files live in {app_root}/{app_name} on the server
 firewall = False  # ufw allowing only SSH (the port in use), 80 and 443; SSH is allowed before ufw is enabled
 docker_source = "distro"  # where Docker comes from: "distro" (Debian/Ubuntu packages) or "docker" (Docker's apt repo)
+swap_size = "auto"  # swap file made once (/swapfile) on a server without swap: auto = 1g up to 2 GB RAM; 0 = none
+swappiness = 10  # vm.swappiness with vpskit's swap file: low, so swap holds what is idle rather than what serves
+unattended_upgrades = True  # the distribution's unattended-upgrades installs security updates daily
+auto_reboot = False  # let unattended-upgrades reboot the server when an update needs it (at auto_reboot_time)
+auto_reboot_time = "04:30"  # when such a reboot may happen (server time, HH:MM)
+journal_max_use = "200M"  # journald's disk cap (SystemMaxUse); Docker's container logs are capped by log_max_*
+ssh_keys_only = True  # SSH password login off, once this deploy logged in with a key; False = sshd left as it is
 
 # --- Publishing
 publish_host = "127.0.0.1"  # address the proxy serves the app on (HTTP); "0.0.0.0" exposes it (Docker bypasses ufw)
@@ -42,9 +49,9 @@ postgres_user = "payload"  # database role the app connects as
 postgres_db = "payload"  # database name
 
 # --- Resources
-app_memory_limit = "1g"  # memory limit of the app container (Docker format: 512m, 1g)
+app_memory_limit = "448m"  # memory limit of the app container (Docker format: 448m, 1g); two run during a release
 app_cpu_limit = "1.0"  # CPU limit of the app container, in CPUs
-db_memory_limit = "512m"  # memory limit of the database container
+db_memory_limit = "256m"  # memory limit of the database container (with the app's and the proxy's: fits 1 GB)
 db_cpu_limit = "1.0"  # CPU limit of the database container, in CPUs
 db_stop_grace_period = "60s"  # time postgres gets to shut down cleanly before it is killed
 

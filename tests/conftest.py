@@ -42,11 +42,14 @@ def vps_factory(testbed):
     """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the session ends."""
     started: list[str] = []
 
-    def make(tag: str = "vps", ssh_port: int = 22, network: str | None = None) -> testbed_vps.VPS:
-        """`network`: a test network (testbed_vps.network(NAME, testbed)) to put it on, reachable there by name."""
+    def make(tag: str = "vps", ssh_port: int = 22, network: str | None = None, memory: str | None = None,
+             cpus: str = "1") -> testbed_vps.VPS:
+        """`network`: a test network (testbed_vps.network(NAME, testbed)) to put it on, reachable there by name;
+        `memory` (e.g. "1g"): sized like a server, everything it runs within that memory and `cpus` CPUs."""
         name = f"vpskit-{tag}-{os.getpid()}-{len(started)}"
         started.append(name)
-        return testbed_vps.start(name, session=testbed, ssh_port=ssh_port, network=network)
+        return testbed_vps.start(name, session=testbed, ssh_port=ssh_port, network=network, memory=memory,
+                                 cpus=cpus)
 
     yield make
     for name in started:

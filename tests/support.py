@@ -266,8 +266,10 @@ def pyinfra_command(vps, env_file: Path, deploy_file: str, *extra: str, env: dic
     """The command line and environment of pyinfra as an operator runs it against `vps` (images shipped over
     SSH, no registry here). `--dry` runs without -y, which would skip the change detection it is for."""
     outer = {k: v for k, v in os.environ.items() if k != "VPSKIT_GROUP"}  # the default group unless `env` says
+    # unattended-upgrades is left out unless a test asks for it (test_small_server does): installing it on each
+    # of the suite's VPS hosts would only repeat the same apt run.
     full_env = {**outer, **vps.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
-                **(env or {})}
+                "VPSKIT_UNATTENDED_UPGRADES": "false", **(env or {})}
     yes = [] if "--dry" in extra else ["-y"]
     return [str(ROOT / ".venv" / "bin" / "pyinfra"), *yes, "inventory.py", deploy_file, *extra], full_env
 

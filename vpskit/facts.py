@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
-from vpskit import commands, proxy
+from vpskit import baseline, commands, memory, proxy
 
 
 class DockerImageId(FactBase):
@@ -215,3 +215,48 @@ class ProxyState(FactBase):
 
     def default(self) -> dict:
         return proxy.parse_state([])
+
+
+class ServerMemory(FactBase):
+    """The server's memory, swap and the memory limits of its running containers (memory.Server): RAM is the
+    smaller of /proc/meminfo and any cgroup limit the server runs under (a container-based VPS).
+
+    host.get_fact(ServerMemory, _sudo=True) -> Server(ram_mb=961, swap_mb=1023, containers=(("vpskit-proxy", 64),))
+    """
+
+    def command(self) -> str:
+        return memory.fact_command()
+
+    def process(self, output) -> memory.Server:
+        return memory.Server.parse(list(output))
+
+
+class SshLogin(FactBase):
+    """Who this connection logged in as and from where (SSH_CONNECTION), read without sudo.
+
+    host.get_fact(SshLogin) -> {"user": "deploy", "client": "203.0.113.9", "port": "51234"} (None: not over SSH)
+    """
+
+    def command(self) -> str:
+        return 'echo "$(id -un) ${SSH_CONNECTION:-}"'
+
+    def process(self, output):
+        user, _, rest = (output[0] if output else "").partition(" ")
+        where = baseline.parse_connection(rest)
+        return {"user": user, "client": where[0], "port": where[1]} if where else None
+
+
+class LoginMethod(FactBase):
+    """How sshd authenticated a login ("publickey", "password"; "" when its log does not say).
+
+    host.get_fact(LoginMethod, user="deploy", client="203.0.113.9", port="51234", _sudo=True) -> "publickey"
+    """
+
+    def command(self, user: str, client: str, port: str) -> str:
+        return baseline.login_method_command(user, client, port)
+
+    def process(self, output) -> str:
+        return output[-1].strip() if output else ""
+
+    def default(self) -> str:
+        return ""

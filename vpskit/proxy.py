@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import shlex
 
-from vpskit import settings
+from vpskit import memory, settings
 from vpskit.render import render
 
 DIR = "/opt/vpskit-proxy"  # fixed, whatever app_root: every app on the server must find the same proxy
-CONTAINER = "vpskit-proxy"  # container and network name (files/proxy.sh and the app template use it too)
+CONTAINER = memory.PROXY  # "vpskit-proxy": container, project, network (files/proxy.sh and the app template too)
 q = shlex.quote
 
 
@@ -38,7 +38,8 @@ def union(ports_by_app: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def compose_file(ports: tuple[str, ...], image: str, acme_ca_root: str) -> str:
-    return render("proxy/docker-compose.yml", ports=ports, proxy_image=image, acme_ca_root=acme_ca_root)
+    return render("proxy/docker-compose.yml", ports=ports, proxy_image=image, acme_ca_root=acme_ca_root,
+                  proxy_memory_mb=memory.PROXY_MB)
 
 
 def caddyfile(s: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -89,6 +90,24 @@ def database_password_kept(s: dict) -> None:
                    "says (change it in the database first, then deploy)")
 
 
+def memory_budget(s: dict) -> None:
+    """Ends the run, nothing changed, when the memory limits of everything on the server (this app's two app
+    containers during a release, its db, the proxy, the other apps' containers) cannot fit its memory and swap;
+    warns when serving needs swap (memory.verdict)."""
+    from vpskit import memory
+    from vpskit.facts import ServerMemory
+
+    server = host.get_fact(ServerMemory, **SUDO)
+    if not server.ram_mb:  # no /proc/meminfo: nothing to check against
+        return
+    planned, _ = memory.swap_to_make(s["swap_size"], server)  # made by this deploy, before any container changes
+    server = dataclasses.replace(server, swap_mb=server.swap_mb + planned)
+    level, line = memory.verdict(memory.budget(s, server), server)
+    if level == "refuse":
+        tasks.fail(line)
+    (logger.warning if level == "warn" else logger.info)(f"{host.print_prefix}{line}")
+
+
 def recipe_of(s: dict) -> str:
     """The hash of how the image is built (Dockerfile, base image id), for the version; "" when an explicit
     version is given or the image is built on the server."""
@@ -152,6 +171,65 @@ class _Codename(FactBase):
 
     def process(self, output):
         return output[0].strip()
+
+
+def server_baseline(s: dict) -> None:
+    """What a fresh server gets beside Docker, each part a setting and changed only where the server differs:
+    a swap file (none on a server that is a container: its host's business), unattended security updates, a
+    bounded journal, and SSH password login off once this very connection proved key login."""
+    from pyinfra.operations import server
+
+    from vpskit import baseline, memory
+    from vpskit.facts import ServerMemory
+
+    mem = host.get_fact(ServerMemory, **SUDO)
+    size, why = memory.swap_to_make(s["swap_size"], mem)
+    if size:
+        server.shell(name=f"Swap: a {size} MB swap file at {memory.SWAP_PATH}, on at boot",
+                     commands=[baseline.swap_command(size)], **SUDO)
+    else:
+        logger.info(f"{host.print_prefix}swap: none made ({why})")
+    if (size or mem.swap_mb) and not mem.virtualised_as:
+        swappiness = files.put(name=f"Swap: vm.swappiness {s['swappiness']}", dest=baseline.SWAPPINESS_CONF,
+                               src=BytesIO(baseline.swappiness_conf(s["swappiness"]).encode()), mode="644", **SUDO)
+        server.shell(name="Swap: swappiness applied", commands=[f"sysctl -q -p {baseline.SWAPPINESS_CONF}"],
+                     _if=swappiness.did_change, **SUDO)
+    journal = files.put(name=f"Journal: at most {s['journal_max_use']} on disk", dest=baseline.JOURNALD_CONF,
+                        src=BytesIO(baseline.journald_conf(s["journal_max_use"]).encode()), mode="644", **SUDO)
+    systemd.service(name="Journal: journald restarted", service="systemd-journald", restarted=True,
+                    _if=journal.did_change, **SUDO)
+    if s["unattended_upgrades"]:
+        apt.packages(name="Security updates: unattended-upgrades", packages=["unattended-upgrades"],
+                     no_recommends=True, **SUDO)
+        files.put(name="Security updates: daily", dest=baseline.AUTO_UPGRADES_CONF,
+                  src=BytesIO(baseline.auto_upgrades_conf().encode()), mode="644", **SUDO)
+        reboot = f"at {s['auto_reboot_time']} when an update needs one" if s["auto_reboot"] else "never by itself"
+        files.put(name=f"Security updates: the server reboots {reboot}", dest=baseline.UNATTENDED_CONF,
+                  src=BytesIO(baseline.unattended_conf(s["auto_reboot"], s["auto_reboot_time"]).encode()),
+                  mode="644", **SUDO)
+    if s["ssh_keys_only"]:
+        _ssh_keys_only()
+
+
+def _ssh_keys_only() -> None:
+    """Password login off, only when sshd's own log says this connection logged in with a key: a server where
+    that cannot be proven is left as it is, with one line saying why (never lock the operator out)."""
+    from pyinfra.operations import server
+
+    from vpskit import baseline
+    from vpskit.facts import LoginMethod, SshLogin
+
+    login = host.get_fact(SshLogin)
+    method = host.get_fact(LoginMethod, **login, **SUDO) if login else ""
+    if method != "publickey":
+        how = f"it logged in with {method}" if method else "sshd's log does not say how it logged in"
+        logger.warning(f"{host.print_prefix}SSH password login left as it is: this connection could not prove key "
+                       f"login ({how if login else 'not an SSH connection'}); set ssh_keys_only = False "
+                       "to silence this")
+        return
+    conf = files.put(name="SSH: keys only (password login off)", dest=baseline.SSHD_CONF,
+                     src=BytesIO(baseline.sshd_conf().encode()), mode="644", **SUDO)
+    server.shell(name="SSH: sshd reloaded", commands=[baseline.sshd_reload_command()], _if=conf.did_change, **SUDO)
 
 
 def firewall(s: dict) -> None:

@@ -34,7 +34,7 @@ def test_default_compose():
     assert app["restart"] == db["restart"] == "unless-stopped"
     assert "/api/health/ready" in " ".join(app["healthcheck"]["test"])
     assert "pg_isready -h 127.0.0.1" in db["healthcheck"]["test"][1]
-    assert app["deploy"]["resources"]["limits"] == {"cpus": "1.0", "memory": "1g"}
+    assert app["deploy"]["resources"]["limits"] == {"cpus": "1.0", "memory": "448m"}
     assert app["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
     assert db["stop_grace_period"] == "60s"
     assert set(c["volumes"]) == {"db-data", "media"}
