@@ -199,8 +199,10 @@ def server_baseline(s: dict) -> None:
     systemd.service(name="Journal: journald restarted", service="systemd-journald", restarted=True,
                     _if=journal.did_change, **SUDO)
     if s["unattended_upgrades"]:
+        # A fresh server has no package lists yet: update them first (only when the package is missing).
+        missing = "unattended-upgrades" not in (host.get_fact(DebPackages) or {})
         apt.packages(name="Security updates: unattended-upgrades", packages=["unattended-upgrades"],
-                     no_recommends=True, **SUDO)
+                     update=missing, no_recommends=True, **SUDO)
         files.put(name="Security updates: daily", dest=baseline.AUTO_UPGRADES_CONF,
                   src=BytesIO(baseline.auto_upgrades_conf().encode()), mode="644", **SUDO)
         reboot = f"at {s['auto_reboot_time']} when an update needs one" if s["auto_reboot"] else "never by itself"
