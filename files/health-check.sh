@@ -6,7 +6,11 @@
 # APP_PORT is the port the app is published on, on ADDRESS (publish_host: 127.0.0.1 when not given, or when it
 # is published on every address); 0 when it is not published (publish_port = 0, reached through a proxy
 # network): the routes are then asked from inside the app container.
-# One line per check, "ok   <check>: <detail>" or "FAIL <check>: <detail>"; exits 1 naming what failed.
+# One line per check, "ok   <check>: <detail>", "warn <check>: <detail>" (something happened since the last
+# scheduled check: an OOM kill, a restart, swap written; a service started again) or "FAIL <check>: <detail>";
+# exits 1 naming what failed. It changes nothing unless the health timer asks (files/notify.sh sets these):
+#   VPSKIT_HEALTH_RECORD=FILE  today's counters (OOM kills, swap written, restarts) written to FILE
+#   VPSKIT_HEALTH_REPAIR=1     a service found stopped outside vpskit is started again
 set -uo pipefail
 
 APP_DIR=${1:?usage: health-check.sh APP_DIR BACKUP_DIR APP_PORT [MAX_BACKUP_AGE_HOURS]}
@@ -18,12 +22,16 @@ MAX_AGE_H=${4:-26}
 MAX_OFFSITE_S=${5:-172800}
 MIN_FREE_MB=1024  # disk: FAIL below 1 GiB free or below 10 % of the disk (docs/DOCKER-DEPLOYMENT.md says so)
 MIN_FREE_PCT=10
+SWAP_WARN_MB=64  # swap: warn when more than this was written to swap since the last scheduled check
+PROC=${VPSKIT_PROC:-/proc}  # settable for the unit test
+RECORD=${VPSKIT_HEALTH_RECORD:-}
+REPAIR=${VPSKIT_HEALTH_REPAIR:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 failed=()
 
-report() { # report ok|FAIL check detail
+report() { # report ok|warn|FAIL check detail
   printf '%-4s %s: %s\n' "$1" "$2" "$3"
-  [ "$1" = ok ] || failed+=("$2")
+  [ "$1" != FAIL ] || failed+=("$2")
 }
 
 http_get() { # http_get PATH -> "STATUS BODY" of GET ADDRESS:PORT/PATH (status 000 when nothing answers)
@@ -44,6 +52,22 @@ reason_of() { # reason_of BODY -> the "reason" field of a JSON answer, if any
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
 # shellcheck source=files/common.sh
 . "$HERE/common.sh"  # the one definition of healthy
+STATE=${VPSKIT_STATE:-/var/lib/vpskit/$(basename "$APP_DIR")}
+LAST="$STATE/pressure"  # the counters at the last scheduled check (notify.sh keeps them once it alerted)
+
+# A service found stopped by the health timer, though nobody stopped it with vpskit (tasks/stop.py leaves
+# .vpskit-stopped; a release, restore or stop holds the app's lock): started again, and said so.
+start_again() { # start_again SERVICE|proxy: 0 when it runs now
+  [ -n "$REPAIR" ] || return 1
+  if [ "$1" = proxy ]; then
+    { flock -n 6 && docker start vpskit-proxy >/dev/null 2>&1; } 6>>/opt/vpskit-proxy/.lock || return 1
+    [ "$(docker inspect -f '{{.State.Status}}' vpskit-proxy 2>/dev/null)" = running ]
+  else
+    [ ! -e .vpskit-stopped ] || return 1
+    { flock -n 8 && docker compose start "$1" >/dev/null 2>&1; } 8>>.vpskit.lock || return 1
+    [ "$(service_state "$1" | cut -d/ -f1)" = running ]
+  fi
+}
 
 # What this server runs: the app and the database (one server), the app (an app server), the database (a db server).
 services=$(docker compose config --services 2>/dev/null)
@@ -57,6 +81,8 @@ while read -r service state; do
   [ -n "$service" ] || continue
   case "$state" in
     missing) report FAIL "$service" "no container (stack not up?)" ;;
+    exited/*|created/*) if start_again "$service"; then report warn "$service" "was ${state%%/*} (stopped outside vpskit): started again"
+       else report FAIL "$service" "container ${state/\// }"; fi ;;
     *) if is_healthy "$state"; then report ok "$service" "${state/\// }"
        else report FAIL "$service" "container ${state/\// }"; fi ;;
   esac
@@ -65,7 +91,9 @@ done <<< "$states"
 # The server's proxy (shared by every app vpskit deployed here) serves the published ports and domains.
 if [ -f /opt/vpskit-proxy/docker-compose.yml ]; then
   st=$(docker inspect -f '{{.State.Status}}' vpskit-proxy 2>/dev/null || echo missing)
-  if [ "$st" = running ]; then report ok proxy "running"; else report FAIL proxy "container $st: run deploy.py"; fi
+  if [ "$st" = running ]; then report ok proxy "running"
+  elif [ "$st" != missing ] && start_again proxy; then report warn proxy "was $st (stopped outside vpskit): started again"
+  else report FAIL proxy "container $st: run deploy.py"; fi
 fi
 
 if has app; then
@@ -84,12 +112,41 @@ else
   report FAIL disk "only $((avail_kb / 1024)) MB free (${pct}%, below ${MIN_FREE_MB} MB or ${MIN_FREE_PCT}%): prune images or grow the disk"
 fi
 
-read -r mem_total mem_avail < <(awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t, a}' /proc/meminfo)
+read -r mem_total mem_avail < <(awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t, a}' "$PROC/meminfo")
 if [ $((mem_avail * 100 / mem_total)) -ge 5 ]; then
   report ok memory "$((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
 else
   report FAIL memory "only $((mem_avail / 1024)) MB available of $((mem_total / 1024)) MB"
 fi
+
+# Memory pressure since the last scheduled check: OOM kills (the kernel's count), swap written, and the containers
+# Docker restarted (a process killed for memory is restarted by its policy). Warnings: they serve again.
+vmstat() { awk -v k="$1" '$1 == k {print $2}' "$PROC/vmstat"; }
+last() { awk -v k="$1" '$1 == k {v = $2} END {print v + 0}' "$LAST" 2>/dev/null || echo 0; }
+# shellcheck disable=SC2046 # one argument per container id
+containers=$(docker inspect -f '{{.Id}} {{.RestartCount}} {{.Name}}' $(docker compose ps -a -q 2>/dev/null) \
+  $(docker ps -a -q -f name='^vpskit-proxy$') 2>/dev/null)
+oom=$(vmstat oom_kill) swapped=$(vmstat pswpout)
+if [ -r "$LAST" ]; then
+  since="since the last check at $(date -u -r "$LAST" +%H:%M) UTC"
+  kills=$(( ${oom:-0} - $(last oom_kill) ))
+  if [ "$kills" -gt 0 ]; then report warn oom "$kills OOM kill(s) $since: a process passed a memory limit (journalctl -k | grep -i 'out of memory')"
+  else report ok oom "none $since"; fi
+  while read -r id count name; do
+    [ -n "$id" ] || continue
+    n=$(( count - $(last "$id") ))
+    [ "$n" -le 0 ] || report warn "${name#/}" "Docker restarted it $n time(s) $since"
+  done <<< "$containers"
+  written=$(( (${swapped:-0} - $(last pswpout)) * $(getconf PAGESIZE) / 1048576 ))
+else
+  since="since the server started" written=0
+  report ok oom "${oom:-0} OOM kill(s) $since (counted from the next scheduled check)"
+fi
+read -r swap_total swap_free < <(awk '/^SwapTotal/ {t=$2} /^SwapFree/ {f=$2} END {print t, f}' "$PROC/meminfo")
+swap="$(( (swap_total - swap_free) / 1024 )) MB in use of $((swap_total / 1024)) MB"
+if [ "$written" -gt "$SWAP_WARN_MB" ]; then report warn swap "$written MB written to swap $since ($swap): the server is short of memory"
+else report ok swap "$swap"; fi
+[ -z "$RECORD" ] || printf 'oom_kill %s\npswpout %s\n%s\n' "${oom:-0}" "${swapped:-0}" "$containers" > "$RECORD"
 
 # An external database (DATABASE_URL) is no service here: asked directly, from the server that backs it up.
 if backs_up_external; then

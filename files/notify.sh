@@ -40,16 +40,26 @@ case ${1:-} in
     event=${2:?EVENT}
     shift 3  # run EVENT --
     out=$(mktemp)
+    if [ "$event" = health ]; then
+      # The scheduled check records its counters (OOM kills, swap, restarts) and starts a service found stopped.
+      mkdir -p "$STATE"
+      export VPSKIT_HEALTH_RECORD="$STATE/pressure.new" VPSKIT_HEALTH_REPAIR=1
+    fi
     "$@" 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
     # The cause: a health check's failed checks, else the command's last line (vpskit's scripts end on it).
     cause=$(sed -n 's/^FAIL *//p' "$out" | paste -sd ';' | sed 's/;/; /g')
     [ -n "$cause" ] || cause=$(grep -v '^ *$' "$out" | tail -1)
+    warned=$(sed -n 's/^warn *//p' "$out" | paste -sd ';' | sed 's/;/; /g')
     rm -f "$out"
     if [ "$event" = health ]; then
+      # What happened since the last check (an OOM kill, a restart, a service started again): one message each
+      # time; its counters become the next check's only once the message went out.
+      sent=0
+      if [ -n "$warned" ]; then send health false "health check: $warned" || sent=1; fi
+      if [ "$sent" = 0 ]; then mv -f "$STATE/pressure.new" "$STATE/pressure" 2>/dev/null; fi
       # Once per change of state: failing (what failed), then recovered; nothing while all stays well. The new
       # state is kept only once the message went out: a webhook down at that moment hears of it on the next run.
-      mkdir -p "$STATE"
       before=$(cat "$STATE/health" 2>/dev/null || echo ok)
       now=ok; [ "$rc" = 0 ] || now=failing  # not the cause: a check that fails differently is one failure
       if [ "$now" != "$before" ]; then

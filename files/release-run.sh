@@ -122,6 +122,7 @@ trap 'rc=$?; [ -n "$FINISHED" ] || { REASON=${REASON:-"the release script stoppe
 
 # --- Lock: one release (or restore, rollback, stop) of this app at a time
 take_lock "$LOCK_WAIT" "$KIND of $VERSION by $WHO" release || fail "$LOCK_REFUSAL"
+rm -f .vpskit-stopped  # stopped on purpose (tasks/stop.py) until a release: the health timer may start it again
 
 # --- The attempt's files in place; what was in place before comes back on any failure before the switch
 live_app=$(cat releases/.serving 2>/dev/null || true)

@@ -160,6 +160,8 @@ def stop(app_dir: str, app_name: str, lock_wait: int, args: tuple[str, ...], don
               f"was={serving}; out=$({compose} 2>&1); rc=$?; "
               "printf '%s\\n' \"$out\" | grep -v -e ' Stopping$' -e ' Removing$' -e '^$'; "
               f"if [ \"$rc\" != 0 ]; then echo \"{failed}\" >&2; exit \"$rc\"; fi; "
+              # Stopped on purpose: the health timer leaves it stopped (the next release removes the mark).
+              f"echo \"{args[0]} by tasks/stop.py, $(date -u +%Y-%m-%dT%H:%M:%SZ)\" > {d}/.vpskit-stopped; "
               f"echo \"vpskit stop: {app_name} was serving ${{was:-nothing}}; now {done}; start it again with: "
               f"pyinfra inventory.py deploy.py\"; }} 8>>{lock}")
     return f"if [ -d {d} ]; then {locked}; else echo 'vpskit stop: nothing deployed at {app_dir}'; fi"

@@ -89,3 +89,20 @@ def test_a_health_alert_the_webhook_did_not_take_is_sent_on_the_next_run(tmp_pat
     assert notify(tmp_path, url, "run", "health", "--", "sh", "-c", failing).returncode == 1
     assert [m["ok"] for m in received] == [False]
     assert "health check failed: /api/health: HTTP 000" in received[0]["text"]
+
+
+def test_what_happened_since_the_last_health_check_is_one_message_and_its_counters_kept_once_sent(tmp_path, hook):
+    """Issue 23: a warning (an OOM kill, a restart, a service started again) is one message on the run that finds
+    it; the check's new counters replace the old ones only once the webhook took it."""
+    url, received = hook
+    # A stand-in check: warns while its recorded counters are not yet the ones it sees (kills: 1).
+    check = ('[ -n "$VPSKIT_HEALTH_REPAIR" ] || exit 9; echo "oom_kill 1" > "$VPSKIT_HEALTH_RECORD"; '
+             'if grep -q "oom_kill 1" "$VPSKIT_STATE/pressure" 2>/dev/null; then echo "ok   oom: none"; '
+             'else echo "warn oom: 1 OOM kill(s) since the last check"; fi; echo healthy')
+    out = notify(tmp_path, "http://127.0.0.1:9/hook", "run", "health", "--", "bash", "-c", check)
+    assert out.returncode == 0 and "did not take the message" in out.stderr
+    assert not (tmp_path / "state" / "pressure").exists()  # not sent: the next run says it again
+    assert notify(tmp_path, url, "run", "health", "--", "bash", "-c", check).returncode == 0
+    assert notify(tmp_path, url, "run", "health", "--", "bash", "-c", check).returncode == 0
+    assert [(m["ok"], m["text"].split(": ", 1)[1]) for m in received] == [
+        (False, "health check: oom: 1 OOM kill(s) since the last check")]
