@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import example_version_or_exit  # noqa: E402
 
-from tests.support import Traffic, free_port, http, multipart, wait_until  # noqa: E402
+from tests.support import Traffic, free_port, http, jpeg, multipart, wait_until  # noqa: E402
 from tests.testbed import vps as testbed  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 here; a sized VPS's containers are nested below it
@@ -81,12 +81,6 @@ def latencies(base: str, path: str, until) -> list[float]:
 
 def p(times: list[float], q: float) -> float:
     return statistics.quantiles(times, n=100, method="inclusive")[q - 1] * 1000 if len(times) > 1 else float("nan")
-
-
-def jpeg(size: int) -> bytes:
-    """A baseline JPEG's markers around `size` bytes of entropy-coded noise (a photo-sized upload)."""
-    head = bytes.fromhex("ffd8ffe000104a46494600010100000100010000")
-    return head + os.urandom(size - len(head) - 2).replace(b"\xff", b"\xfe") + b"\xff\xd9"
 
 
 def main() -> int:
@@ -169,7 +163,7 @@ def main() -> int:
             def send_upload():
                 time.sleep(5)  # the release is under way: the new container is starting
                 body, ctype = multipart({"_payload": '{"alt": "a 20 MB photo"}'},
-                                        {"file": ("photo.jpg", jpeg(20 * 2**20), "image/jpeg")})
+                                        {"file": ("photo.jpg", jpeg(20 * 10**6), "image/jpeg")})
                 t0 = time.monotonic()
                 try:
                     answer = http("POST", f"{base}/api/media", body, {"Content-Type": ctype,

@@ -28,6 +28,7 @@ RECORD=${VPSKIT_HEALTH_RECORD:-}
 REPAIR=${VPSKIT_HEALTH_REPAIR:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 failed=()
+started=""  # set when this check started a service again
 
 report() { # report ok|warn|FAIL check detail
   printf '%-4s %s: %s\n' "$1" "$2" "$3"
@@ -81,7 +82,7 @@ while read -r service state; do
   [ -n "$service" ] || continue
   case "$state" in
     missing) report FAIL "$service" "no container (stack not up?)" ;;
-    exited/*|created/*) if start_again "$service"; then report warn "$service" "was ${state%%/*} (stopped outside vpskit): started again"
+    exited/*|created/*) if start_again "$service"; then started=1; report warn "$service" "was ${state%%/*} (stopped outside vpskit): started again"
        else report FAIL "$service" "container ${state/\// }"; fi ;;
     *) if is_healthy "$state"; then report ok "$service" "${state/\// }"
        else report FAIL "$service" "container ${state/\// }"; fi ;;
@@ -92,13 +93,19 @@ done <<< "$states"
 if [ -f /opt/vpskit-proxy/docker-compose.yml ]; then
   st=$(docker inspect -f '{{.State.Status}}' vpskit-proxy 2>/dev/null || echo missing)
   if [ "$st" = running ]; then report ok proxy "running"
-  elif [ "$st" != missing ] && start_again proxy; then report warn proxy "was $st (stopped outside vpskit): started again"
+  elif [ "$st" != missing ] && start_again proxy; then started=1; report warn proxy "was $st (stopped outside vpskit): started again"
   else report FAIL proxy "container $st: run deploy.py"; fi
 fi
 
 if has app; then
   for path in /api/health /api/health/ready; do
     answer=$(http_get "$path")
+    # A service just started again gets a few seconds to answer (bounded: 15 tries, a second apart).
+    for _ in $([ -n "$started" ] && seq 15); do
+      [ "${answer%% *}" != 200 ] || break
+      sleep 1
+      answer=$(http_get "$path")
+    done
     code=${answer%% *}
     why=$(reason_of "$answer")
     if [ "$code" = 200 ]; then report ok "$path" "200"; else report FAIL "$path" "HTTP $code${why:+: $why}"; fi

@@ -62,6 +62,20 @@ def http(method: str, url: str, body: bytes | dict | None = None, headers: dict 
         return Response(err.code, err.read(), dict(err.headers))
 
 
+def jpeg(size: int, width: int = 6000, height: int = 4000) -> bytes:
+    """A photo-sized JPEG of `size` bytes: its markers (JFIF, a baseline frame header with its dimensions, a scan)
+    around noise that stands for the compressed image (no 0xFF byte in it, so no marker either)."""
+    import os as _os
+
+    soi, eoi = b"\xff\xd8", b"\xff\xd9"
+    app0 = bytes.fromhex("ffe000104a46494600010100000100010000")
+    sof0 = (bytes.fromhex("ffc0001108") + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+            + bytes.fromhex("03012200021101031101"))
+    sos = bytes.fromhex("ffda000c03010002110311003f00")
+    head = soi + app0 + sof0 + sos
+    return head + _os.urandom(size - len(head) - len(eoi)).replace(b"\xff", b"\xfe") + eoi
+
+
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
     """Encodes a multipart/form-data body; returns (body, content type)."""
     boundary = "vpskit-test-boundary-7f3a"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import threading
 import time
 
 import pytest
 
 from tests.e2e.test_deploy import results
 from tests.sites import CREDS
-from tests.support import Traffic, Webhook, free_port, http, run_pyinfra, wait_until
+from tests.support import Traffic, Webhook, free_port, http, jpeg, multipart, run_pyinfra, wait_until
 from vpskit import memory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
@@ -86,6 +87,8 @@ def site(vps_factory, tmp_path_factory):
     wait_until(lambda: http("GET", f"{state['base']}/api/health/ready", timeout=3).status == 200, 120, "the site")
     assert http("POST", f"{state['base']}/api/users/first-register", CREDS).status in (200, 201)
     state["token"] = http("POST", f"{state['base']}/api/users/login", CREDS).json()["token"]
+    backup = run_pyinfra(vps, env_file, "tasks/backup.py", env=ENV)  # the health check wants one
+    assert backup.returncode == 0, backup.stdout[-3000:]
     yield state
     state["tunnel"].terminate()
     print("\n" + "\n".join(FIGURES))
@@ -107,7 +110,6 @@ def test_the_vps_and_everything_it_runs_share_one_gigabyte(site):
     image = sh(vps, f"docker inspect -f '{{{{.Config.Image}}}}' {app}")
     kills = oom_kills(vps)
     sh(vps, f"echo 0 > {cgroup(vps)}/memory.max_usage_in_bytes")
-    failcnt = int(sh(vps, f"cat {cgroup(vps)}/memory.failcnt"))
     hog = sh(vps, f"docker run -d --name hog --entrypoint node {image} -e "
                   "'const a = []; for (;;) a.push(Buffer.alloc(64 << 20, 1))'")
     started = time.monotonic()
@@ -121,8 +123,8 @@ def test_the_vps_and_everything_it_runs_share_one_gigabyte(site):
     finally:
         sh(vps, f"kill -9 $(cat {cgroup(vps)}/vps-containers/{hog}/cgroup.procs) 2>/dev/null; docker rm -f hog",
            check=False)
-    assert int(sh(vps, f"cat {cgroup(vps)}/memory.max_usage_in_bytes")) <= 2**30
-    assert int(sh(vps, f"cat {cgroup(vps)}/memory.failcnt")) > failcnt  # the limit was met, and held
+    # The VPS's memory reached its limit and stayed there (within the kernel's charge batch of a few pages).
+    assert 2**30 - 2**26 <= int(sh(vps, f"cat {cgroup(vps)}/memory.max_usage_in_bytes")) <= 2**30 + 2**20
     wait_until(lambda: status(f"{site['base']}/api/health/ready") == 200, 120, "the site")
 
 
@@ -177,19 +179,42 @@ def test_key_login_that_cannot_be_proven_leaves_ssh_as_it_is(site):
     assert again.returncode == 0 and methods_offered(vps) == "publickey", again.stdout[-3000:]
 
 
-def test_a_release_under_traffic_costs_no_request_and_no_oom_kill(site):
+def test_a_release_under_traffic_and_a_20_mb_upload_costs_no_request_and_no_oom_kill(site):
     vps = site["vps"]
     kills = oom_kills(vps)
     sh(vps, f"echo 0 > {cgroup(vps)}/memory.max_usage_in_bytes")
     idle = int(sh(vps, f"cat {cgroup(vps)}/memory.usage_in_bytes")) // 2**20
+    released, upload = threading.Event(), {}
+
+    def upload_during_the_release():
+        """A 20 MB photo posted to Payload's media collection once the new app container runs beside the old."""
+        wait_until(lambda: released.is_set() or sh(vps, f"cd {APP_DIR} && docker compose ps -q app | wc -l",
+                                                   check=False) == "2", 600, "the release's second app container")
+        upload["during"] = not released.is_set()
+        body, ctype = multipart({"_payload": '{"alt": "a 20 MB photo"}'},
+                                {"file": ("photo.jpg", jpeg(20 * 10**6), "image/jpeg")})
+        t0 = time.monotonic()
+        upload["answer"] = http("POST", f"{site['base']}/api/media", body,
+                                {"Content-Type": ctype, "Authorization": f"JWT {site['token']}"}, timeout=180)
+        upload["seconds"] = time.monotonic() - t0
+
+    uploader = threading.Thread(target=upload_during_the_release)
     with Traffic(site["base"], site["token"]) as traffic:
+        uploader.start()
         out = deploy(site, "app_version=small-v2", "backup_before_update=false")
+        released.set()
+        uploader.join(timeout=240)
     assert out.returncode == 0, out.stdout[-4000:]
     peak = int(sh(vps, f"cat {cgroup(vps)}/memory.max_usage_in_bytes")) // 2**20
-    FIGURES.append(f"1 GB / 1 CPU VPS, a release under traffic: {traffic.summary()}; memory of the whole VPS "
-                   f"(page cache included): {idle} MB before, peak {peak} MB of 1024")
+    answer = upload["answer"]
+    FIGURES.append(f"1 GB / 1 CPU VPS, a release under traffic: {traffic.summary()}; a 20 MB JPEG uploaded "
+                   f"{'during it' if upload['during'] else 'after it'}: {answer.status} in {upload['seconds']:.1f}s; "
+                   f"memory of the whole VPS (page cache included): {idle} MB before, peak {peak} MB of 1024")
     assert traffic.failures == 0 and traffic.failed_writes == 0, traffic.errors[:5]
     assert traffic.acknowledged and traffic.writes > 10
+    assert upload["during"] and answer.status == 201, answer.body[:500]
+    stored = http("GET", f"{site['base']}{answer.json()['doc']['url']}", timeout=60)
+    assert stored.status == 200 and len(stored.body) == 20 * 10**6
     assert oom_kills(vps) == kills
     assert http("GET", f"{site['base']}/api/health", timeout=10).json()["version"] == "small-v2"
 
@@ -203,45 +228,53 @@ def status(url: str) -> int:
 
 
 def health_timer_run(vps) -> subprocess.CompletedProcess:
-    """The scheduled health check, started as its timer starts it."""
-    return vps.exec("systemctl", "start", HEALTH_UNIT, check=False)
+    """The scheduled health check, started as its timer starts it; .stdout holds what it printed."""
+    run = vps.exec("systemctl", "start", HEALTH_UNIT, check=False)
+    run.stdout = vps.exec("journalctl", "-u", HEALTH_UNIT, "-n", "25", "--no-pager", "-o", "cat").stdout
+    return run
 
 
 def test_an_app_that_allocates_past_its_limit_is_restarted_reported_and_alerted_once(site):
     vps, hook = site["vps"], site["hook"]
-    assert health_timer_run(vps).returncode == 0  # the last scheduled check: its counters kept
+    last = health_timer_run(vps)  # the last scheduled check: its counters kept
+    assert last.returncode == 0, last.stdout
     hook.clear()
     app = sh(vps, f"cd {APP_DIR} && docker compose ps -q app")
     restarts = int(sh(vps, f"docker inspect -f '{{{{.RestartCount}}}}' {app}"))
     kills = oom_kills(vps)
     # A leak in the app: memory allocated in its container past its limit (448m). The app's own server is the one
     # the kernel picks (its score raised), as it would be were the leak in the app's own code.
-    sh(vps, f"docker exec -u root {app} sh -c 'for p in /proc/[0-9]*; do echo 1000 > $p/oom_score_adj; done'")
+    sh(vps, f"for p in $(cat {cgroup(vps)}/vps-containers/{app}/cgroup.procs); do echo 1000 > /proc/$p/oom_score_adj;"
+            " done")
     vps.exec("docker", "exec", app, "node", "-e", "const a = []; for (;;) a.push(Buffer.alloc(32 << 20, 1))",
              check=False)
     wait_until(lambda: int(sh(vps, f"docker inspect -f '{{{{.RestartCount}}}}' {app}")) > restarts, 60,
                "Docker to restart the app")
     assert oom_kills(vps) > kills
-    wait_until(lambda: http("GET", f"{site['base']}/api/health/ready", timeout=5).status == 200, 120, "the site")
+    wait_until(lambda: sh(vps, f"docker inspect -f '{{{{.State.Health.Status}}}}' {app}") == "healthy", 180,
+               "the restarted app to be healthy")
     # tasks/health.py says what happened since the last scheduled check, and keeps nothing.
     out = run_pyinfra(vps, site["env_file"], "tasks/health.py", env=ENV)
     assert out.returncode == 0, out.stdout[-3000:]
     assert re.search(r"warn oom: [1-9]\d* OOM kill\(s\) since the last check at", out.stdout), out.stdout[-3000:]
-    assert re.search(r"warn example-app-1: Docker restarted it 1 time\(s\) since the last check", out.stdout)
+    assert re.search(r"warn example-app-\d+: Docker restarted it 1 time\(s\) since the last check", out.stdout)
     # The health timer alerts once: on the run that finds it, not on the next.
     assert health_timer_run(vps).returncode == 0
     assert health_timer_run(vps).returncode == 0
     texts = [m["body"]["text"] for m in hook.messages()]
-    assert len(texts) == 1 and "OOM kill" in texts[0] and "example-app-1: Docker restarted it 1 time" in texts[0], texts
+    assert len(texts) == 1 and "OOM kill" in texts[0], texts
+    assert re.search(r"example-app-\d+: Docker restarted it 1 time", texts[0]), texts
 
 
 def test_a_proxy_killed_by_hand_is_started_again_by_the_health_timer_which_says_so_once(site):
     vps, hook = site["vps"], site["hook"]
-    assert health_timer_run(vps).returncode == 0
+    last = health_timer_run(vps)
+    assert last.returncode == 0, last.stdout
     hook.clear()
     vps.exec("docker", "kill", "vpskit-proxy")
     wait_until(lambda: status(f"{site['base']}/api/health") != 200, 30, "the site down")
-    assert health_timer_run(vps).returncode == 0
+    repaired = health_timer_run(vps)
+    assert repaired.returncode == 0, repaired.stdout
     assert status(f"{site['base']}/api/health") == 200
     assert health_timer_run(vps).returncode == 0
     texts = [m["body"]["text"] for m in hook.messages()]
