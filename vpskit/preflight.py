@@ -84,6 +84,12 @@ def ssh(data: dict) -> None:
     except OSError as err:
         raise SettingsError(f"cannot reach {host}:{port} ({err.strerror or err}): check VPSKIT_HOST, "
                             "VPSKIT_SSH_PORT and the server's firewall") from None
+    if banner.startswith((b"Not allowed at this time", b"Exceeded MaxStartups")):
+        # OpenSSH's own refusal: PerSourcePenalties (OpenSSH 9.8+, Debian 13) holds back an address after
+        # failed logins or connections that end before logging in; MaxStartups after too many at once.
+        raise SettingsError(f"{host}:{port}: the SSH server refuses this address for now "
+                            f"({banner.decode(errors='replace').strip()}: sshd holds back an address after failed "
+                            "logins or too many connections): wait a minute, then run again (TROUBLESHOOTING 51)")
     if not banner.startswith(b"SSH-"):
         what = "no SSH server answered" if not banner else "another service than SSH answered"
         raise SettingsError(f"{host}:{port} accepts connections but {what} within {BANNER_WAIT:.0f}s: a firewall "

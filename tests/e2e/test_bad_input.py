@@ -167,18 +167,6 @@ def test_first_contact_is_an_explicit_opt_in(vps, tmp_path):
     assert f"[127.0.0.1]:{vps.port}" in empty.read_text()
 
 
-@pytest.mark.parametrize("what", ["key", "user"])
-def test_refused_login(vps, tmp_path, what):
-    other = tmp_path / "other_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
-    env = {"VPSKIT_SSH_KEY": str(other)} if what == "key" else {"VPSKIT_SSH_USER": "nobody"}
-    before = server_state(vps)
-    out = run(vps, tmp_path, env=env)
-    assert out.returncode != 0
-    assert "Authentication error (username=" in out.stdout
-    assert server_state(vps) == before
-
-
 TASKS = [
     ("tasks/restore.py", "backup=../../etc/shadow", "backup='../../etc/shadow' is not a backup name"),
     ("tasks/logs.py", "service=web", "service='web' is not a service of the stack: use app or db"),
@@ -213,3 +201,46 @@ def test_port_that_answers_without_ssh_gets_one_clear_line(vps, tmp_path):
             "the server may be dropping SSH (ufw allowing another port?), or VPSKIT_SSH_PORT names the wrong "
             "port") in out.stdout
     assert "No existing session" not in out.stdout
+
+
+@pytest.fixture(scope="module")
+def login_vps(vps_factory):
+    """A server of its own for the failed logins: after them sshd (OpenSSH 9.8+, PerSourcePenalties) refuses
+    this address for a while, as a real server does (TROUBLESHOOTING 51), and the other cases need it."""
+    return vps_factory("badlogin")
+
+
+@pytest.mark.parametrize("what", ["key", "user"])
+def test_refused_login(login_vps, tmp_path, what):
+    vps = login_vps
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
+    env = {"VPSKIT_SSH_KEY": str(other)} if what == "key" else {"VPSKIT_SSH_USER": "nobody"}
+    before = server_state(vps)
+    out = run(vps, tmp_path, env=env)
+    assert out.returncode != 0
+    assert "Authentication error (username=" in out.stdout
+    assert server_state(vps) == before
+
+
+def test_an_address_sshd_holds_back_gets_one_line_saying_to_wait(login_vps, tmp_path):
+    """Connections that end before logging in (as port scanners make) until sshd holds this address back: the
+    run says so and what to do, not "a firewall" or pyinfra's banner error."""
+    import socket
+
+    def greeting() -> bytes:
+        with socket.create_connection(("127.0.0.1", login_vps.port), timeout=5) as conn:
+            conn.settimeout(8)
+            return conn.recv(64)
+
+    for _ in range(60):  # OpenSSH's defaults: 1 s per such connection, held back past 15 s
+        if greeting().startswith(b"Not allowed"):
+            break
+    else:
+        pytest.fail("sshd never held the address back (PerSourcePenalties off on this image?)")
+    out = run(login_vps, tmp_path)
+    assert out.returncode != 0
+    assert (f"vpskit: 127.0.0.1:{login_vps.port}: the SSH server refuses this address for now (Not allowed at "
+            "this time: sshd holds back an address after failed logins or too many connections): wait a minute, "
+            "then run again (TROUBLESHOOTING 51)") in out.stdout
+    assert "firewall" not in out.stdout
