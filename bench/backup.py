@@ -14,9 +14,8 @@ import sys
 import threading
 import time
 
-from common import deployed_vps
+from common import deployed_vps, fill_database
 
-PSQL = "cd /opt/example && sudo docker compose exec -T db psql -U payload -d payload -Atc"
 # RSS of everything the backup runs on the VPS: the script, docker CLIs, pg_dump and tar (in containers).
 SAMPLE = ("ps -eo rss=,comm= | awk '$2 ~ /^(backup.sh|docker|docker-compose|pg_dump|pg_restore|tar|sha256sum)$/ "
           "{s += $1} END {print s + 0}'")
@@ -27,13 +26,8 @@ def main() -> int:
     parser.add_argument("--gb", type=float, default=1.1)
     args = parser.parse_args()
     with deployed_vps("backup", db_memory_limit="1g") as (host, run):
-        rows = int(args.gb * 1024 * 1024 * 1.05)  # rows of ~1 KiB
         t0 = time.monotonic()
-        # Random hex, so neither TOAST nor pg_dump's compression makes the data unrealistically small.
-        host.ssh(f"{PSQL} \"create table filler (id int, body text); insert into filler select g, "  # noqa: S608
-                 f"(select string_agg(md5(random()::text || g || i), '') from generate_series(1, 32) i) "
-                 f"from generate_series(1, {rows}) g\"", timeout=3600)
-        size = int(host.ssh(f"{PSQL} 'select pg_database_size(current_database())'").stdout.strip())
+        size = fill_database(host, args.gb * 1024)
         print(f"database: {size / 1e9:.2f} GB (filled in {time.monotonic() - t0:.0f}s)")
 
         t0 = time.monotonic()

@@ -16,39 +16,31 @@ Removes the VPS after. Needs the example image on this machine (`make test` or a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import CGROUP, default_limits, deployed_site, example_version_or_exit, fill_database, used
 
-from common import example_version_or_exit  # noqa: E402
-
-from tests.support import Traffic, free_port, http, jpeg, multipart, wait_until  # noqa: E402
-from tests.testbed import vps as testbed  # noqa: E402
-
-CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 here; a sized VPS's containers are nested below it
-PSQL = "cd /opt/example && sudo docker compose exec -T db psql -U payload -d payload -Atc"
+from tests.support import Traffic, http, jpeg, multipart, wait_until
+from tests.testbed import vps as testbed
 
 
-def used(cgroup: Path) -> int:
-    """Memory in use minus the page cache that can be dropped at once (what `docker stats` shows)."""
-    usage = int((cgroup / "memory.usage_in_bytes").read_text())
+def processes(cgroup: Path) -> int:
+    """Memory the VPS's processes hold (every container's included): in use and shared, no page cache."""
     stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
-    return usage - int(stat.get("total_inactive_file", 0))
+    return int(stat["total_rss"]) + int(stat["total_shmem"])
 
 
 class Peak:
-    """Samples the whole VPS's memory every 0.2 s and keeps the peak."""
+    """Samples the whole VPS's memory every 0.2 s and keeps the peaks: `peak` as `docker stats` counts (in use
+    and the page cache in active use), `processes` without any page cache."""
 
     def __init__(self, cgroup: Path):
-        self.cgroup, self.peak, self._stop = cgroup, 0, threading.Event()
+        self.cgroup, self.peak, self.processes, self._stop = cgroup, 0, 0, threading.Event()
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -62,6 +54,7 @@ class Peak:
     def _sample(self):
         while not self._stop.is_set():
             self.peak = max(self.peak, used(self.cgroup))
+            self.processes = max(self.processes, processes(self.cgroup))
             time.sleep(0.2)
 
 
@@ -83,111 +76,109 @@ def p(times: list[float], q: float) -> float:
     return statistics.quantiles(times, n=100, method="inclusive")[q - 1] * 1000 if len(times) > 1 else float("nan")
 
 
+def idle_memory(site, vps_cgroup) -> None:
+    stats = site.host.exec("docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}").stdout
+    print("\nidle memory")
+    units = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 2**20}
+    containers = 0.0
+    for line in stats.splitlines():
+        name, usage = line.split()[0], line.split()[1]
+        number = usage.rstrip("KMGiB")
+        mb = float(number) * units[usage[len(number):]]
+        containers += mb
+        print(f"  {name:<28} {mb:>6.0f} MB")
+    stat = dict(line.split() for line in (vps_cgroup / "memory.stat").read_text().splitlines())
+    cache = (int(stat["total_cache"]) - int(stat["total_shmem"])) / 2**20
+    print(f"  {'containers (docker stats)':<28} {containers:>6.0f} MB")
+    print(f"  {'whole VPS: processes':<28} {processes(vps_cgroup) / 2**20:>6.0f} MB (containers, systemd, sshd, "
+          "dockerd, containerd: memory in use and shared memory)")
+    print(f"  {'whole VPS: page cache':<28} {cache:>6.0f} MB (files read and written; the kernel drops it as "
+          "memory is needed)")
+
+
+def latency_idle_and_during_backup(site, seconds: float) -> None:
+    print("\nlatency (ms)           p50 idle  p99 idle  p50 backup  p99 backup  p99 ratio")
+    for path in ("/", "/api/health/ready"):
+        start = time.monotonic()
+        idle = latencies(site.base, path, lambda s=start: time.monotonic() - s > seconds)
+        done = threading.Event()
+        backup: list[subprocess.CompletedProcess] = []
+        worker = threading.Thread(target=lambda b=backup, d=done: (b.append(site.pyinfra("tasks/backup.py")),
+                                                                 d.set()))
+        t0 = time.monotonic()
+        worker.start()
+        during = latencies(site.base, path, done.is_set)
+        worker.join()
+        took = time.monotonic() - t0
+        if backup[0].returncode != 0:
+            sys.exit(f"tasks/backup.py failed:\n{backup[0].stdout[-3000:]}{backup[0].stderr[-3000:]}")
+        print(f"  {path:<20} {p(idle, 50):>9.0f} {p(idle, 99):>9.0f} {p(during, 50):>11.0f} "
+              f"{p(during, 99):>11.0f} {p(during, 99) / p(idle, 99):>9.2f}x   "
+              f"({len(idle)} and {len(during)} requests; backup {took:.0f}s)")
+
+
+def release_with_upload(site, vps_cgroup, good: str) -> None:
+    kills_before = int(site.host.exec("awk", '$1 == "oom_kill" {print $2}', "/proc/vmstat").stdout)
+    tag = "bench-small-v2"
+    subprocess.run(["docker", "tag", f"example:{good}", f"example:{tag}"], check=True)
+    upload: list[str] = []
+
+    released = threading.Event()
+
+    def two_app_containers() -> bool:
+        ps = site.host.exec("sh", "-c", "cd /opt/example && docker compose ps -q app | wc -l", check=False)
+        return released.is_set() or ps.stdout.strip() == "2"
+
+    def send_upload():
+        wait_until(two_app_containers, 600, "the release's second app container")
+        if released.is_set():
+            upload.append("not sent: the release ended before its second app container was seen")
+            return
+        body, ctype = multipart({"_payload": '{"alt": "a 20 MB photo"}'},
+                                {"file": ("photo.jpg", jpeg(20 * 10**6), "image/jpeg")})
+        t0 = time.monotonic()
+        try:
+            answer = http("POST", f"{site.base}/api/media", body, {"Content-Type": ctype,
+                                                                   "Authorization": f"JWT {site.token}"}, timeout=120)
+            upload.append(f"{answer.status} in {time.monotonic() - t0:.1f}s")
+        except OSError as err:
+            upload.append(f"no answer ({err}) after {time.monotonic() - t0:.1f}s")
+
+    uploader = threading.Thread(target=send_upload)
+    try:
+        with Peak(vps_cgroup) as peak, Traffic(site.base, site.token) as traffic:
+            uploader.start()
+            t0 = time.monotonic()
+            out = site.pyinfra("deploy.py", "--data", f"app_version={tag}")
+            wall = time.monotonic() - t0
+            released.set()
+            uploader.join()
+    finally:
+        subprocess.run(["docker", "rmi", f"example:{tag}"], capture_output=True)
+    kills = int(site.host.exec("awk", '$1 == "oom_kill" {print $2}', "/proc/vmstat").stdout) - kills_before
+    print(f"\na good release (exit {out.returncode}, {wall:.0f}s) under traffic: {traffic.summary()}")
+    print(f"  20 MB JPEG uploaded to /api/media during it: {upload[0]}")
+    print(f"  whole VPS peak: processes {peak.processes / 2**20:.0f} MB; with the page cache in active use (as "
+          f"docker stats counts) {peak.peak / 2**20:.0f} MB of 1024; OOM kills on the machine meanwhile: {kills}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fill-mb", type=int, default=150)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--latency-only", action="store_true", help="only the latency idle and during a backup")
     args = parser.parse_args()
     good = example_version_or_exit()
-    host = testbed.start(f"vpskit-bench-small-{os.getpid()}", session="bench", memory="1g", cpus="1")
-    vps_cgroup = CGROUP / testbed.docker("inspect", "-f", "{{.Id}}", host.name).stdout.strip()
-    tunnel = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            env_file = Path(tmp) / ".env"
-            env_file.write_text("POSTGRES_PASSWORD=bench-password\nPAYLOAD_SECRET=" + "b" * 40 + "\n")
-            env = {**os.environ, **host.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
-                   "VPSKIT_BACKUP_BEFORE_UPDATE": "false", "VPSKIT_HEALTH_SCHEDULE": ""}
-
-            def pyinfra(*argv: str) -> subprocess.CompletedProcess:
-                return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", *argv], cwd=ROOT,
-                                      env=env, capture_output=True, text=True)
-
-            first = pyinfra("deploy.py")
-            if first.returncode != 0:
-                sys.exit(first.stdout[-3000:])
-            local = free_port()
-            base = f"http://127.0.0.1:{local}"
-            tunnel = host.forward(3000, local)
-            wait_until(lambda: http("GET", f"{base}/api/health/ready", timeout=3).status == 200, 60, "the tunnel")
-            creds = {"email": "bench@example.com", "password": "a long enough password"}
-            http("POST", f"{base}/api/users/first-register", creds)
-            token = http("POST", f"{base}/api/users/login", creds).json()["token"]
-            rows = args.fill_mb * 1024
-            host.ssh(f"{PSQL} \"create table filler (id int, body text); insert into filler select g, "  # noqa: S608
-                     f"(select string_agg(md5(random()::text || g || i), '') from generate_series(1, 32) i) "
-                     f"from generate_series(1, {rows}) g\"", timeout=3600)
-            db_mb = int(host.ssh(f"{PSQL} 'select pg_database_size(current_database())'").stdout) / 2**20
-            time.sleep(10)  # let the fill's work settle before the idle figures
-
-            stats = host.exec("docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}").stdout
-            print(f"1 GB / 1 CPU test VPS, example app, database {db_mb:.0f} MB; limits app 448m (x2 during a "
-                  "release), db 256m, proxy 64m")
-            print("\nidle memory")
-            units = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "B": 1 / 2**20}
-            containers = 0.0
-            for line in stats.splitlines():
-                name, usage = line.split()[0], line.split()[1]
-                number = usage.rstrip("KMGiB")
-                mb = float(number) * units[usage[len(number):]]
-                containers += mb
-                print(f"  {name:<28} {mb:>6.0f} MB")
-            whole = used(vps_cgroup) / 2**20
-            print(f"  {'system, dockerd, containerd':<28} {whole - containers:>6.0f} MB")
-            print(f"  {'whole VPS':<28} {whole:>6.0f} MB of 1024")
-
-            print("\nlatency (ms)           p50 idle  p99 idle  p50 backup  p99 backup  p99 ratio")
-            for path in ("/", "/api/health/ready"):
-                start = time.monotonic()
-                idle = latencies(base, path, lambda s=start: time.monotonic() - s > args.seconds)
-                done = threading.Event()
-                backup: list[subprocess.CompletedProcess] = []
-                worker = threading.Thread(target=lambda b=backup, d=done: (b.append(pyinfra("tasks/backup.py")),
-                                                                         d.set()))
-                t0 = time.monotonic()
-                worker.start()
-                during = latencies(base, path, done.is_set)
-                worker.join()
-                took = time.monotonic() - t0
-                if backup[0].returncode != 0:
-                    sys.exit(backup[0].stdout[-3000:])
-                print(f"  {path:<20} {p(idle, 50):>9.0f} {p(idle, 99):>9.0f} {p(during, 50):>11.0f} "
-                      f"{p(during, 99):>11.0f} {p(during, 99) / p(idle, 99):>9.2f}x   "
-                      f"({len(idle)} and {len(during)} requests; backup {took:.0f}s)")
-
-            kills_before = int(host.exec("awk", '$1 == "oom_kill" {print $2}', "/proc/vmstat").stdout)
-            tag = "bench-small-v2"
-            subprocess.run(["docker", "tag", f"example:{good}", f"example:{tag}"], check=True)
-            upload: list[str] = []
-
-            def send_upload():
-                time.sleep(5)  # the release is under way: the new container is starting
-                body, ctype = multipart({"_payload": '{"alt": "a 20 MB photo"}'},
-                                        {"file": ("photo.jpg", jpeg(20 * 10**6), "image/jpeg")})
-                t0 = time.monotonic()
-                try:
-                    answer = http("POST", f"{base}/api/media", body, {"Content-Type": ctype,
-                                                                      "Authorization": f"JWT {token}"}, timeout=120)
-                    upload.append(f"{answer.status} in {time.monotonic() - t0:.1f}s")
-                except OSError as err:
-                    upload.append(f"no answer ({err}) after {time.monotonic() - t0:.1f}s")
-
-            uploader = threading.Thread(target=send_upload)
-            with Peak(vps_cgroup) as peak, Traffic(base, token) as traffic:
-                uploader.start()
-                t0 = time.monotonic()
-                out = pyinfra("deploy.py", "--data", f"app_version={tag}")
-                wall = time.monotonic() - t0
-                uploader.join()
-            kills = int(host.exec("awk", '$1 == "oom_kill" {print $2}', "/proc/vmstat").stdout) - kills_before
-            print(f"\na good release (exit {out.returncode}, {wall:.0f}s) under traffic: {traffic.summary()}")
-            print(f"  20 MB JPEG uploaded to /api/media during it: {upload[0]}")
-            print(f"  whole VPS peak: {peak.peak / 2**20:.0f} MB of 1024; OOM kills on the machine meanwhile: {kills}")
-            subprocess.run(["docker", "rmi", f"example:{tag}"], capture_output=True)
-    finally:
-        if tunnel:
-            tunnel.terminate()
-        testbed.remove(host.name)
+    with deployed_site("small", memory="1g", backup_before_update="false", health_schedule="") as site:
+        vps_cgroup = CGROUP / testbed.docker("inspect", "-f", "{{.Id}}", site.host.name).stdout.strip()
+        db_mb = fill_database(site.host, args.fill_mb) / 2**20
+        time.sleep(10)  # let the fill's writes settle before the idle figures
+        print(f"1 GB / 1 CPU test VPS, example app, database {db_mb:.0f} MB; {default_limits()}")
+        if not args.latency_only:
+            idle_memory(site, vps_cgroup)
+        latency_idle_and_during_backup(site, args.seconds)
+        if not args.latency_only:
+            release_with_upload(site, vps_cgroup, good)
     return 0
 
 

@@ -14,30 +14,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import CGROUP, default_limits, deployed_site, example_version_or_exit, used
 
-from common import example_version_or_exit  # noqa: E402
-
-from tests.support import Traffic, free_port, http, wait_until  # noqa: E402
-from tests.testbed import vps as testbed  # noqa: E402
-
-CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 here: the VPS's inner containers are its siblings
-
-
-def used(cgroup: Path) -> int:
-    """What `docker stats` calls usage: memory in use minus the page cache that can be dropped at once."""
-    try:
-        usage = int((cgroup / "memory.usage_in_bytes").read_text())
-        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
-        return usage - int(stat.get("total_inactive_file", 0))
-    except OSError:
-        return 0
+from tests.support import Traffic
+from tests.testbed import vps as testbed
 
 
 class VpsMemory:
@@ -80,30 +63,8 @@ def variant(good: str, tag: str, cmd: str = "") -> str:
 
 def main() -> int:
     good = example_version_or_exit()
-    host = testbed.start(f"vpskit-bench-load-{os.getpid()}", session="bench")
-    tunnel = None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            env_file = Path(tmp) / ".env"
-            env_file.write_text("POSTGRES_PASSWORD=bench-password\nPAYLOAD_SECRET=" + "b" * 40 + "\n")
-            env = {**os.environ, **host.env(), "VPSKIT_ENV_FILE": str(env_file), "VPSKIT_IMAGE_TRANSPORT": "ssh",
-                   "VPSKIT_BACKUP_BEFORE_UPDATE": "false"}
-
-            def pyinfra(*args: str) -> subprocess.CompletedProcess:
-                return subprocess.run([str(ROOT / ".venv/bin/pyinfra"), "-y", "inventory.py", *args], cwd=ROOT,
-                                      env=env, capture_output=True, text=True)
-
-            first = pyinfra("deploy.py")
-            if first.returncode != 0:
-                sys.exit(first.stdout[-3000:])
-            local = free_port()
-            base = f"http://127.0.0.1:{local}"
-            tunnel = host.forward(3000, local)
-            wait_until(lambda: http("GET", f"{base}/api/health/ready", timeout=3).status == 200, 60, "the tunnel")
-            creds = {"email": "bench@example.com", "password": "a long enough password"}
-            http("POST", f"{base}/api/users/first-register", creds)
-            token = http("POST", f"{base}/api/users/login", creds).json()["token"]
-
+        with deployed_site("load", backup_before_update="false") as site:
             cases = [
                 ("good update", ("deploy.py", "--data", f"app_version={variant(good, 'bench-good')}")),
                 ("never gets ready", ("deploy.py", "--data", "health_timeout=30", "--data",
@@ -115,18 +76,15 @@ def main() -> int:
             print(f"{'case':<20} {'exit':>4} {'requests':>8} {'failed':>6} {'writes':>6} {'failed':>6} "
                   f"{'longest gap':>11} {'VPS peak MB':>11} {'wall s':>7}")
             for name, args in cases:
-                with VpsMemory(host) as memory, Traffic(base, token) as traffic:
+                with VpsMemory(site.host) as memory, Traffic(site.base, site.token) as traffic:
                     t0 = time.monotonic()
-                    out = pyinfra(*args)
+                    out = site.pyinfra(*args)
                     wall = time.monotonic() - t0
                 print(f"{name:<20} {out.returncode:>4} {traffic.requests:>8} {traffic.failures:>6} "
                       f"{traffic.writes:>6} {traffic.failed_writes:>6} {traffic.longest_gap:>10.2f}s "
                       f"{memory.peak / 2**20:>11.0f} {wall:>7.1f}")
-            print("limits: app 1g, db 512m, proxy 128m (group_data/all.py); a 1 GB server must hold the peak")
+            print(f"{default_limits()}; an unsized VPS (the whole machine): the peak is what the release used")
     finally:
-        if tunnel:
-            tunnel.terminate()
-        testbed.remove(host.name)
         for tag in ("bench-good", "bench-never", "bench-exit"):
             subprocess.run(["docker", "rmi", "-f", f"example:{tag}"], capture_output=True)
     return 0
