@@ -43,5 +43,5 @@ def check(app_path: Path, package_manager: str = "") -> AppInfo:
             target = (app_dir or app_path / "src" / "app").relative_to(app_path) / "api"
             raise SettingsError(f"{app_path} has no {what}: copy vpskit's folder files/app/api/health (both routes, "
                                 f"health/route.ts and health/ready/route.ts) into {target}/, e.g. "
-                                f"cp -r files/app/api/health {app_path}/{target}/")
+                                f"mkdir -p {app_path}/{target} && cp -r files/app/api/health {app_path}/{target}/")
     return app_info.inspect(app_path, payload, package_manager)

@@ -57,6 +57,7 @@ def site(vps_factory, env_file):
     state["creds"] = creds
     yield state
     state["tunnel"].terminate()
+    subprocess.run(["docker", "image", "rm", "-f", "example:with-subtitle"], capture_output=True, timeout=120)
 
 
 def reopen(site, timeout: float = 180) -> None:

@@ -91,6 +91,7 @@ def site(vps_factory, tmp_path_factory):
     assert backup.returncode == 0, backup.stdout[-3000:]
     yield state
     state["tunnel"].terminate()
+    subprocess.run(["docker", "image", "rm", "example:small-v2"], capture_output=True, timeout=120)  # a tag only
     print("\n" + "\n".join(FIGURES))
 
 

@@ -2,6 +2,7 @@
 
 import io
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -11,7 +12,8 @@ import pytest
 from vpskit import app_check, envfile, images, settings
 from vpskit.settings import SettingsError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "example"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "example"
 
 
 @pytest.fixture
@@ -42,6 +44,19 @@ def test_what_is_missing_is_named(app, breakage, message):
     breakage(app)
     with pytest.raises(SettingsError, match=message):
         app_check.check(app)
+
+
+def test_the_command_the_missing_routes_message_gives_works_in_an_app_without_an_api_folder(app):
+    """Payload's templates have no src/app/api/: `cp -r` into it alone would make src/app/api a copy of
+    health/ (the routes at /api/route.ts), so the message's command makes the folder first."""
+    shutil.rmtree(app / "src/app/api")
+    with pytest.raises(SettingsError) as err:
+        app_check.check(app)
+    command = str(err.value).split(", e.g. ", 1)[1]
+    assert command.startswith("mkdir -p "), command
+    subprocess.run(["sh", "-c", command], cwd=ROOT, check=True, timeout=30)
+    app_check.check(app)
+    assert (app / "src/app/api/health/ready/route.ts").is_file()
 
 
 def test_build_context_has_no_secrets_or_dependencies(app):
