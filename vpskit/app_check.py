@@ -44,4 +44,12 @@ def check(app_path: Path, package_manager: str = "") -> AppInfo:
             raise SettingsError(f"{app_path} has no {what}: copy vpskit's folder files/app/api/health (both routes, "
                                 f"health/route.ts and health/ready/route.ts) into {target}/, e.g. "
                                 f"mkdir -p {app_path}/{target} && cp -r files/app/api/health {app_path}/{target}/")
-    return app_info.inspect(app_path, payload, package_manager)
+    info = app_info.inspect(app_path, payload, package_manager)
+    if not info.migrations:
+        # Payload pushes the schema only in development: in production an app without migrations has no tables,
+        # and its site fails (relation "..." does not exist) while every health check passes.
+        raise SettingsError(f"{app_path} has no Payload migrations, so production would get no tables: create the "
+                            f"first one in the app ({info.package_manager.run('payload migrate:create initial')}, "
+                            "with its database reachable as in development), commit its migrations folder, deploy "
+                            "again (TROUBLESHOOTING 52)")
+    return info

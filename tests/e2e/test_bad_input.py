@@ -115,11 +115,14 @@ APPS = [
     (lambda a: shutil.rmtree(a / "src/app/api/health"), "liveness route /api/health"),
     (lambda a: (a / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n"),
      "has 2 lock files (package-lock.json and pnpm-lock.yaml): which package manager builds it?"),
+    # Payload pushes its schema only in development: without migrations production has no tables (issue 24).
+    (lambda a: shutil.rmtree(a / "src/migrations"), "has no Payload migrations, so production would get no tables: "
+     "create the first one in the app (npm run payload migrate:create initial"),
 ]
 
 
 @pytest.mark.parametrize(("breakage", "message"), APPS,
-                         ids=["not-standalone", "not-postgres", "no-health", "two-lock-files"])
+                         ids=["not-standalone", "not-postgres", "no-health", "two-lock-files", "no-migrations"])
 def test_app_that_cannot_be_deployed(vps, tmp_path, breakage, message):
     before = server_state(vps)
     out = run(vps, tmp_path, args=("--data", f"app_path={broken_app(tmp_path, breakage)}"))

@@ -38,6 +38,10 @@ def test_example_app_passes(app):
          r"health/route.ts and health/ready/route.ts\) into src/app/api/"),
         (lambda a: (a / "src/payload.config.ts").write_text("import { sqliteAdapter } from 'x'"),
          "does not use @payloadcms/db-postgres"),
+        (lambda a: shutil.rmtree(a / "src/migrations"),
+         r"has no Payload migrations, so production would get no tables: create the first one in the app \(npm run "
+         r"payload migrate:create initial, with its database reachable as in development\), commit its migrations "
+         r"folder, deploy again \(TROUBLESHOOTING 52\)"),
     ],
 )
 def test_what_is_missing_is_named(app, breakage, message):
