@@ -180,3 +180,20 @@ def test_readiness_follows_the_database_down_and_back(app, db):
     wait_until(lambda: http("GET", f"{app['base']}/api/health/ready", timeout=5).status == 200, 30,
                "readiness to recover after the database came back")
     assert app["proc"].poll() is None
+
+
+def test_readiness_fails_while_a_table_the_app_needs_is_missing(app, db):
+    """A database without the app's schema (an app whose migrations never created a table: Payload pushes its
+    schema only in development) is not ready, whatever payload_migrations says: no green deploy of a site whose
+    pages fail (issue 24)."""
+    with db.connect() as conn:
+        conn.execute("alter table posts rename to posts_elsewhere")
+    try:
+        res = http("GET", f"{app['base']}/api/health/ready", timeout=10)
+        assert res.status == 503
+        assert res.json()["reason"].startswith("the database lacks 1 table(s) the app needs (posts): no migration "
+                                               "created them"), res.json()
+    finally:
+        with db.connect() as conn:
+            conn.execute("alter table posts_elsewhere rename to posts")
+    assert http("GET", f"{app['base']}/api/health/ready", timeout=10).status == 200

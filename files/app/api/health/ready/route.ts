@@ -1,8 +1,9 @@
 // vpskit readiness route: copy the folder files/app/api/health into src/app/api/. 200 when the app can
 // serve; 503 with the reason otherwise: the database does not answer `select 1` (through Payload's own
-// pool, bounded by a short timeout), or its schema is behind the code (a migration the app bundles is not
-// in payload_migrations). VPSKIT_MIGRATIONS, the bundled migrations, is set in the image by vpskit; without
-// it the schema is not checked. The compose healthcheck, the deploy's wait and tasks/health.py use it.
+// pool, bounded by a short timeout), a table the app's collections need is missing, or its schema is behind
+// the code (a migration the app bundles is not in payload_migrations). VPSKIT_MIGRATIONS, the bundled
+// migrations, is set in the image by vpskit; without it the migrations are not checked. The compose
+// healthcheck, the deploy's wait and tasks/health.py use it.
 // Needs @payloadcms/db-postgres.
 import config from '@payload-config'
 import { getPayload } from 'payload'
@@ -12,15 +13,30 @@ export const dynamic = 'force-dynamic'
 // Under the healthcheck's own 5 s, with room for a busy 1-CPU server (a new version booting beside the old one).
 const TIMEOUT_MS = 4000
 
-type Pool = { query: (sql: string) => Promise<{ rows: { name: string }[] }> }
+type Pool = { query: (sql: string, params?: unknown[]) => Promise<{ rows: { name: string }[] }> }
+type Adapter = { pool?: Pool; tables?: Record<string, unknown>; schemaName?: string }
 
 /** Resolves to the warnings (migrations the database has and this version does not bundle, e.g. after a
  *  rollback: the older code usually still works, so it stays ready); rejects with the reason it is not. */
 async function check(): Promise<string[]> {
   const payload = await getPayload({ config })
-  const pool = (payload.db as unknown as { pool?: Pool }).pool
+  const db = payload.db as unknown as Adapter
+  const pool = db.pool
   if (!pool) throw new Error('database pool not initialised')
   await pool.query('select 1')
+  // Every table the app's collections and globals need (Payload's own schema of them) must exist: an app
+  // whose schema was never migrated (Payload pushes it only in development) would fail on every page.
+  const needed = Object.keys(db.tables ?? {})
+  if (needed.length > 0) {
+    const sql = 'select table_name as name from information_schema.tables where table_schema = $1'
+    const present = new Set((await pool.query(sql, [db.schemaName || 'public'])).rows.map((r) => r.name))
+    const missing = needed.filter((name) => !present.has(name))
+    if (missing.length > 0) {
+      const some = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ', ...' : '')
+      throw new Error(`the database lacks ${missing.length} table(s) the app needs (${some}): no migration ` +
+        'created them; create one with payload migrate:create and deploy it')
+    }
+  }
   if (process.env.VPSKIT_MIGRATIONS === undefined) return []
   const bundled = process.env.VPSKIT_MIGRATIONS.split(',').filter(Boolean)
   let applied: string[] = []
