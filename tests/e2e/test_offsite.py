@@ -55,6 +55,15 @@ def task(bed, name: str, *extra: str, env: dict | None = None, env_file=None):
     return run_pyinfra(bed["vps"], env_file or bed["env_file"], name, *extra, env={**bed["env"], **(env or {})})
 
 
+def probed_healthy_since(vps, service: str, since: int) -> bool:
+    """The service's last Docker health probe started at or after `since` (epoch seconds) and passed."""
+    probes = vps.exec("sh", "-c", f"cd /opt/example && docker inspect -f "
+                      "'{{range .State.Health.Log}}{{.Start.Unix}} {{.ExitCode}}\n{{end}}' "
+                      f"$(docker compose ps -q {service})").stdout.split("\n")
+    last = [line.split() for line in probes if line.strip()][-1:]
+    return bool(last) and int(last[0][0]) >= since and last[0][1] == "0"
+
+
 def local_backups(vps) -> list[str]:
     out = vps.exec("sh", "-c", f"ls -1 {BACKUPS} 2>/dev/null || true").stdout.split()
     return sorted(n for n in out if re.fullmatch(r"[0-9]{8}T[0-9]{6}Z", n))
@@ -235,6 +244,10 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
         assert "health check failed" in messages[0]["body"]["text"] and "db" in messages[0]["body"]["text"]
     finally:
         vps.exec("sh", "-c", "cd /opt/example && docker compose unpause db")
+        unpaused = int(vps.exec("date", "+%s").stdout)
+    # A Docker health probe started while the database was frozen can still fail after it thawed (the app turns
+    # unhealthy a moment later): the wait is for a probe that started after the thaw and passed.
+    wait_until(lambda: probed_healthy_since(vps, "app", unpaused), 120, "the app's health probe to pass again")
     wait_until(lambda: vps.exec("systemctl", "start", unit, check=False).returncode == 0, 120, "health to pass again")
     vps.exec("systemctl", "start", unit)
     texts = [m["body"]["text"] for m in hook.messages()]
