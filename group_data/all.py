@@ -34,7 +34,7 @@ public_url = ""  # URL printed when the deploy ends; empty = derived from domain
 traefik_labels = False  # add Traefik router labels for `domain` (needs proxy_network and domain)
 
 # --- Images
-node_image = "node:22-bookworm-slim"  # base image the app is built and run on
+node_image = ""  # base image the app builds and runs on; "" = node:<major>-bookworm-slim, the Node the app asks for
 postgres_image = "postgres:17"  # database image
 build_on = "local"  # "local": build on this machine and ship over SSH; "server": build on the VPS (needs >2 GB RAM)
 image_transport = "registry"  # how the database image reaches the server: "registry" (docker pull) or "ssh" (shipped)

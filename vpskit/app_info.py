@@ -1,6 +1,7 @@
 """What vpskit reads from an app's sources before it builds anything: the package manager (from the lock
-file), the Payload migrations it bundles and whether it applies them itself (`prodMigrations`), and where its
-upload collections write. Pure file reading; every finding is a field of one frozen `AppInfo`.
+file), the Payload migrations it bundles and whether it applies them itself (`prodMigrations`), where its
+upload collections write, and the Node version it asks for. Pure file reading; every finding is a field of one
+frozen `AppInfo`.
 
     info = app_info.inspect(Path("example"))     # raises SettingsError naming the problem and the fix
     info.package_manager.install                  # "pnpm install --frozen-lockfile"
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vpskit import node_version
+from vpskit.node_version import NodeWant
 from vpskit.settings import SettingsError
 
 LOCK_FILES = {"package-lock.json": "npm", "pnpm-lock.yaml": "pnpm", "yarn.lock": "yarn"}
@@ -70,6 +73,7 @@ class AppInfo:
     migrations: tuple[str, ...]  # names of the Payload migrations it bundles, in order
     prod_migrations: bool  # the app applies its migrations itself at boot (postgresAdapter prodMigrations)
     upload_dirs: tuple[str, ...]  # absolute paths in the container where upload collections write
+    node: NodeWant = NodeWant()  # the Node version it asks for (engines.node, .nvmrc, .node-version)
 
     @property
     def migrated_by_vpskit(self) -> bool:
@@ -207,4 +211,4 @@ def inspect(app_path: Path, config: Path, wanted_package_manager: str = "") -> A
     pm = package_manager(app_path, wanted_package_manager)
     names, prod = migrations(app_path, config)
     extra = tuple(f for f in INSTALL_FILES if (app_path / f).exists())
-    return AppInfo(pm, extra, names, prod, upload_dirs(app_path))
+    return AppInfo(pm, extra, names, prod, upload_dirs(app_path), node_version.read(app_path))

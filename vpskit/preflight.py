@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vpskit import app_check, envfile, settings
+from vpskit import app_check, envfile, node_version, settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,14 +51,21 @@ def check(group: str, host_data: dict, argv: list[str] | None = None) -> dict:
     s = settings.load(merged)
     if deploy_file(argv) in DEPLOY_FILES:
         envfile.read()
-        app = app_check.check((ROOT / s["app_path"]).resolve())
-        if s["role"] == "app" and s["database_host"] == "external" and app.migrated_by_vpskit:
-            # With a db server, it runs the migration runner; with a managed database there is none.
-            raise SettingsError(f"{s['app_path']} has migrations it does not apply itself: with a managed database "
-                                "on several servers the app must apply them at boot for now (postgresAdapter "
-                                "prodMigrations: migrations)")
+        app(s)
     ssh(host_data)
     return s
+
+
+def app(s: dict) -> app_check.AppInfo:
+    """The app at app_path checked as the deploy will build it (its package manager, the Node it asks for)."""
+    info = app_check.check((ROOT / s["app_path"]).resolve(), s["package_manager"])
+    node_version.choose(s["node_image"], info.node)  # the Node the app asks for, from an image that gives it
+    if s["role"] == "app" and s["database_host"] == "external" and info.migrated_by_vpskit:
+        # With a db server, it runs the migration runner; with a managed database there is none.
+        raise SettingsError(f"{s['app_path']} has migrations it does not apply itself: with a managed database "
+                            "on several servers the app must apply them at boot for now (postgresAdapter "
+                            "prodMigrations: migrations)")
+    return info
 
 
 BANNER_WAIT = 8.0  # seconds for the SSH server's greeting, which it sends before anything else

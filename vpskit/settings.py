@@ -140,7 +140,8 @@ CHECKS = {
     "acme_ca_root": _str(_ABS, "use an absolute path on the server, such as /etc/vpskit/acme-root.pem", empty=True),
     "public_url": _str(re.compile(r"^https?://[^\s]+$"), "use a full URL such as https://example.com", empty=True),
     "traefik_labels": _bool,
-    "node_image": _str(_IMAGE, "use an image reference such as node:22-bookworm-slim"),
+    "node_image": _str(_IMAGE, "use an image reference such as node:22-bookworm-slim, or \"\" to pick the one the "
+                             "app asks for", empty=True),
     "postgres_image": _str(_IMAGE, "use an image reference such as postgres:17"),
     "build_on": _choice("local", "server"),
     "image_transport": _choice("registry", "ssh"),

@@ -16,7 +16,20 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
-from vpskit import app_check, commands, envfile, images, media, offsite, proxy, rolling, settings, shipping, tasks
+from vpskit import (
+    app_check,
+    commands,
+    envfile,
+    images,
+    media,
+    node_version,
+    offsite,
+    proxy,
+    rolling,
+    settings,
+    shipping,
+    tasks,
+)
 from vpskit.database import ExternalDatabase
 from vpskit.facts import AppliedMigrations, ProxyState, ReleaseHistory
 from vpskit.operations import (
@@ -40,6 +53,7 @@ def _plan(data_items: tuple) -> dict:
     app_path = (ROOT / s["app_path"]).resolve()
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
+    node_version.settle(s)  # refused here when node_image cannot give the Node the app asks for
     s["version_derived"] = not s["app_version"]
     s["app_version"] = images.version(app_path, s["app_version"], recipe=recipe_of(s))
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
@@ -368,7 +382,7 @@ def images_on_server(s: dict) -> None:
         what = "Migration runner" if target else "Image"
         if s["build_on"] == "local":
             build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
-                                      str(s["app"].package_manager), s["build_cache"],
+                                      f"{s['app'].package_manager}, {s['node_why']}", s["build_cache"],
                                       shareable=s["version_derived"] and not target)
             image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
                           shipping=shipping.Shipping.of(s, app_image=True), **SUDO)

@@ -118,16 +118,32 @@ APPS = [
     # Payload pushes its schema only in development: without migrations production has no tables (issue 24).
     (lambda a: shutil.rmtree(a / "src/migrations"), "has no Payload migrations, so production would get no tables: "
      "create the first one in the app (npm run payload migrate:create initial"),
+    (lambda a: (a / "package.json").write_text((a / "package.json").read_text().replace('">=20.9.0"', '"newest"')),
+     'package.json engines.node "newest" is not a version range npm reads: write it as npm does'),
 ]
 
 
 @pytest.mark.parametrize(("breakage", "message"), APPS,
-                         ids=["not-standalone", "not-postgres", "no-health", "two-lock-files", "no-migrations"])
+                         ids=["not-standalone", "not-postgres", "no-health", "two-lock-files", "no-migrations",
+                              "unreadable-engines"])
 def test_app_that_cannot_be_deployed(vps, tmp_path, breakage, message):
     before = server_state(vps)
     out = run(vps, tmp_path, args=("--data", f"app_path={broken_app(tmp_path, breakage)}"))
     assert out.returncode == 2
     assert message in out.stdout
+    assert server_state(vps) == before
+
+
+def test_node_image_that_cannot_give_the_node_the_app_asks_for(vps, tmp_path):
+    """issue 24: the app pins Node 24 (.nvmrc), node_image is set to a Node 22 image: refused before connecting."""
+    app = broken_app(tmp_path, lambda a: (a / ".nvmrc").write_text("24\n"))
+    before = server_state(vps)
+    out = run(vps, tmp_path, args=("--data", f"app_path={app}", "--data", "node_image=node:22-bookworm-slim"))
+    assert out.returncode == 2, out.stdout[-2000:]
+    line = ('vpskit: node_image=node:22-bookworm-slim gives Node 22, but the app asks for package.json engines.node '
+            '">=20.9.0" and .nvmrc 24: set node_image = "node:24-bookworm-slim", or leave it empty to have it picked')
+    assert line in out.stdout and out.stdout.count("vpskit: ") == 1, out.stdout[-2000:]
+    assert "Connecting to hosts" not in out.stdout
     assert server_state(vps) == before
 
 

