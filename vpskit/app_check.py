@@ -44,7 +44,7 @@ def check(app_path: Path, package_manager: str = "") -> AppInfo:
             raise SettingsError(f"{app_path} has no {what}: copy vpskit's folder files/app/api/health (both routes, "
                                 f"health/route.ts and health/ready/route.ts) into {target}/, e.g. "
                                 f"mkdir -p {app_path}/{target} && cp -r files/app/api/health {app_path}/{target}/")
-    info = app_info.inspect(app_path, payload, package_manager)
+    info = app_info.inspect(app_path, payload, package_manager, app_dir)
     if not info.migrations:
         # Payload pushes the schema only in development: in production an app without migrations has no tables,
         # and its site fails (relation "..." does not exist) while every health check passes.
@@ -52,4 +52,11 @@ def check(app_path: Path, package_manager: str = "") -> AppInfo:
                             f"first one in the app ({info.package_manager.run('payload migrate:create initial')}, "
                             "with its database reachable as in development), commit its migrations folder, deploy "
                             "again (TROUBLESHOOTING 52)")
+    if info.migrated_by_vpskit:  # the route vpskit adds to the build imports the list Payload keeps in index.ts
+        folder = app_path / info.migrations_dir if info.migrations_dir else None
+        if folder is None or _first(folder / f"index.{ext}" for ext in ("ts", "js")) is None:
+            raise SettingsError(f"{app_path}: the migrations folder has no index.ts (Payload writes it, listing every "
+                                "migration, with each migrate:create): run "
+                                f"{info.package_manager.run('payload migrate:create')} in the app, or write it, "
+                                "inside the app's folder (TROUBLESHOOTING 52)")
     return info

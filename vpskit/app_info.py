@@ -74,6 +74,10 @@ class AppInfo:
     prod_migrations: bool  # the app applies its migrations itself at boot (postgresAdapter prodMigrations)
     upload_dirs: tuple[str, ...]  # absolute paths in the container where upload collections write
     node: NodeWant = NodeWant()  # the Node version it asks for (engines.node, .nvmrc, .node-version)
+    # Where things are, relative to the app's root (the migration route vpskit adds to the build imports them).
+    app_dir: str = "src/app"  # Next.js's app router folder
+    config: str = "src/payload.config.ts"
+    migrations_dir: str = "src/migrations"  # Payload's migrationDir, with its index.ts
 
     @property
     def migrated_by_vpskit(self) -> bool:
@@ -88,8 +92,10 @@ class AppInfo:
 
 
 def migrate_image(app_name: str, version: str) -> str:
-    """The one-shot image that applies the migrations of `version` (the app's sources and the Payload CLI)."""
-    return f"{app_name}-migrate:{version}"
+    """The image of the one-shot container that applies the migrations of `version`: the version's own app image
+    (its server applies them through the route vpskit adds to the build, vpskit/migrate_runner.py), so a
+    release with migrations ships nothing more than the app."""
+    return f"{app_name}:{version}"
 
 
 def package_manager(app_path: Path, wanted: str = "") -> PackageManager:
@@ -144,9 +150,9 @@ def _code(text: str) -> str:
 MIGRATION_DIR = re.compile(r"""migrationDir\s*:\s*path\.(?:resolve|join)\(\s*(?:__)?dirname\s*,\s*['"]([^'"]+)['"]""")
 
 
-def migrations(app_path: Path, config: Path) -> tuple[tuple[str, ...], bool]:
-    """(the migration names the app bundles, whether the config sets prodMigrations). Payload's own rule:
-    every .ts/.js file of the migration folder except index, by name."""
+def migrations(app_path: Path, config: Path) -> tuple[tuple[str, ...], bool, Path]:
+    """(the migration names the app bundles, whether the config sets prodMigrations, their folder). Payload's own
+    rule: every .ts/.js file of the migration folder except index, by name."""
     text = _code(config.read_text())
     found = MIGRATION_DIR.search(text)
     if found:
@@ -160,7 +166,7 @@ def migrations(app_path: Path, config: Path) -> tuple[tuple[str, ...], bool]:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise SettingsError(f"{folder / name}: migration names may hold letters, digits, '_', '-' and '.' only; "
                                 "rename the file (and its entry in index.ts)")
-    return tuple(names), bool(re.search(r"\bprodMigrations\s*:", text))
+    return tuple(names), bool(re.search(r"\bprodMigrations\s*:", text)), folder
 
 
 UPLOAD = re.compile(r"\bupload\s*:\s*(true|\{)")
@@ -207,8 +213,16 @@ def upload_dirs(app_path: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(d for d in dirs if d != MEDIA_DIR))
 
 
-def inspect(app_path: Path, config: Path, wanted_package_manager: str = "") -> AppInfo:
+def inspect(app_path: Path, config: Path, wanted_package_manager: str = "", app_dir: Path | None = None) -> AppInfo:
     pm = package_manager(app_path, wanted_package_manager)
-    names, prod = migrations(app_path, config)
+    names, prod, folder = migrations(app_path, config)
     extra = tuple(f for f in INSTALL_FILES if (app_path / f).exists())
-    return AppInfo(pm, extra, names, prod, upload_dirs(app_path), node_version.read(app_path))
+
+    def rel(path: Path) -> str:  # "" when outside the app (then not in the build context either)
+        try:
+            return path.resolve().relative_to(app_path.resolve()).as_posix()
+        except ValueError:
+            return ""
+
+    return AppInfo(pm, extra, names, prod, upload_dirs(app_path), node_version.read(app_path),
+                   rel(app_dir or app_path / "src" / "app"), rel(config), rel(folder))

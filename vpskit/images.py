@@ -75,11 +75,14 @@ def version(app_path: Path, explicit: str = "", recipe: str = "") -> str:
     return base + suffix
 
 
-def recipe(dockerfile: str, base_image: str) -> str:
+def recipe(dockerfile: str, base_image: str, extra: tuple[tuple[str, bytes], ...] = ()) -> str:
     """What goes into the image besides the app's sources: the rendered Dockerfile (with the version left
-    out: it is rendered with a placeholder), the entrypoint, and the id of the base image this machine
-    builds on, so a new node_image, or the same tag pulled again with a new id, makes a new version."""
+    out: it is rendered with a placeholder), the entrypoint, the files vpskit adds to the context (`extra`:
+    migrate_runner.build_files), and the id of the base image this machine builds on, so a new node_image, or
+    the same tag pulled again with a new id, makes a new version."""
     digest = hashlib.sha256(dockerfile.encode() + b"\0" + ENTRYPOINT.read_bytes() + b"\0")
+    for name, data in extra:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     digest.update(base_image_id(base_image).encode())
     return digest.hexdigest()
 
@@ -93,9 +96,11 @@ def base_image_id(ref: str) -> str:
     return found
 
 
-def context_tar(app_path: Path, dockerfile: str) -> bytes:
+def context_tar(app_path: Path, dockerfile: str, extra: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     """The whole build context as a tar: the app's files (filtered), the rendered Dockerfile and
-    .dockerignore, and the entrypoint. Deterministic (fixed mtimes and owners)."""
+    .dockerignore, the entrypoint, and the files vpskit adds (`extra`, (path, content) pairs: the migration
+    runner and its route; a file of the app at the same path is replaced). Deterministic (fixed mtimes and
+    owners)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         def add(name: str, data: bytes, mode: int = 0o644) -> None:
@@ -106,8 +111,12 @@ def context_tar(app_path: Path, dockerfile: str) -> bytes:
         add("Dockerfile", dockerfile.encode())
         add(".dockerignore", render(".dockerignore").encode())
         add("vpskit-entrypoint.sh", ENTRYPOINT.read_bytes(), 0o755)
+        added = {name for name, _ in extra}
         for path in context_files(app_path):
-            add(path.relative_to(app_path).as_posix(), path.read_bytes(), 0o644)
+            if (rel := path.relative_to(app_path).as_posix()) not in added:
+                add(rel, path.read_bytes(), 0o644)
+        for name, data in extra:
+            add(name, data, 0o644)
     return buf.getvalue()
 
 
@@ -120,8 +129,9 @@ def local_image_id(ref: str) -> str:
 class LocalBuild:
     """Builds the app image on this machine from a context tar streamed to `docker build -`.
 
-    + target: the Dockerfile stage to build ("" = the runtime image; "migrate" = the migration runner)
+    + target: the Dockerfile stage to build ("" = the runtime image)
     + package_manager: shown in the progress line (which lock file the build installs from)
+    + extra: files vpskit adds to the context, (path, content) pairs (migrate_runner.build_files)
     """
 
     ref: str
@@ -132,6 +142,7 @@ class LocalBuild:
     cache: str = ""  # a BuildKit cache (build_cache setting): the build runs with buildx, importing and exporting it
     shareable: bool = False  # the version names sources and recipe (not set by hand): an image of it under
     # another app name is this image (a staging copy), tagged rather than built again
+    extra: tuple[tuple[str, bytes], ...] = ()
 
     def run(self) -> None:
         if not local_image_id(self.ref) and self.shareable and (twin := same_version_elsewhere(self.ref)):
@@ -148,8 +159,8 @@ class LocalBuild:
         t0 = time.monotonic()
         what = f" with {self.package_manager}" if self.package_manager else ""
         print(f"    building {self.ref} on this machine{what}:", file=sys.stderr)
-        context = context_tar(self.app_path, self.dockerfile)
-        app = self.ref.rsplit(":", 1)[0].removesuffix("-migrate")
+        context = context_tar(self.app_path, self.dockerfile, self.extra)
+        app = self.ref.rsplit(":", 1)[0]
         proc = subprocess.Popen(
             build_command(self.ref, self.target, self.cache), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from vpskit import (
     envfile,
     images,
     media,
+    migrate_runner,
     node_version,
     offsite,
     proxy,
@@ -54,6 +55,7 @@ def _plan(data_items: tuple) -> dict:
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
     node_version.settle(s)  # refused here when node_image cannot give the Node the app asks for
+    s["build_files"] = migrate_runner.build_files(s["app"])  # the runner and its route, added to the context
     s["version_derived"] = not s["app_version"]
     s["app_version"] = images.version(app_path, s["app_version"], recipe=recipe_of(s))
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
@@ -131,7 +133,7 @@ def recipe_of(s: dict) -> str:
     # version under any app name (a staging copy), so it is built once.
     v, name = "@VERSION@", "@APP@"
     return images.recipe(render("Dockerfile", **{**s, **s["app"].context(name, v), "app_version": v,
-                                                 "app_name": name}), s["node_image"])
+                                                 "app_name": name}), s["node_image"], s["build_files"])
 
 
 def _url(s: dict, server: str) -> str:
@@ -367,27 +369,28 @@ def offsite_tools(s: dict) -> None:
 
 
 def images_on_server(s: dict) -> None:
-    """The database image (pulled or shipped), the app image (built here and shipped, or built there) and,
-    when the app has migrations it does not apply itself and some are pending on the server, the one-shot
-    migration runner built from the same sources."""
+    """The database image (pulled or shipped) and the app image (built here and shipped, or built there). The
+    app image is also the one-shot migration runner, when the app has migrations it does not apply itself and
+    some are pending: a db server, which runs no app, gets it for that alone."""
     if s["backup_server"]:  # the database, or the client that backs up an external one
         image_present(name=f"Image {s['postgres_image']} on the server", ref=s["postgres_image"],
                       transport=s["image_transport"], shipping=shipping.Shipping.of(s), **SUDO)
-    wanted = [] if s["role"] == "db" else [(s["app_image"], "")]  # a db server runs only the migration runner
     pending = pending_migrations(s)
     if pending:
-        logger.info(f"{host.print_prefix}{len(pending)} migration(s) to apply before traffic: {', '.join(pending)}")
-        wanted.append((s["migrate_image"], "migrate"))
-    for ref, target in wanted:
-        what = "Migration runner" if target else "Image"
-        if s["build_on"] == "local":
-            build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], target,
-                                      f"{s['app'].package_manager}, {s['node_why']}", s["build_cache"],
-                                      shareable=s["version_derived"] and not target)
-            image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
-                          shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
-        else:
-            server_build(name=f"{what} {ref} built on the server", s=s, ref=ref, target=target, **SUDO)
+        logger.info(f"{host.print_prefix}{len(pending)} migration(s) to apply before traffic: {', '.join(pending)} "
+                    f"(by the new version's own image, {s['migrate_image']})")
+    if s["role"] == "db" and not pending:
+        return
+    ref = s["app_image"]
+    what = "Image" if s["role"] != "db" else "Migration runner (the app image)"
+    if s["build_on"] == "local":
+        build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], "",
+                                  f"{s['app'].package_manager}, {s['node_why']}", s["build_cache"],
+                                  shareable=s["version_derived"], extra=s["build_files"])
+        image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
+                      shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
+    else:
+        server_build(name=f"{what} {ref} built on the server", s=s, ref=ref, **SUDO)
 
 
 def pending_migrations(s: dict) -> list[str]:
@@ -409,7 +412,7 @@ def server_build(s: dict, ref: str, target: str = ""):
     if host.get_fact(DockerImageId, ref=ref):
         host.noop(f"image {ref} is on the server")
         return
-    context = images.context_tar(s["app_path_abs"], s["rendered"]["Dockerfile"])
+    context = images.context_tar(s["app_path_abs"], s["rendered"]["Dockerfile"], s["build_files"])
     tmp = f"{s['app_dir']}/build-context.tar"
     yield from files.put._inner(src=BytesIO(context), dest=tmp, mode="600")
     yield " ".join(images.build_command(ref, target)) + f" < {tmp} && rm -f {tmp}"

@@ -8,6 +8,7 @@ behind the code makes readiness 503 and tasks/health.py fail naming it; a yarn v
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -152,10 +153,8 @@ def site(vps_factory, env_file, apps):
     vps = vps_factory("template")
     # The first deploy builds, whatever an earlier run left on this machine: the build is part of what is tested.
     version = app_version(apps["main"], APP)
-    subprocess.run(["docker", "image", "rm", f"{APP}:{version}", f"{APP}-migrate:{version}"], capture_output=True,
-                   timeout=120)
-    for ref in (f"{APP}:{version}", f"{APP}-migrate:{version}"):  # nor from this machine's registry
-        shipping.forget(*ref.split(":"), 5055)
+    subprocess.run(["docker", "image", "rm", f"{APP}:{version}"], capture_output=True, timeout=120)
+    shipping.forget(APP, version, 5055)  # nor from this machine's registry
     t0 = time.monotonic()
     first = deploy(vps, env_file, apps["main"])
     assert first.returncode == 0, first.stdout[-5000:]
@@ -163,7 +162,12 @@ def site(vps_factory, env_file, apps):
     state = {"vps": vps, "base": f"http://127.0.0.1:{local}", "first": first, "seconds": time.monotonic() - t0}
     state["tunnel"] = vps.forward(3000, local)
     wait_until(lambda: http("GET", f"{state['base']}/api/health/ready", timeout=3).status == 200, 60, "the tunnel")
-    # The yarn variant builds while the checks below run against the first release (they mostly wait).
+    # The version with a broken migration (its runner is its own image, so it is a build of its own), then the
+    # yarn variant, build while the checks below run against the first release (they mostly wait).
+    subprocess.run(["docker", "image", "rm", f"{APP}:{BROKEN_VERSION}"], capture_output=True, timeout=120)
+    shipping.forget(APP, BROKEN_VERSION, 5055)
+    broken = app_build(apps["broken"], APP)
+    state["broken_build"] = Background(dataclasses.replace(broken, ref=f"{APP}:{BROKEN_VERSION}", shareable=False))
     state["yarn_build"] = Background(app_build(apps["yarn"], f"{APP}-yarn"))
     yield state
     state["tunnel"].terminate()
@@ -179,6 +183,10 @@ def test_first_deploy_says_what_it_built_and_migrated(site):
     assert running.startswith("v24."), running
     assert f"{len(INITIAL)} migration(s) to apply before traffic: {', '.join(INITIAL)}" in out
     assert "applying migrations before version" in out
+    # The runner is the version's own image (issue 24: a runner image of its own shipped 219 MB): nothing else
+    # was built or shipped, and its server said what it applied.
+    assert f"(by the new version's own image, {APP}:" in out and "Migration runner" not in out
+    assert "-migrate:" not in out and "vpskit: migrations applied (" in out
     assert re.search(rf"migrations applied by \S+: {' '.join(INITIAL)}", out), out[-3000:]
     print(f"\npayload template: first deploy (pnpm build, migrate, release) took {site['seconds']:.0f}s")
 
@@ -212,6 +220,15 @@ def test_upload_to_the_default_folder_comes_back_and_is_backed_up(site, env_file
     assert f"./{doc['filename']}" in tar.split()
 
 
+def test_the_migration_route_answers_nobody_in_a_serving_container(site):
+    """The route vpskit adds to the build acts only for the runner's own token, which no serving container has."""
+    for headers in ({}, {"x-vpskit-migrate": ""}, {"x-vpskit-migrate": "undefined"}):
+        answer = http("POST", f"{site['base']}/api/vpskit-migrate", b"", headers=headers, timeout=30)
+        assert answer.status == 404, (headers, answer.status, answer.body[:200])
+    env = site["vps"].ssh(f"cd {APP_DIR} && sudo docker compose exec -T app printenv").stdout
+    assert "VPSKIT_MIGRATE_TOKEN" not in env
+
+
 def test_every_migration_is_recorded_once(site):
     rows = psql(site["vps"], "select name, count(*) from payload_migrations group by name order by name").split()
     assert rows == [f"{name}|1" for name in INITIAL]
@@ -227,14 +244,9 @@ def test_second_deploy_changes_nothing(site, env_file, apps):
 
 
 def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env_file, apps):
-    # The release stops at the migration, so the new version's app image is never started: the first
-    # version's image, tagged as the new version, stands in for a 3-minute rebuild that would differ only in
-    # the migration list it carries. The migration runner is built by the deploy from the broken sources.
-    first = app_version(apps["main"], APP)
-    subprocess.run(["docker", "tag", f"{APP}:{first}", f"{APP}:{BROKEN_VERSION}"], check=True, timeout=60)
-    # The runner must come from the broken sources: a runner of that version left on this machine by an
-    # earlier run would be shipped instead (an explicit version names its content).
-    subprocess.run(["docker", "rmi", f"{APP}-migrate:{BROKEN_VERSION}"], capture_output=True, timeout=60)
+    # The version with the broken migration was built from its sources beside the checks above; the deploy
+    # ships it (only the layers the server lacks) and its own image runs the migration, which fails.
+    site["broken_build"].result()
     before = psql(site["vps"], "select name from payload_migrations order by id").split()
     version_before = http("GET", f"{site['base']}/api/health").json()["version"]
     out, seen = probed(site["base"], lambda: deploy(site["vps"], env_file, apps["broken"], "--data",
@@ -242,7 +254,13 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
                                                     "backup_before_update=false"))
     assert out.returncode != 0, out.stdout[-6000:]
     assert f"Migrating: {BROKEN}" in out.stdout and "no_such_table" in out.stdout
-    assert f"Migration runner {APP}-migrate:{BROKEN_VERSION} built here and shipped" in out.stdout
+    # One image shipped for a release with a migration: no runner of its own (today it was 219 MB).
+    shipped = re.search(rf"shipped {APP}:{BROKEN_VERSION}: (\d+) layer\(s\) sent, (\d+) already on the server, "
+                        r"([\d.]+) MB over SSH", out.stdout)
+    assert shipped, out.stdout[-4000:]
+    assert "Migration runner" not in out.stdout and "-migrate:" not in out.stdout
+    print(f"\none-migration release: {shipped[1]} layer(s), {shipped[3]} MB shipped (the app image; the runner "
+          f"adds nothing), {shipped[2]} layer(s) already on the server")
     assert re.search(rf"migration {BROKEN} failed \(Payload's output above; exit \d+\): version {BROKEN_VERSION} "
                      "was not released", out.stdout), out.stdout[-4000:]
     assert f"{version_before} keeps serving" in out.stdout
@@ -259,21 +277,20 @@ def test_broken_migration_fails_the_release_and_the_site_keeps_serving(site, env
 def test_a_runner_that_records_nothing_fails_the_release_and_the_site_keeps_serving(site, env_file, apps):
     # A migration runner that ends with exit 0 and applies nothing (what a runner never started looks like
     # from outside: an empty log, exit 0): the release runs it once more, then stops before any app starts.
-    # It stands in for the real runner under the version's name (an explicit version names its content, so
-    # the deploy ships this one); the app image is the first version's, as above.
+    # The first version's image with a runner that does nothing stands in under the version's name (an explicit
+    # version names its content, so the deploy ships this one).
     first = app_version(apps["main"], APP)
-    subprocess.run(["docker", "tag", f"{APP}:{first}", f"{APP}:{SILENT_VERSION}"], check=True, timeout=60)
-    build = subprocess.run(["docker", "build", "-q", "-t", f"{APP}-migrate:{SILENT_VERSION}", "-"], text=True,
-                           input=f"FROM {APP}-migrate:{first}\nCMD [\"node\", \"-e\", \"0\"]\n",
-                           capture_output=True, timeout=300)
+    silent = (f"FROM {APP}:{first}\nUSER root\nRUN echo \"console.log('a runner that applies nothing')\" > "
+              "/usr/local/bin/vpskit-migrate.js\nUSER 1000:1000\n")
+    build = subprocess.run(["docker", "build", "-q", "-t", f"{APP}:{SILENT_VERSION}", "-"], text=True,
+                           input=silent, capture_output=True, timeout=300)
     assert build.returncode == 0, build.stderr
     version_before = http("GET", f"{site['base']}/api/health").json()["version"]
     before = psql(site["vps"], "select name from payload_migrations order by id").split()
     out, seen = probed(site["base"], lambda: deploy(site["vps"], env_file, apps["broken"], "--data",
                                                     f"app_version={SILENT_VERSION}", "--data",
                                                     "backup_before_update=false"))
-    for ref in (f"{APP}:{SILENT_VERSION}", f"{APP}-migrate:{SILENT_VERSION}"):
-        subprocess.run(["docker", "rmi", ref], capture_output=True, timeout=60)
+    subprocess.run(["docker", "rmi", f"{APP}:{SILENT_VERSION}"], capture_output=True, timeout=60)
     assert out.returncode != 0, out.stdout[-6000:]
     assert (f"the migration runner ended (exit 0) without recording {BROKEN} in the database: running it once "
             "more") in out.stdout, out.stdout[-4000:]

@@ -97,7 +97,7 @@ def test_migrations_without_prod_migrations_are_vpskit_s_job(app):
     assert info.migrations == ("20261128_202135_initial", "20261129_235109_media_storage_columns",
                                "20261201_000000_more")
     assert not info.prod_migrations and info.migrated_by_vpskit
-    assert info.context("example", "v2")["migrate_image"] == "example-migrate:v2"
+    assert info.context("example", "v2")["migrate_image"] == "example:v2"  # the runner is the app's own image
     # A comment does not count as the setting.
     config.write_text(config.read_text() + "\n// prodMigrations: migrations,\n")
     assert app_check.check(app).migrated_by_vpskit
@@ -143,10 +143,11 @@ def test_dockerfile_installs_with_the_app_s_package_manager():
     text = rendered(info, "Dockerfile")
     assert "RUN npm install -g --force --no-audit --no-fund pnpm@10.12.1" in text
     assert "COPY package.json pnpm-lock.yaml .npmrc ./\nRUN pnpm install --frozen-lockfile" in text
-    assert "&& rm -rf /tmp/pnpm-store" in text  # no package cache in the layer the migration runner ships
+    assert "&& rm -rf /tmp/pnpm-store" in text  # no package cache in the dependency stage (the build's cache)
     assert "RUN pnpm run build" in text
     assert 'VPSKIT_MIGRATIONS="20261129_000000_initial"' in text
-    assert "FROM deps AS migrate" in text and 'CMD ["node", "node_modules/payload/bin.js", "migrate"]' in text
+    # No runner stage of its own (it shipped the whole dependency tree): the runtime image carries the runner.
+    assert "AS migrate" not in text and "COPY vpskit-entrypoint.sh vpskit-migrate.js /usr/local/bin/" in text
     assert "mkdir -p /data/media /app/.next/cache /app/media" in text
     npm = rendered(app_check.check(EXAMPLE), "Dockerfile")
     assert "COPY package.json package-lock.json ./\nRUN npm ci --no-audit --no-fund" in npm
@@ -159,7 +160,8 @@ def test_compose_mounts_uploads_and_runs_migrations_only_when_asked():
     c = yaml.safe_load(rendered(info, "docker-compose.yml", "v7"))
     assert c["services"]["app"]["volumes"] == ["media:/data/media", "media:/app/media"]
     migrate = c["services"]["migrate"]
-    assert migrate["image"] == "example-migrate:v7" and migrate["profiles"] == ["migrate"]
+    assert migrate["image"] == "example:v7" and migrate["profiles"] == ["migrate"]
+    assert migrate["command"] == ["node", "/usr/local/bin/vpskit-migrate.js"]
     assert migrate["env_file"] == ".env" and migrate["networks"] == ["internal"]
     assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
     example = yaml.safe_load(rendered(app_check.check(EXAMPLE), "docker-compose.yml"))

@@ -137,16 +137,16 @@ def test_a_db_server_publishes_postgres_on_its_private_address_only():
 
 def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_run_by_the_db_server():
     db = {"role": "db", "private_address": "10.0.0.7", "database_clients": "10.0.0.5"}
-    c = yaml.safe_load(render("docker-compose.yml", **{**ctx(**db), "migrate_image": "tmpl-migrate:v2"}))
+    c = yaml.safe_load(render("docker-compose.yml", **{**ctx(**db), "migrate_image": "tmpl:v2"}))
     assert set(c["services"]) == {"db", "migrate"}
     runner = c["services"]["migrate"]
-    assert runner["image"] == "tmpl-migrate:v2" and runner["profiles"] == ["migrate"]
+    assert runner["image"] == "tmpl:v2" and runner["profiles"] == ["migrate"]
     assert runner["depends_on"] == {"db": {"condition": "service_healthy"}}
     # The app servers have no runner: their migrations are applied before they roll, once.
     app = yaml.safe_load(render("docker-compose.yml", **{**ctx(role="app", database_host="10.0.0.7"),
-                                                         "migrate_image": "tmpl-migrate:v2", "bundled_proxy": True}))
+                                                         "migrate_image": "tmpl:v2", "bundled_proxy": True}))
     assert set(app["services"]) == {"app"}
-    assert steps.pending_migrations({"role": "app", "migrate_image": "tmpl-migrate:v2", "migrations": ["m1"]}) == []
+    assert steps.pending_migrations({"role": "app", "migrate_image": "tmpl:v2", "migrations": ["m1"]}) == []
 
 
 def test_with_a_managed_database_such_an_app_is_refused_on_several_app_servers(monkeypatch, tmp_path):

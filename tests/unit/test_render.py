@@ -95,7 +95,7 @@ def test_proxy_publishes_what_each_app_asks_and_routes_by_domain():
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     text = render("Dockerfile", **ctx(node_image="node:22-bookworm-slim", app_port=4000))
     froms = [ln for ln in text.splitlines() if ln.startswith("FROM ")]
-    assert froms == ["FROM node:22-bookworm-slim AS base", "FROM base AS deps", "FROM deps AS migrate",
+    assert froms == ["FROM node:22-bookworm-slim AS base", "FROM base AS deps",
                      "FROM deps AS build", "FROM node:22-bookworm-slim AS runtime"]
     assert "USER 1000:1000" in text
     assert "NODE_ENV=production" in text and "PORT=4000" in text
