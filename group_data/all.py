@@ -37,6 +37,7 @@ traefik_labels = False  # add Traefik router labels for `domain` (needs proxy_ne
 node_image = ""  # base image the app builds and runs on; "" = node:<major>-bookworm-slim, the Node the app asks for
 postgres_image = "postgres:17"  # database image
 build_on = "local"  # "local": build on this machine and ship over SSH; "server": build on the VPS (needs >2 GB RAM)
+build_database = "auto"  # throwaway PostgreSQL beside `next build`: "auto" (when pages read Payload), "always", "never"
 image_transport = "registry"  # how the database image reaches the server: "registry" (docker pull) or "ssh" (shipped)
 keep_images = 3  # releases kept for rollback on the server (a version with its settings), versions kept here
 ship_with = "layers"  # how images built here reach the server: "layers" (only the ones it lacks) or "stream" (whole)

@@ -305,19 +305,22 @@ def popen_pyinfra(vps, env_file: Path, deploy_file: str, *extra: str, env: dict 
 def app_build(app_path: Path, app_name: str):
     """The image build deploy.py makes for the app at `app_path` deployed as `app_name` with default settings:
     the same rendered Dockerfile, so the same image and tag (a deploy then finds it and ships it)."""
-    from vpskit import app_check, images, migrate_runner, node_version, settings
+    from dataclasses import astuple
+
+    from vpskit import app_check, build_database, images, migrate_runner, node_version, settings
     from vpskit.render import render
-    from vpskit.steps import recipe_of
+    from vpskit.steps import build_line, recipe_of
 
     s = settings.load({"app_name": app_name, "app_path": str(app_path)})
     info = app_check.check(app_path)
     s["app"] = info
     node_version.settle(s)
     s["build_files"] = migrate_runner.build_files(info)
+    s["build_with_database"], s["build_database_why"] = astuple(build_database.decide(s["build_database"], info))
     version = images.version(app_path, recipe=recipe_of(s))
     s.update(app_image=f"{app_name}:{version}", app_version=version, **info.context(app_name, version))
-    return images.LocalBuild(f"{app_name}:{version}", app_path, render("Dockerfile", **s), "",
-                             f"{info.package_manager}, {s['node_why']}", extra=s["build_files"])
+    return images.LocalBuild(f"{app_name}:{version}", app_path, render("Dockerfile", **s), "", build_line(s),
+                             extra=s["build_files"], database=s["postgres_image"] if s["build_with_database"] else "")
 
 
 def app_version(app_path: Path, app_name: str) -> str:

@@ -1,7 +1,7 @@
 """What vpskit reads from an app's sources before it builds anything: the package manager (from the lock
 file), the Payload migrations it bundles and whether it applies them itself (`prodMigrations`), where its
-upload collections write, and the Node version it asks for. Pure file reading; every finding is a field of one
-frozen `AppInfo`.
+upload collections write, the Node version it asks for, and what reads Payload while it builds. Pure file
+reading; every finding is a field of one frozen `AppInfo`.
 
     info = app_info.inspect(Path("example"))     # raises SettingsError naming the problem and the fix
     info.package_manager.install                  # "pnpm install --frozen-lockfile"
@@ -78,6 +78,7 @@ class AppInfo:
     app_dir: str = "src/app"  # Next.js's app router folder
     config: str = "src/payload.config.ts"
     migrations_dir: str = "src/migrations"  # Payload's migrationDir, with its index.ts
+    build_reads: tuple[str, ...] = ()  # files that read Payload while `next build` renders them (build_reads())
 
     @property
     def migrated_by_vpskit(self) -> bool:
@@ -145,6 +146,58 @@ def _read(path: Path) -> str:
 def _code(text: str) -> str:
     """The text without // and /* */ comments (good enough for config files)."""
     return re.sub(r"/\*.*?\*/|(?<![:\"'])//[^\n]*", "", text, flags=re.S)
+
+
+# --- What reads Payload while `next build` renders the pages
+
+SOURCE_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs")
+READS_PAYLOAD = re.compile(r"\bgetPayload\s*\(")
+IMPORT = re.compile(r"""(?:from|import)\s*\(?\s*['"]((?:@/|\.\.?/)[^'"]+)['"]""")
+DYNAMIC = re.compile(r"""\bexport\s+const\s+dynamic\s*=\s*['"]force-dynamic['"]"""
+                     r"|\b(?:headers|cookies|connection)\s*\(")
+STATIC_PARAMS = re.compile(r"\bgenerateStaticParams\b")
+
+
+def _module(app_path: Path, importer: Path, spec: str) -> Path | None:
+    """The app's own file an import names (`@/utilities/x` is src/utilities/x; ./x next to the importer)."""
+    base = (app_path / "src" / spec[2:]) if spec.startswith("@/") else (importer.parent / spec)
+    stem = base.with_suffix("") if base.suffix in (".js", ".mjs") else base  # ESM-style "./x.js" for x.ts
+    for candidate in (base, *(stem.with_name(stem.name + s) for s in SOURCE_SUFFIXES),
+                      *(stem / f"index{s}" for s in SOURCE_SUFFIXES)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _reads_payload(app_path: Path, path: Path, depth: int, seen: set) -> bool:
+    """The file calls getPayload, or an app file it imports does (followed `depth` imports deep)."""
+    if path in seen:
+        return False
+    seen.add(path)
+    text = _code(_read(path))
+    if READS_PAYLOAD.search(text):
+        return True
+    return depth > 0 and any(m is not None and _reads_payload(app_path, m, depth - 1, seen)
+                             for m in (_module(app_path, path, spec) for spec in IMPORT.findall(text)))
+
+
+def build_reads(app_path: Path, app_dir: Path | None) -> tuple[str, ...]:
+    """The files of the app router that read Payload while `next build` renders them: a page, layout or other
+    file outside Payload's own `(payload)` group and outside `api/` that calls getPayload (itself, or an app file
+    it imports, up to three imports deep: a layout's Header component's getCachedGlobal) and is static (no
+    `dynamic = 'force-dynamic'`, no headers()/cookies()/connection()), or that lists its pages with
+    generateStaticParams (run at build time whatever the page's rendering)."""
+    if app_dir is None or not app_dir.is_dir():
+        return ()
+    found = []
+    for path in sorted(app_dir.rglob("*")):
+        rel = path.relative_to(app_dir).parts
+        if path.suffix not in SOURCE_SUFFIXES or "(payload)" in rel or "api" in rel or rel[-1].startswith("route."):
+            continue
+        text = _code(_read(path))
+        if (STATIC_PARAMS.search(text) or not DYNAMIC.search(text)) and _reads_payload(app_path, path, 3, set()):
+            found.append(path.relative_to(app_path).as_posix())
+    return tuple(found)
 
 
 MIGRATION_DIR = re.compile(r"""migrationDir\s*:\s*path\.(?:resolve|join)\(\s*(?:__)?dirname\s*,\s*['"]([^'"]+)['"]""")
@@ -225,4 +278,4 @@ def inspect(app_path: Path, config: Path, wanted_package_manager: str = "", app_
             return ""
 
     return AppInfo(pm, extra, names, prod, upload_dirs(app_path), node_version.read(app_path),
-                   rel(app_dir or app_path / "src" / "app"), rel(config), rel(folder))
+                   rel(app_dir or app_path / "src" / "app"), rel(config), rel(folder), build_reads(app_path, app_dir))

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vpskit import build_database
 from vpskit.render import render
 from vpskit.shipping import remember_use
 
@@ -143,6 +144,7 @@ class LocalBuild:
     shareable: bool = False  # the version names sources and recipe (not set by hand): an image of it under
     # another app name is this image (a staging copy), tagged rather than built again
     extra: tuple[tuple[str, bytes], ...] = ()
+    database: str = ""  # a PostgreSQL image to run beside the build (build_database), "" = none
 
     def run(self) -> None:
         if not local_image_id(self.ref) and self.shareable and (twin := same_version_elsewhere(self.ref)):
@@ -161,9 +163,13 @@ class LocalBuild:
         print(f"    building {self.ref} on this machine{what}:", file=sys.stderr)
         context = context_tar(self.app_path, self.dockerfile, self.extra)
         app = self.ref.rsplit(":", 1)[0]
+        with (build_database.throwaway(self.database, app) if self.database else contextlib.nullcontext({})) as env:
+            self._run(context, app, t0, env)
+
+    def _run(self, context: bytes, app: str, t0: float, env: dict[str, str]) -> None:
         proc = subprocess.Popen(
-            build_command(self.ref, self.target, self.cache), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            build_command(self.ref, self.target, self.cache, bool(self.database)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env},
         )
         assert proc.stdin is not None and proc.stdout is not None
         feeder = threading.Thread(target=_feed, args=(proc.stdin, context), daemon=True)
@@ -251,16 +257,22 @@ def build_lock(path: Path = LOCK):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_command(ref: str, target: str = "", cache: str = "") -> list[str]:
+def build_command(ref: str, target: str = "", cache: str = "", database: bool = False) -> list[str]:
     """`docker build` from a context on stdin. --force-rm: no stopped container is left by a failed step.
     With a cache (GitHub Actions: type=gha), BuildKit's buildx imports it and exports every stage to it
-    (mode=max), so a code change on a fresh runner does not reinstall the dependencies."""
+    (mode=max), so a code change on a fresh runner does not reinstall the dependencies. With a database
+    (build_database.throwaway), the build shares this machine's network to reach it on 127.0.0.1, and gets its
+    build arguments by name only: docker reads their values from its own environment, no process list shows
+    them."""
     version = ref.rsplit(":", 1)[1]
     if cache:
         cmd = ["docker", "buildx", "build", "--load", "--progress", "plain", "--cache-from", cache,
                "--cache-to", f"{cache},mode=max", "--label", f"vpskit.version={version}", "-t", ref]
     else:
         cmd = ["docker", "build", "--force-rm", "--label", f"vpskit.version={version}", "-t", ref]
+    if database:
+        cmd += ["--network", "host", *(["--allow", "network.host"] if cache else [])]
+        cmd += [a for name in build_database.BUILD_ARGS for a in ("--build-arg", name)]
     return [*cmd, *(["--target", target] if target else []), "-"]
 
 

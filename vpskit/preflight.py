@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vpskit import app_check, envfile, node_version, settings
+from vpskit import app_check, build_database, envfile, node_version, settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,7 @@ def app(s: dict) -> app_check.AppInfo:
     """The app at app_path checked as the deploy will build it (its package manager, the Node it asks for)."""
     info = app_check.check((ROOT / s["app_path"]).resolve(), s["package_manager"])
     node_version.choose(s["node_image"], info.node)  # the Node the app asks for, from an image that gives it
+    build_database.decide(s["build_database"], info, s["build_on"])  # a build that needs a database gets one
     if s["role"] == "app" and s["database_host"] == "external" and info.migrated_by_vpskit:
         # With a db server, it runs the migration runner; with a managed database there is none.
         raise SettingsError(f"{s['app_path']} has migrations it does not apply itself: with a managed database "

@@ -36,5 +36,6 @@ def render(name: str, **context: Any) -> str:
     if "publish_port" in context and "bundled_proxy" not in context:
         context["bundled_proxy"] = bundled_proxy(context)
     context.setdefault("database_external", False)  # DATABASE_URL in .env (steps.plan sets it)
+    context.setdefault("build_with_database", False)  # a throwaway PostgreSQL beside the build (steps.plan)
     context.setdefault("backup_server", context.get("role", "all") != "app")  # takes the backups (steps.plan)
     return _env().get_template(name).render(**context)

@@ -144,6 +144,7 @@ CHECKS = {
                              "app asks for", empty=True),
     "postgres_image": _str(_IMAGE, "use an image reference such as postgres:17"),
     "build_on": _choice("local", "server"),
+    "build_database": _choice("auto", "always", "never"),
     "image_transport": _choice("registry", "ssh"),
     "keep_images": _int(1, 50),
     "ship_with": _choice("layers", "stream"),

@@ -18,6 +18,7 @@ from pyinfra.operations import apt, files, systemd
 
 from vpskit import (
     app_check,
+    build_database,
     commands,
     envfile,
     images,
@@ -56,6 +57,8 @@ def _plan(data_items: tuple) -> dict:
     s["app_path_abs"] = app_path
     node_version.settle(s)  # refused here when node_image cannot give the Node the app asks for
     s["build_files"] = migrate_runner.build_files(s["app"])  # the runner and its route, added to the context
+    decision = build_database.decide(s["build_database"], s["app"], s["build_on"])
+    s["build_with_database"], s["build_database_why"] = decision.use, decision.why
     s["version_derived"] = not s["app_version"]
     s["app_version"] = images.version(app_path, s["app_version"], recipe=recipe_of(s))
     s["app_image"] = f"{s['app_name']}:{s['app_version']}"
@@ -384,13 +387,18 @@ def images_on_server(s: dict) -> None:
     ref = s["app_image"]
     what = "Image" if s["role"] != "db" else "Migration runner (the app image)"
     if s["build_on"] == "local":
-        build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], "",
-                                  f"{s['app'].package_manager}, {s['node_why']}", s["build_cache"],
-                                  shareable=s["version_derived"], extra=s["build_files"])
+        build = images.LocalBuild(ref, s["app_path_abs"], s["rendered"]["Dockerfile"], "", build_line(s),
+                                  s["build_cache"], shareable=s["version_derived"], extra=s["build_files"],
+                                  database=s["postgres_image"] if s["build_with_database"] else "")
         image_present(name=f"{what} {ref} built here and shipped", ref=ref, transport="ssh", build=build,
                       shipping=shipping.Shipping.of(s, app_image=True), **SUDO)
     else:
         server_build(name=f"{what} {ref} built on the server", s=s, ref=ref, **SUDO)
+
+
+def build_line(s: dict) -> str:
+    """What the build's first line says it builds with: the package manager, the Node, the database."""
+    return f"{s['app'].package_manager}, {s['node_why']}, {s['build_database_why']}"
 
 
 def pending_migrations(s: dict) -> list[str]:

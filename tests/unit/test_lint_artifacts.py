@@ -55,3 +55,13 @@ def test_shellcheck_finds_nothing_in_the_scripts():
     assert len(scripts) >= 8
     out = subprocess.run([BIN / "shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-4000:]
+
+
+def test_hadolint_finds_nothing_in_a_build_beside_a_database(tmp_path):
+    """The build arguments of a build beside a throwaway database (throwaway values, build stage only)."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(render("Dockerfile", **{**ctx(info=PNPM_APP), "build_with_database": True}))
+    out = subprocess.run([BIN / "hadolint", "--failure-threshold", "info", str(dockerfile)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ARG PAYLOAD_SECRET" in dockerfile.read_text()
