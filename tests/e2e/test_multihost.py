@@ -20,6 +20,7 @@ from tests.sites import CREDS, Site
 from tests.support import S3Server, Traffic, free_port, http, multipart, run_pyinfra, wait_until
 from tests.testbed import vps as testbed_vps
 from tests.testbed.vps import docker
+from vpskit import images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
@@ -579,7 +580,10 @@ def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_th
 
 
 def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):
-    with Traffic(cluster["base"], cluster["token"]) as traffic:
+    # Measured with no image build on this machine: another module's `next build` takes both cores, and the
+    # surviving server's readiness then answers the balancer's check too late once (a POST 503 at 23.6 s was
+    # seen). The builds wait for this lock (vpskit's one-build-at-a-time lock) for these 30 seconds.
+    with images.build_lock(), Traffic(cluster["base"], cluster["token"]) as traffic:
         time.sleep(3)  # traffic on both servers first
         lost_at = time.monotonic()
         docker("stop", "-t", "0", cluster["b"].name)
