@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -88,6 +89,25 @@ def create_first_migration(app: Path, testbed: str) -> list[str]:
 def psql(vps, sql: str) -> str:
     return vps.ssh(f"cd {APP_DIR} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c "
                    f"\"{sql}\"").stdout
+
+
+ASK_READY = """
+PORT=3999 HOSTNAME=127.0.0.1 node server.js >/dev/null 2>&1 &
+for _ in $(seq 90); do
+  if answer=$(node -e 'fetch("http://127.0.0.1:3999/api/health/ready").then(async r => console.log(r.status + " " +
+    await r.text()), () => process.exit(1))'); then echo "$answer"; exit 0; fi
+  sleep 1
+done
+exit 1
+"""
+
+
+def ready_of_an_app_bundling_no_migration(vps) -> str:
+    """The readiness answer of the deployed image run with VPSKIT_MIGRATIONS empty (no bundled migration)."""
+    out = vps.exec("sh", "-c", f"cd {APP_DIR} && docker compose run --rm --no-deps -T -e VPSKIT_MIGRATIONS= app "
+                   f"sh -c {shlex.quote(ASK_READY)}", check=False)
+    assert out.returncode == 0 and out.stdout.strip().startswith("503 "), out.stdout[-2000:] + out.stderr[-2000:]
+    return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +225,9 @@ def test_a_table_gone_fails_readiness_and_health_naming_it(bed):
         assert health.returncode != 0
         assert re.search(r"FAIL /api/health/ready: HTTP 503: the database lacks 1 table\(s\) the app needs \(footer",
                          health.stdout), health.stdout[-3000:]
+        # The same for an app that bundles no migration at all: this image, told it bundles none, in a one-off
+        # container of its own (its server on 127.0.0.1 inside it).
+        assert "footer" in ready_of_an_app_bundling_no_migration(bed["vps"])
     finally:
         psql(bed["vps"], "alter table footer_gone rename to footer")
     wait_until(lambda: http("GET", f"{bed['base']}/api/health/ready", timeout=10).status == 200, 60, "ready again")
