@@ -247,7 +247,11 @@ def test_a_release_killed_on_the_server_is_recorded_as_failed(site, testbed):
         unit = wait_until(lambda: sh(site, "systemctl list-units --no-legend --plain --state=active "
                                            "'vpskit-release-example-*' | awk '{print $1}'", check=False), 300,
                           "the release unit")
-        wait_until(lambda: "waiting up to" in sh(site, f"cat {APP_DIR}/releases/attempts/*.log", check=False), 120,
+        # This attempt's own log (earlier attempts' logs say "waiting up to" too: killed before its files were in
+        # place, the attempt would leave nothing for the next deploy to find).
+        attempt = unit.strip().removeprefix("vpskit-release-example-").removesuffix(".service")
+        wait_until(lambda: "waiting up to" in sh(site, f"cat {APP_DIR}/releases/attempts/{attempt}.log",
+                                                 check=False), 120,
                    "the new container")
         killed = time.monotonic()
         sh(site, f"systemctl kill -s KILL {unit}")
