@@ -46,8 +46,8 @@ class PackageManager:
 
     @property
     def install(self) -> str:
-        """Installs exactly the lock file, then drops the download cache in the same layer: the migration
-        runner image is this stage, shipped to the server (yarn's cache alone doubled it to 4 GB)."""
+        """Installs exactly the lock file, then drops the download cache in the same layer: this stage is kept
+        as the next build's cache (yarn's cache alone doubled it to 4 GB)."""
         return {
             "npm": "npm ci --no-audit --no-fund && npm cache clean --force",
             "pnpm": "pnpm install --frozen-lockfile --store-dir /tmp/pnpm-store && rm -rf /tmp/pnpm-store",
