@@ -413,7 +413,7 @@ def pending_migrations(s: dict) -> list[str]:
 
 
 @operation()
-def server_build(s: dict, ref: str, target: str = ""):
+def server_build(s: dict, ref: str):
     """Build an image of the app on the server from the same filtered context (for servers with the memory)."""
     from vpskit.facts import DockerImageId
 
@@ -423,7 +423,7 @@ def server_build(s: dict, ref: str, target: str = ""):
     context = images.context_tar(s["app_path_abs"], s["rendered"]["Dockerfile"], s["build_files"])
     tmp = f"{s['app_dir']}/build-context.tar"
     yield from files.put._inner(src=BytesIO(context), dest=tmp, mode="600")
-    yield " ".join(images.build_command(ref, target)) + f" < {tmp} && rm -f {tmp}"
+    yield " ".join(images.build_command(ref)) + f" < {tmp} && rm -f {tmp}"
 
 
 def stack(s: dict) -> None:
