@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# What vpskit's server scripts share, sourced by release.sh, release-run.sh, restore.sh, backup.sh and
-# health-check.sh.
+# What vpskit's server scripts share, sourced by restore.sh, backup.sh, drill.sh, offsite.sh and health-check.sh
+# (releases are the server program's: vpskit/server).
 #
-# Health: the one definition of a healthy stack (used in the app's folder). vpskit/health.py states the same
-# rule for the deploy's own check; a unit test keeps the two in step. A service is healthy when its
+# Health: a healthy stack (used in the app's folder). vpskit/server/health.py states the same rule for the
+# server program and the deploy; a unit test keeps the two in step until these scripts move there too. A service is healthy when its
 # container is running and, if it has a healthcheck, reports "healthy". A stack is healthy when it has at
 # least one service and every service is healthy.
 
@@ -167,119 +167,6 @@ db_sh() { # db_sh SCRIPT [ARGS...]: SCRIPT run by sh with PGUSER and PGDATABASE 
 db_where() { if db_external; then echo "the external database $(sed -n 's/^PGHOST=//p' .env | tr -d '"'):$(sed -n 's/^PGPORT=//p' .env | tr -d '"')"; else echo "the db service"; fi; }
 db_image() { docker compose config --images "$(if db_external; then echo dbclient; else echo db; fi)" | head -1; }
 
-# The releases kept for rollback, in the app's folder. releases/index has one line per release, oldest first:
-# "N<TAB>VERSION<TAB>CONFIG<TAB>FROM<TAB>TIME": N numbers the releases in the order they were made (a release of
-# the same version with another configuration is another release), CONFIG is the start of the hash of its
-# files, FROM the release that was serving before it (- for none). releases/N.yml, N.env, N.caddy (and
-# N.migrations) are its files; `current` holds the N serving now. What a rollback goes back to is decided by
-# tasks/rollback.py (vpskit/releases.py), which reads the same index.
-release_numbers() { cut -f1 releases/index 2>/dev/null || true; }
-release_version() { awk -F'\t' -v n="$1" '$1 == n {print $2}' releases/index 2>/dev/null; }
-
-upgrade_releases() { # releases kept by an older vpskit (releases/<version>.yml, `current` naming a version) are
-  # numbered in the order they were made: oldest first by time, as vpskit/facts.py ReleaseHistory reads them
-  [ ! -f releases/index ] || return 0
-  mkdir -p releases/.older
-  local n=0 v current stamp ext
-  current=$(cat current 2>/dev/null || true)
-  # shellcheck disable=SC2012 # by time, oldest first; names are Docker tags (no spaces or newlines)
-  for v in $(ls -1tr releases 2>/dev/null | sed -n 's/\.yml$//p'); do
-    for ext in yml env caddy migrations; do [ ! -f "releases/$v.$ext" ] || mv "releases/$v.$ext" "releases/.older/$v.$ext"; done
-  done
-  : > releases/index.new
-  # shellcheck disable=SC2012 # the same order, from the folder they were moved to (mv keeps their times)
-  for v in $(ls -1tr releases/.older 2>/dev/null | sed -n 's/\.yml$//p'); do
-    n=$((n + 1))
-    stamp=$(date -u -r "releases/.older/$v.yml" +%Y-%m-%dT%H:%M:%SZ)
-    for ext in yml env caddy migrations; do [ ! -f "releases/.older/$v.$ext" ] || mv "releases/.older/$v.$ext" "releases/$n.$ext"; done
-    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$v" "-" "$([ "$n" = 1 ] && echo - || echo $((n - 1)))" "$stamp" >> releases/index.new
-    [ "$v" != "$current" ] || echo "$n" > current
-  done
-  mv releases/index.new releases/index
-  rmdir releases/.older
-}
-
-# A rollback keeps today's secrets: a secret rotated because it leaked never comes back from an older release.
-SECRETS_HEADER='# vpskit secret keys:'  # the line vpskit/envfile.py SECRET_HEADER writes at the top of .env
-with_current_secrets() { # with_current_secrets ENV CURRENT_ENV: ENV with CURRENT_ENV's header, and the value of
-  # each variable that header names as a secret taken from CURRENT_ENV (added where ENV lacks it)
-  awk -v header="$SECRETS_HEADER" -v current="$2" '
-    function key(line) { return match(line, /^[A-Za-z_][A-Za-z0-9_]*=/) ? substr(line, 1, RLENGTH - 1) : "" }
-    FILENAME == current {
-      if (index($0, header) == 1) { n = split(substr($0, length(header) + 1), names, " "); for (i = 1; i <= n; i++) secret[names[i]] = 1 }
-      if (/^# vpskit /) head = head $0 "\n"
-      k = key($0); if (k != "") value[k] = $0
-      next
-    }
-    /^# vpskit / { if (!shown) printf "%s", head; shown = 1; next }
-    { k = key($0) }
-    k != "" && !shown { printf "%s", head; shown = 1 }
-    k != "" && (k in secret) && (k in value) { print value[k]; done[k] = 1; next }
-    { print }
-    END { for (k in secret) if ((k in value) && !(k in done)) print value[k] }
-  ' "$2" "$1"
-}
-
-desired_hash() { # desired_hash DIR: what a release applies, hashed: compose file, .env and proxy route
-  { cat "$1/docker-compose.yml" "$1/.env"; cat "$1/proxy-route.caddy" 2>/dev/null || true; } | sha256sum | cut -c1-64
-}
-
-# Readiness of one container, as a release needs it: the app's own ready route answering 200.
-ready_once() { # ready_once NAME PORT VIA: VIA=proxy asks through the bundled proxy's network, else in the app
-  if [ "$3" = proxy ]; then
-    docker exec vpskit-proxy wget -q -T 5 -O /dev/null "http://$1:$2/api/health/ready" 2>/dev/null
-  else
-    docker exec "$1" node -e 'fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready").then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$2" 2>/dev/null
-  fi
-}
-
-ready_answer() { # ready_answer NAME PORT: what the ready route answers now, on one line (for a failure message)
-  docker exec "$1" node -e 'fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready", { signal: AbortSignal.timeout(8000) }).then(async r => console.log(r.status, (await r.text()).slice(0, 300)), e => console.log("no answer:", (e.cause && e.cause.code) || e.name))' "$2" 2>&1 | tr '\n' ' ' | sed 's/ *$//' | cut -c1-400
-}
-
-# shellcheck disable=SC2034 # NOT_READY and LOCK_REFUSAL are read by the scripts that source this one
-wait_ready() { # wait_ready NAME PORT SECONDS VIA: until NAME answers ready; sets NOT_READY when it does not.
-  # Ends early when the container exits, crashes or keeps failing to reach its database.
-  local limit=$3 start=$SECONDS shown=$SECONDS since rc0
-  since=$(date -u +%Y-%m-%dT%H:%M:%SZ); rc0=$(restarts "$1"); NOT_READY=""
-  while :; do
-    if ready_once "$1" "$2" "$4"; then
-      echo "vpskit release: $1 answers ready after $((SECONDS - start))s" >&2
-      return 0
-    fi
-    if container_failure "$1" "$since" "$rc0"; then
-      NOT_READY="the new container $1 $FAILURE after $((SECONDS - start))s"
-      return 1
-    fi
-    if (( SECONDS - start >= limit )); then
-      NOT_READY="the new container $1 did not answer ready within ${limit}s (its ready route: $(ready_answer "$1" "$2"))"
-      return 1
-    fi
-    if (( SECONDS - shown >= 10 )); then
-      echo "vpskit release: waiting for $1 to answer ready, $((SECONDS - start))s of ${limit}s" >&2
-      shown=$SECONDS
-    fi
-    sleep 1
-  done
-}
-
-# One run of the app's one-shot migration runner (release-run.sh), in the app's folder.
-# shellcheck disable=SC2034 # STATUS is read by release-run.sh
-run_migrations() { # run_migrations OUT: one run of the migrate service, its output to stderr and OUT; sets STATUS
-  local runner
-  # Detached: its output is read from its log and its exit status from `docker wait`, neither through compose's
-  # attach (an attached run was once seen to lose its output under load).
-  # The status of the command substitution itself: `if ! x=$(...)` would read the negation's 0.
-  runner=$(docker compose run -d migrate 2>"$1") || { STATUS=$?; cat "$1" >&2; return 0; }
-  # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a run
-  # that applied everything.
-  if [ "$(docker inspect -f '{{.State.Status}}' "$runner")" = created ]; then docker start "$runner" >/dev/null; fi
-  docker logs -f "$runner" 2>&1 | tee "$1" >&2
-  STATUS=$(docker wait "$runner")
-  if [ ! -s "$1" ]; then docker logs "$runner" 2>&1 | tee "$1" >&2; fi
-  docker rm -f "$runner" >/dev/null 2>&1
-}
-
 # The backups' lock: one backup, restore or drill of an app at a time. Waited for, like the app's lock: a deploy's
 # backup behind the nightly one waits for it rather than failing (bounded by SECONDS, saying so every 10 s).
 take_backups_lock() { # take_backups_lock BACKUP_ROOT SECONDS: fd 9; 1 when another still holds it after SECONDS
@@ -293,7 +180,8 @@ take_backups_lock() { # take_backups_lock BACKUP_ROOT SECONDS: fd 9; 1 when anot
   done
 }
 
-# The app's lock: one release, rollback, restore or stop of an app at a time (in the app's folder).
+# The app's lock: one release, rollback, restore or stop of an app at a time (in the app's folder; the server
+# program takes the same flock: vpskit/server/locks.py).
 # shellcheck disable=SC2034
 take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it; sets LOCK_REFUSAL on refusal
   local limit=$1 start=$SECONDS holder step

@@ -21,10 +21,9 @@ version = str(tasks.option("version", ""))
 if version and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", version):
     tasks.fail(f"version={version!r} is not a release name: list them with --data list=true")
 
-release = f"{s['app_dir']}/bin/release.sh"
 if str(tasks.option("list", "false")).lower() == "true":
     tasks.deployed(s)  # a list only reads: nothing is uploaded
-    report(name="Releases", command=f"{release} list {s['app_dir']}", failure="vpskit releases", _sudo=True)
+    report(name="Releases", command=commands.release_list(s["app_dir"]), failure="vpskit releases", _sudo=True)
 else:
     try:
         target = host.get_fact(ReleaseHistory, app_dir=s["app_dir"], _sudo=True).rollback_target(version)

@@ -7,6 +7,8 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
+from vpskit.server.database import APPLIED_MIGRATIONS_SQL
+
 q = shlex.quote
 
 
@@ -62,8 +64,8 @@ def private_dir(path: str, owner: str) -> str:
 
 
 def files_hash(app_dir: str) -> str:
-    """The hash of what a release applies: the compose file, the .env and the proxy route beside them (the
-    same as files/common.sh's desired_hash)."""
+    """The hash of what a release applies: the compose file, the .env and the proxy route beside them (as
+    vpskit/server/history.py files_hash computes it: the files one after the other)."""
     d = q(app_dir)
     return (f"{{ cat {d}/docker-compose.yml {d}/.env; cat {d}/proxy-route.caddy 2>/dev/null; }} "
             "| sha256sum | cut -c1-64")
@@ -71,7 +73,7 @@ def files_hash(app_dir: str) -> str:
 
 @dataclass(frozen=True)
 class Release:
-    """One release attempt as the deploy asks the server for it (files/release.sh start)."""
+    """One release attempt as the deploy asks the server for it (vpskit-server release start)."""
 
     app_dir: str
     attempt: str  # unique id of the attempt: its log and status files on the server
@@ -89,17 +91,27 @@ class Release:
 
 def release_start(r: Release) -> str:
     """Starts the release detached on the server (it finishes without this SSH session) and follows its log;
-    exits with its status."""
-    cmd = (f"{q(r.app_dir)}/bin/release.sh start {q(r.app_dir)} {q(r.attempt)} {q(r.version)} {int(r.timeout)} "
-           f"{int(r.keep)} {int(r.drain)} {int(r.lock_wait)} {q(r.files_hash)} {q(r.who)}")
-    return cmd + (f" {q(','.join(r.migrate))}" if r.migrate else "")
+    exits with its status (vpskit/server/release.py)."""
+    cmd = (f"{q(r.app_dir)}/bin/vpskit-server release start --app-dir {q(r.app_dir)} --attempt {q(r.attempt)} "
+           f"--version {q(r.version)} --hash {q(r.files_hash)} --who {q(r.who)}"
+           f"{_attempt_options(r.timeout, r.keep, r.drain, r.lock_wait)}")
+    return cmd + (f" --migrate {q(','.join(r.migrate))}" if r.migrate else "")
 
 
 def release_rollback(app_dir: str, target: int, who: str, timeout: int, keep: int, drain: int, lock_wait: int) -> str:
     """Releases kept release number `target` again (compose file, .env with today's secrets, and route), the same
     way as a deploy."""
-    return (f"{q(app_dir)}/bin/release.sh rollback {q(app_dir)} {int(target)} {int(timeout)} {int(keep)} "
-            f"{int(drain)} {int(lock_wait)} {q(who)}")
+    return (f"{q(app_dir)}/bin/vpskit-server release rollback --app-dir {q(app_dir)} --to {int(target)} "
+            f"--who {q(who)}{_attempt_options(timeout, keep, drain, lock_wait)}")
+
+
+def release_list(app_dir: str) -> str:
+    """The release log and the releases kept for rollback (reads only)."""
+    return f"{q(app_dir)}/bin/vpskit-server release list --app-dir {q(app_dir)}"
+
+
+def _attempt_options(timeout: int, keep: int, drain: int, lock_wait: int) -> str:
+    return f" --timeout {int(timeout)} --keep {int(keep)} --drain {int(drain)} --lock-wait {int(lock_wait)}"
 
 
 def release_history(app_dir: str) -> str:
@@ -115,7 +127,7 @@ def release_history(app_dir: str) -> str:
 def applied_migrations(app_dir: str) -> str:
     """One line `migration NAME` per Payload migration recorded in the app's database (payload_migrations);
     nothing when the db service is not running or the table does not exist yet."""
-    sql = "select name from payload_migrations order by id"
+    sql = APPLIED_MIGRATIONS_SQL
     local = f'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c {q(sql)}'
     # An external database (DATABASE_URL: .env holds libpq's PGHOST) through the stack's client container.
     external = "grep -q '^PGHOST=' .env 2>/dev/null && " \

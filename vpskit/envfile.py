@@ -12,6 +12,7 @@ from dotenv import dotenv_values
 from vpskit.database import ExternalDatabase
 from vpskit.media import MediaStore
 from vpskit.offsite import SECRET_KEYS
+from vpskit.server.history import SECRETS_HEADER
 from vpskit.settings import SettingsError
 
 REQUIRED = {
@@ -23,13 +24,13 @@ GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_u
 KIT_PREFIX = "VPSKIT_"
 
 
-# Names that hold a secret. A rollback keeps their current values (files/release.sh): a secret rotated because it
-# leaked never comes back from an older release's copy. DATABASE_URI/URL carry the database password.
+# Names that hold a secret. A rollback keeps their current values (vpskit/server/history.py): a secret rotated
+# because it leaked never comes back from an older release's copy. DATABASE_URI/URL carry the database password.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY|_KEY$|"
                          r"^DATABASE_UR[IL]$")
 # The server's .env names them in its header (templates/.env), for the server scripts and the next deploy.
 OPERATOR_HEADER = "# vpskit operator keys:"
-SECRET_HEADER = "# vpskit secret keys:"  # noqa: S105 - a comment line, not a secret
+SECRET_HEADER = SECRETS_HEADER  # the server program reads it back (a rollback keeps today's secrets)
 NOTIFY = "NOTIFY_URL"
 
 

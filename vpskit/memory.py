@@ -17,11 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vpskit.server.proxy import CONTAINER
+
 # What the server itself needs beside the containers' limits: kernel buffers outside MemTotal aside, systemd,
 # journald, sshd, dockerd, containerd and one shim per container (measured on a 1 GB test VPS, idle: see
 # bench/small_server.py), with room for a pyinfra session and apt.
 SYSTEM_MB = 160
-PROXY = "vpskit-proxy"  # the bundled proxy's container and compose project (proxy.CONTAINER is this)
+PROXY = CONTAINER  # the bundled proxy's container and compose project (vpskit/server/proxy.py)
 PROXY_MB = 64  # the bundled proxy's limit (templates/proxy/docker-compose.yml is rendered with it)
 _UNITS = {"b": 1 / 2**20, "k": 1 / 2**10, "m": 1, "g": 2**10}
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmg])$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import secrets
+import shlex
 import sys
 from dataclasses import dataclass, replace
 from io import BytesIO
@@ -12,10 +13,11 @@ from io import BytesIO
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
-from vpskit import commands, health, images, proxy
+from vpskit import commands, images, proxy
 from vpskit import rolling as rollout
 from vpskit import shipping as ship
 from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, SshServerPort, UfwStatus
+from vpskit.server import health, history
 
 
 @operation()
@@ -109,7 +111,7 @@ class ManagedFile:
 
 
 @operation()
-def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
+def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", remove: tuple[str, ...] = ()):
     """
     Put many small files on the server in one step: a single fact reads every file's sha256, mode and
     owner, and only the files that differ are uploaded. No content is ever shown (not even with --diff).
@@ -122,6 +124,7 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
     + staging: the private upload directory (mode 700), best on the same filesystem as the secrets, so
       that the final move is a rename
     + user: the SSH user, who owns ``staging`` (uploads go over SFTP as that user, before sudo)
+    + remove: paths that must not exist (files an older version shipped), removed where they do
 
     **Example:**
 
@@ -130,7 +133,7 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
         files_in_place(name="App files", files=[ManagedFile("/opt/app/.env", text, "600", "deploy", "deploy")],
                        staging="/opt/app/.upload", user="deploy", _sudo=True)
     """
-    states = host.get_fact(FileStates, paths=tuple(f.path for f in files))
+    states = host.get_fact(FileStates, paths=tuple(f.path for f in files) + tuple(remove))
     run = secrets.token_hex(4)  # two deploys at once upload side by side, never into each other's files
     changed = 0
     for f in files:
@@ -145,6 +148,10 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root"):
             changed += 1
         elif (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0", f.user, f.group):
             yield f"chown {f.user}:{f.group} {f.path} && chmod {f.mode} {f.path}"
+            changed += 1
+    for path in remove:
+        if states.get(path) is not None:
+            yield f"rm -f {shlex.quote(path)}"
             changed += 1
     if not changed:
         host.noop(f"{len(files)} files up to date")
@@ -283,9 +290,9 @@ def stack_applied(release: commands.Release, project: str, images_by_service: di
     stack = host.get_fact(ComposeStack, app_dir=release.app_dir, project=project,
                           refs=tuple(images_by_service.values()))
     if stack.get("last"):
-        when, version, _config, who, result, seconds, reason = (stack["last"].split("\t") + [""] * 7)[:7]
-        logger.info(f"{host.print_prefix}last release attempt: {version} ({result}, {seconds}s, {when}, "
-                    f"{who}){'' if reason in ('', '-') else ': ' + reason}")
+        last = history.LogLine.parse(stack["last"])
+        logger.info(f"{host.print_prefix}last release attempt: {last.version} ({last.result}, {last.seconds}s, "
+                    f"{last.at}, {last.who}){'' if last.reason in ('', '-') else ': ' + last.reason}")
     reasons = []
     if not stack["applied"] or release.files_hash != stack["applied"]:
         reasons.append("configuration changed" if stack["applied"] else "not deployed yet")
@@ -327,7 +334,7 @@ def rolled_back(app_dir: str, target: int | None, who: str, timeout: int, keep: 
 
     + app_dir: the app's directory on the server
     + target: the number of the release serving there before this run (None: there was none to go back to)
-    + who, timeout, keep, drain, lock_wait: as for a release (files/release.sh rollback)
+    + who, timeout, keep, drain, lock_wait: as for a release (vpskit-server release rollback)
     """
     if not rollout.must_go_back(host.name):  # always so while the run is planned: nothing to predict
         return

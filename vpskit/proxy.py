@@ -1,5 +1,5 @@
 """The bundled proxy: one per server, shared by every app vpskit deploys there. Pure functions; the
-operation that applies them is operations.proxy_serving, the per-release switch is files/proxy.sh."""
+operation that applies them is operations.proxy_serving, the per-release switch is vpskit/server/proxy.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import shlex
 
 from vpskit import memory, settings
 from vpskit.render import render
+from vpskit.server.proxy import CONTAINER, PROXY_DIR
 
-DIR = "/opt/vpskit-proxy"  # fixed, whatever app_root: every app on the server must find the same proxy
-CONTAINER = memory.PROXY  # "vpskit-proxy": container, project, network (files/proxy.sh and the app template too)
+DIR = str(PROXY_DIR)  # fixed, whatever app_root: every app on the server must find the same proxy
 q = shlex.quote
 
 
@@ -122,9 +122,9 @@ CHANGED = "vpskit proxy: another deploy changed the proxy's ports meanwhile"  # 
 def up_command(files: dict[str, str], app: str, others: str, folder: str = DIR) -> str:
     """Writes the proxy's files (path relative to the folder -> text) and brings the proxy up; compose recreates
     it only when its compose file changed. A changed Caddyfile alone is reloaded, gracefully. Under the proxy's
-    lock (files/proxy.sh route_to takes it too), and only while the other apps' ports are the ones this plan saw
-    (`others`: others_digest), else it prints CHANGED and changes nothing. When compose cannot bring the proxy up
-    (a port taken), the files before come back (the next deploy tries again) and it exits non-zero with
+    lock (the server program's Proxy.route_to takes it too), and only while the other apps' ports are the ones this
+    plan saw (`others`: others_digest), else it prints CHANGED and changes nothing. When compose cannot bring the
+    proxy up (a port taken), the files before come back (the next deploy tries again) and it exits non-zero with
     compose's reason."""
     import base64
 

@@ -1,5 +1,6 @@
 """The releases kept on a server for rollback, and which one a rollback goes back to. The server keeps them
-numbered in the order they were made (files/common.sh: releases/index, `current`); a release of the same version
+numbered in the order they were made (releases/index and `current`, whose format lives in
+vpskit/server/history.py); a release of the same version
 with another configuration is a release of its own. Read by the ReleaseHistory fact; pure here.
 
     history = History.parse(lines)           # the fact's output
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vpskit.server.history import Entry
 from vpskit.settings import SettingsError
 
 
@@ -34,18 +36,17 @@ class History:
     def parse(cls, lines) -> History:
         """From the fact's lines: `current N`, then `release N<TAB>VERSION<TAB>CONFIG<TAB>FROM<TAB>TIME` per kept
         release; or, on a server whose releases an older vpskit kept (releases/<version>.yml), `current VERSION`
-        and `older VERSION` per release, oldest first, numbered 1, 2, ... here as files/common.sh
-        upgrade_releases numbers them."""
+        and `older VERSION` per release, oldest first, numbered 1, 2, ... here as the server program
+        numbers them (vpskit/server/history.py upgrade_older)."""
         current_text, kept, older = "", [], []
         for line in lines:
             kind, _, rest = line.partition(" ")
             if kind == "current":
                 current_text = rest.strip()
             elif kind == "release":
-                n, version, config, came_after, at = (rest.split("\t") + [""] * 5)[:5]
-                if n.strip().isdigit():
-                    kept.append(Release(int(n), version, config, int(came_after) if came_after.isdigit() else None,
-                                        at))
+                entry = Entry.parse(rest)
+                if entry is not None:
+                    kept.append(Release(entry.number, entry.version, entry.config, entry.came_after, entry.at))
             elif kind == "older" and rest.strip():
                 older.append(rest.strip())
         if older and not kept:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import secrets
 import time
 from functools import cache
@@ -44,6 +43,7 @@ from vpskit.operations import (
 )
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
+from vpskit.server import history
 
 ROOT = Path(__file__).resolve().parent.parent
 SUDO = {"_sudo": True}
@@ -160,7 +160,8 @@ def plan() -> dict:
 
 
 def docker_engine(s: dict) -> None:
-    """Docker Engine and the Compose v2 plugin from the distribution's packages, running and enabled."""
+    """Docker Engine and the Compose v2 plugin from the distribution's packages, running and enabled; python3 for
+    the server program."""
     distro = (host.get_fact(LinuxDistribution) or {}).get("name", "")
     if s["docker_source"] == "docker":
         packages = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
@@ -169,6 +170,7 @@ def docker_engine(s: dict) -> None:
         # Debian 13 splits the CLI out of docker.io; Ubuntu 24.04 ships it inside and names Compose v2 apart.
         packages = ["docker.io", "docker-compose-v2"] if distro == "Ubuntu" else [
             "docker.io", "docker-cli", "docker-compose"]
+    packages.append("python3")  # the server program (vpskit/server) runs the releases
     installed = host.get_fact(DebPackages) or {}
     missing = [p for p in packages if p not in installed]
     apt.packages(name="Install Docker Engine and Compose v2", packages=packages, update=bool(missing),
@@ -469,7 +471,7 @@ def stack(s: dict) -> None:
 
 def _files_hash(s: dict) -> str:
     r = s["rendered"]
-    return hashlib.sha256((r["docker-compose.yml"] + r[".env"] + r["proxy-route.caddy"]).encode()).hexdigest()
+    return history.files_hash(r["docker-compose.yml"], r[".env"], r["proxy-route.caddy"])
 
 
 @cache

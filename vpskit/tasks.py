@@ -12,8 +12,10 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "release.sh", "release-run.sh", "proxy.sh", "common.sh",
-           "offsite.sh", "drill.sh", "notify.sh", "media-swap.sh")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "common.sh", "offsite.sh", "drill.sh",
+           "notify.sh", "media-swap.sh", "vpskit-server")
+SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh")  # scripts an older vpskit shipped, replaced by vpskit-server
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -130,15 +132,24 @@ def offsite_files(s: dict, values: dict | None = None) -> list:
 def script_files(s: dict) -> list:
     from vpskit.operations import ManagedFile
 
-    return [ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
-            for name in SCRIPTS]
+    return [*(ManagedFile(f"{s['app_dir']}/bin/{name}", (ROOT / "files" / name).read_text(), "755")
+              for name in SCRIPTS),
+            *(ManagedFile(f"{s['app_dir']}/bin/vpskit_server/{p.name}", p.read_text())
+              for p in sorted(SERVER.glob("*.py")))]
+
+
+def server_program(s: dict) -> str:
+    """The server program's path on the server (files/vpskit-server, vpskit/server)."""
+    return f"{s['app_dir']}/bin/vpskit-server"
 
 
 def push(s: dict, name: str, files: list):
-    """files_in_place for this app: uploads land in its private staging folder, as the SSH user."""
+    """files_in_place for this app: uploads land in its private staging folder, as the SSH user; the scripts an
+    older vpskit shipped go."""
     from vpskit.operations import files_in_place
 
-    return files_in_place(name=name, files=files, staging=staging_dir(s), user=ssh_user(), **SUDO)
+    return files_in_place(name=name, files=files, staging=staging_dir(s), user=ssh_user(),
+                          remove=tuple(f"{s['app_dir']}/bin/{n}" for n in OBSOLETE), **SUDO)
 
 
 def ssh_user() -> str:

@@ -174,7 +174,7 @@ def test_release_applies_pending_migrations_first():
     cmds, _ = run(operations.stack_applied, facts, **STACK_ARGS, pending_migrations=("m2", "m3"))
     from tests.unit.test_operations import START
 
-    assert cmds[0].args == (START + " m2,m3",)  # the release checks each is recorded after the runner
+    assert cmds[0].args == (START + " --migrate m2,m3",)  # the release checks each is recorded after the runner
     assert run(operations.stack_applied, facts, **STACK_ARGS, pending_migrations=())[0] == []
 
 

@@ -1,11 +1,11 @@
-"""One definition of healthy: vpskit/health.py (the deploy's own check) and files/common.sh (release,
+"""One definition of healthy: vpskit/server/health.py (the deploy's own check) and files/common.sh (release,
 restore and health check on the server) agree on every container state, and no service is not healthy."""
 
 import itertools
 import subprocess
 from pathlib import Path
 
-from vpskit import health
+from vpskit.server import health
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUSES = ["created", "running", "restarting", "paused", "exited", "dead", "removing", "missing"]

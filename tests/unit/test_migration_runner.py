@@ -1,41 +1,44 @@
-"""The release's one run of the migration runner (files/common.sh run_migrations), run here with bash and a
-stand-in `docker` (review item 14): a runner that compose cannot even create reports compose's exit status and
-its message (it used to report exit 0: `if ! x=$(...); then STATUS=$?` reads the negation's status)."""
+"""The release's one run of the migration runner (vpskit/server/database.py run_migrations) against recorded
+docker answers (review item 14): a runner that compose cannot even create reports compose's exit status and
+its message (the shell version once reported exit 0), and a runner that ran reports its own status and output."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-COMMON = Path(__file__).resolve().parents[2] / "files" / "common.sh"
-
-DOCKER = """#!/bin/bash
-case "$*" in
-  "compose run -d migrate")
-    if [ "$STUB_CREATE" = fail ]; then echo "no such image: example-migrate:v2" >&2; exit 18; fi
-    echo runner1 ;;
-  "inspect -f {{.State.Status}} runner1") echo exited ;;
-  "logs -f runner1"|"logs runner1") echo "Migrated: 20261129_000000_initial" ;;
-  "wait runner1") echo 3 ;;
-esac
-"""
+from tests.unit.server_fakes import FakeEffects, World
+from vpskit.server.database import Database
+from vpskit.server.docker import Docker
+from vpskit.server.effects import Result
 
 
-def run(tmp_path, create: str) -> subprocess.CompletedProcess:
-    (tmp_path / "bin").mkdir(exist_ok=True)
-    (tmp_path / "bin" / "docker").write_text(DOCKER)
-    (tmp_path / "bin" / "docker").chmod(0o755)
-    script = f'. "{COMMON}"; run_migrations "{tmp_path}/out"; echo "STATUS=$STATUS"'
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
-                          env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "STUB_CREATE": create})
+def database(tmp_path: Path, w: World, fx: FakeEffects) -> Database:
+    (tmp_path / ".env").write_text("POSTGRES_USER=app\n")
+    return Database(Docker(fx), tmp_path)
 
 
 def test_a_runner_compose_cannot_create_reports_its_status_and_message(tmp_path):
-    out = run(tmp_path, "fail")
-    assert "STATUS=18" in out.stdout
-    assert "no such image: example-migrate:v2" in out.stderr
+    w = World()
+    fx = FakeEffects(w)
+    fx.compose = lambda a: Result(18, "", "no such image: example:v2\n") if a[:2] == ["run", "-d"] else Result(0)
+    status, output = database(tmp_path, w, fx).run_migrations()
+    assert status == 18 and "no such image: example:v2" in output
+    assert any("no such image" in s for s in w.said)
 
 
 def test_a_runner_that_ran_reports_its_own_exit_status_and_output(tmp_path):
-    out = run(tmp_path, "ok")
-    assert "STATUS=3" in out.stdout and "Migrated: 20261129_000000_initial" in (tmp_path / "out").read_text()
+    w = World(runner_output="Migrated: 20261129_000000_initial", runner_status=3)
+    fx = FakeEffects(w)
+    status, output = database(tmp_path, w, fx).run_migrations()
+    assert status == 3 and "Migrated: 20261129_000000_initial" in output
+    assert ("docker", "rm", "-f", "runner1") in w.calls  # the one-shot container goes
+
+
+def test_an_external_database_is_read_through_the_client_container(tmp_path):
+    w = World(applied=["m1", "m2"])
+    fx = FakeEffects(w)
+    db = database(tmp_path, w, fx)
+    assert db.applied_migrations() == ["m1", "m2"]
+    (tmp_path / ".env").write_text("PGHOST=db.example.com\n")
+    db.applied_migrations()
+    assert w.calls[-1][2:7] == ("run", "--rm", "-T", "--no-deps", "dbclient")

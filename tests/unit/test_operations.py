@@ -56,8 +56,8 @@ IMAGES = {**image_fact("example:v1", "sha256:app"), **image_fact("postgres:17", 
 FRESH_STACK = ComposeStack().default()
 RELEASE = commands.Release(app_dir="/opt/example", attempt="20261129T100000Z-abc123", version="v1",
                            files_hash="f1", who="ops on laptop", timeout=120, keep=3, drain=10, lock_wait=300)
-START = ("/opt/example/bin/release.sh start /opt/example 20261129T100000Z-abc123 v1 120 3 10 300 f1 "
-         "'ops on laptop'")
+START = ("/opt/example/bin/vpskit-server release start --app-dir /opt/example --attempt 20261129T100000Z-abc123 "
+         "--version v1 --hash f1 --who 'ops on laptop' --timeout 120 --keep 3 --drain 10 --lock-wait 300")
 STACK_ARGS = {"release": RELEASE, "project": "example",
               "images_by_service": {"app": "example:v1", "db": "postgres:17"}}
 
@@ -96,7 +96,7 @@ def test_files_rendered_here_but_not_yet_released_count_as_a_change():
 
     args = {**STACK_ARGS, "release": replace(RELEASE, files_hash="f9")}
     cmds, _ = run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **args)
-    assert cmds and cmds[0].args[0].startswith("/opt/example/bin/release.sh start /opt/example")
+    assert cmds and cmds[0].args[0].startswith("/opt/example/bin/vpskit-server release start --app-dir /opt/example")
     assert run(operations.stack_applied, {**stack_fact(HEALTHY), **IMAGES}, **STACK_ARGS)[0] == []
 
 
@@ -286,12 +286,12 @@ def test_firewall_as_desired_yields_nothing():
 
 def test_release_command_lines_quote_what_they_carry():
     line = commands.release_rollback("/opt/my app", 4, "Ann O'Neil on laptop", 180, 3, 10, 300)
-    assert line == ("'/opt/my app'/bin/release.sh rollback '/opt/my app' 4 180 3 10 300 "
-                    "'Ann O'\"'\"'Neil on laptop'")
+    assert line == ("'/opt/my app'/bin/vpskit-server release rollback --app-dir '/opt/my app' --to 4 "
+                    "--who 'Ann O'\"'\"'Neil on laptop' --timeout 180 --keep 3 --drain 10 --lock-wait 300")
     from dataclasses import replace
 
     assert commands.release_start(replace(RELEASE, migrate=("20261129_000000_initial",))) == (
-        START + " 20261129_000000_initial")
+        START + " --migrate 20261129_000000_initial")
 
 
 def proxy_fact(*lines: str):

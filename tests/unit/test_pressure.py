@@ -109,4 +109,4 @@ def test_a_service_stopped_outside_vpskit_is_started_again_by_the_timer_only(ser
 def test_a_stop_marks_the_app_stopped_on_purpose():
     command = commands.stop("/opt/example", "example", 60, ("stop",), "containers stopped")
     assert "> /opt/example/.vpskit-stopped" in command
-    assert "rm -f .vpskit-stopped" in (ROOT / "files" / "release-run.sh").read_text()
+    assert '(app_dir / ".vpskit-stopped").unlink(' in (ROOT / "vpskit" / "server" / "release.py").read_text()

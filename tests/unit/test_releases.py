@@ -1,14 +1,12 @@
 """Releases kept for rollback (review items 4, 8 and 10): numbered by attempt, so a settings-only release is a
 release of its own; what a rollback goes back to (vpskit/releases.py); today's secrets kept when an older
-release's .env comes back, and the kept copies scrubbed of rotated ones (files/common.sh, run here with bash on
-files); an older vpskit's releases numbered in the order the fact reads them; and `follow` when the release
-process ends without a result."""
+release's .env comes back (vpskit/server/history.py); an older vpskit's releases numbered in the order the fact
+reads them. The server's side of releases: tests/unit/test_server_release.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +15,8 @@ from vpskit import commands, envfile, settings
 from vpskit.facts import ReleaseHistory
 from vpskit.releases import History, Release
 from vpskit.render import render
+from vpskit.server.history import upgrade_older, with_current_secrets
 from vpskit.settings import SettingsError
-
-ROOT = Path(__file__).resolve().parents[2]
-COMMON, RELEASE = ROOT / "files" / "common.sh", ROOT / "files" / "release.sh"
 
 
 def history(*rows: tuple[int, str, int | None], current: int) -> History:
@@ -57,11 +53,6 @@ def fact(folder: Path) -> History:
     return ReleaseHistory().process(out.stdout.splitlines())
 
 
-def bash(folder: Path, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f'set -euo pipefail; . "{COMMON}"; {script}'], cwd=folder,
-                          capture_output=True, text=True, timeout=30)
-
-
 def test_the_releases_an_older_vpskit_kept_are_numbered_as_the_fact_reads_them(tmp_path):
     rel = tmp_path / "releases"
     rel.mkdir()
@@ -73,8 +64,8 @@ def test_the_releases_an_older_vpskit_kept_are_numbered_as_the_fact_reads_them(t
     before = fact(tmp_path)
     assert [(r.number, r.version) for r in before.releases] == [(1, "v1"), (2, "2"), (3, "v3")]
     assert before.current == 2 and before.rollback_target().version == "v1"
-    out = bash(tmp_path, "upgrade_releases && upgrade_releases")  # once only
-    assert out.returncode == 0, out.stderr
+    upgrade_older(rel, tmp_path / "current")
+    upgrade_older(rel, tmp_path / "current")  # once only
     after = fact(tmp_path)
     assert after == History(tuple(Release(r.number, r.version, "-", r.came_after, after.releases[i].at)
                                   for i, r in enumerate(before.releases)), 2)
@@ -94,53 +85,15 @@ def test_an_older_releases_env_comes_back_with_todays_secrets(tmp_path):
            "NEW_API_KEY": "k2"}
     (tmp_path / "old.env").write_text(server_env(old))
     (tmp_path / ".env").write_text(server_env(now))
-    out = bash(tmp_path, "with_current_secrets old.env .env")
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    out = with_current_secrets((tmp_path / "old.env").read_text(), (tmp_path / ".env").read_text())
+    lines = out.splitlines()
     values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
     assert values["PAYLOAD_SECRET"] == f'"{"rotated" * 6}"'  # today's secret, never the leaked one
     assert values["SMTP_HOST"] == '"old-mail"'  # the release's own settings
     assert values["NEW_API_KEY"] == '"k2"' and values["GONE_TOKEN"] == '"t"'
-    assert "leaked" not in out.stdout
+    assert "leaked" not in out
     # Today's header, once, before the variables.
     assert [ln for ln in lines if ln.startswith("# vpskit ")] == [
         ln for ln in (tmp_path / ".env").read_text().splitlines() if ln.startswith("# vpskit ")]
     assert lines.index(next(ln for ln in lines if ln.startswith(envfile.SECRET_HEADER))) < lines.index(
         next(ln for ln in lines if ln.startswith("PAYLOAD_SECRET=")))
-
-
-def test_the_header_the_shell_reads_is_the_one_python_writes():
-    assert f"SECRETS_HEADER='{envfile.SECRET_HEADER}'" in COMMON.read_text()
-
-
-def test_follow_records_a_release_whose_process_ended_without_a_result(tmp_path):
-    attempts = tmp_path / "releases" / "attempts"
-    (attempts / "A9").mkdir(parents=True)
-    (attempts / "A9.log").write_text("vpskit release: started example-app-2\n")
-    (attempts / "A9" / "params").write_text("VERSION=v7\nHASH=abcdef0123456789\nWHO=ann\nKIND=release\n")
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    (attempts / "A9.pid").write_text(f"{gone.pid}\n")  # the process is gone and wrote no status
-    start = time.monotonic()
-    out = subprocess.run(["bash", str(RELEASE), "follow", str(tmp_path), "A9"], capture_output=True, text=True,
-                         timeout=30)
-    assert out.returncode == 1 and time.monotonic() - start < 10
-    assert "started example-app-2" in out.stderr
-    assert "release attempt A9 ended without a result" in out.stderr
-    log = (tmp_path / "releases" / "log").read_text().split("\t")
-    assert log[1:5] == ["v7", "abcdef012345", "ann", "release:failed"]
-    assert (attempts / "A9.status").read_text() == "1\n"
-
-
-def test_follow_stops_following_after_its_limit_while_the_release_goes_on(tmp_path):
-    attempts = tmp_path / "releases" / "attempts"
-    attempts.mkdir(parents=True)
-    running = subprocess.Popen(["sleep", "60"])
-    try:
-        (attempts / "A8.pid").write_text(f"{running.pid}\n")
-        out = subprocess.run(["bash", str(RELEASE), "follow", str(tmp_path), "A8", "3"], capture_output=True,
-                             text=True, timeout=30)
-    finally:
-        running.kill()
-    assert out.returncode == 1 and "still running on the server after 3s: stopped following it" in out.stderr
-    assert not (attempts / "A8.status").exists()

@@ -1,5 +1,6 @@
-"""What "healthy" means, once. files/common.sh states the same rule for the server scripts (release,
-restore, health check); tests/unit/test_health.py runs both over every state and fails if they differ."""
+"""What "healthy" means, once: for the server program's waits and for the deploy's own check (vpskit.operations
+reads it from here). files/common.sh still states it for health-check.sh and restore.sh (is_healthy);
+tests/unit/test_health.py runs both over every state until those scripts move here too."""
 
 from __future__ import annotations
 

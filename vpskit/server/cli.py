@@ -1,0 +1,85 @@
+"""vpskit-server: the server program's command line (run as root by deploy.py and the tasks, over SSH).
+
+    vpskit-server release start --app-dir D --attempt ID --version V --hash H --who W [--timeout S] [--keep N]
+                                [--drain S] [--lock-wait S] [--migrate A,B]
+        release the files the deploy pushed to D/next (H: their sha256, so a push by another deploy in between is
+        seen); with --migrate, run the one-shot migrate service first and check that each is recorded afterwards
+    vpskit-server release rollback --app-dir D --to N --who W [--timeout ...]
+        release kept release N again, with today's secrets (tasks/rollback.py chooses N)
+    vpskit-server release follow --app-dir D --attempt ID [--seconds S]
+        print a release's log as it grows; exit with its status
+    vpskit-server release list --app-dir D     the release log, then the releases kept for rollback
+    vpskit-server release run --app-dir D --attempt ID   (internal) the release itself, in a systemd unit
+
+A refusal is one line on stderr and exit status 1; a usage error exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .effects import Effects
+from .release import Releases, Run
+from .state import AttemptParams
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="vpskit-server")
+    groups = top.add_subparsers(dest="group", required=True)
+    release = groups.add_parser("release").add_subparsers(dest="command", required=True)
+
+    def attempt_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--who", required=True)
+        p.add_argument("--timeout", type=int, default=180)
+        p.add_argument("--keep", type=int, default=3)
+        p.add_argument("--drain", type=int, default=10)
+        p.add_argument("--lock-wait", type=int, default=300)
+
+    start = release.add_parser("start")
+    start.add_argument("--attempt", required=True)
+    start.add_argument("--version", required=True)
+    start.add_argument("--hash", required=True)
+    start.add_argument("--migrate", default="")
+    attempt_options(start)
+    back = release.add_parser("rollback")
+    back.add_argument("--to", type=int, required=True)
+    attempt_options(back)
+    follow = release.add_parser("follow")
+    follow.add_argument("--attempt", required=True)
+    follow.add_argument("--seconds", type=int, default=86400)
+    run = release.add_parser("run")
+    run.add_argument("--attempt", required=True)
+    listed = release.add_parser("list")
+    for p in (start, back, follow, run, listed):
+        p.add_argument("--app-dir", required=True, type=Path)
+    return top
+
+
+def main(argv: list[str], program: Path) -> int:
+    args = parser().parse_args(argv)
+    fx = Effects()
+    if not args.app_dir.is_dir():
+        fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
+        return 1
+    os.chdir(args.app_dir)  # compose reads the app's folder
+    releases = Releases(args.app_dir, fx, program)
+    if args.command == "run":
+        return Run(args.app_dir, args.attempt, fx).main()
+    if args.command == "follow":
+        return releases.follow(args.attempt, args.seconds)
+    if args.command == "list":
+        return releases.list()
+    params = AttemptParams(version=getattr(args, "version", "?"), files_hash=getattr(args, "hash", ""),
+                           who=args.who, timeout=args.timeout, keep=args.keep, drain=args.drain,
+                           lock_wait=args.lock_wait,
+                           migrate=tuple(m for m in getattr(args, "migrate", "").split(",") if m))
+    if args.command == "start":
+        return releases.start(args.attempt, params)
+    return releases.rollback(args.to, params)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], Path(sys.argv[0]).resolve()))

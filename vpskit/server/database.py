@@ -1,0 +1,63 @@
+"""The app's database as the server program reads it: its own db service, or an external one (DATABASE_URL in
+the operator's .env: then the app's .env holds libpq's PGHOST and the rest) through a one-off client
+container. No secret is on a command line: libpq reads them from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .docker import Docker
+
+# The Payload migrations recorded in the database, in order (the client's fact asks the same: vpskit/commands.py).
+APPLIED_MIGRATIONS_SQL = "select name from payload_migrations order by id"
+
+
+def is_external(env_text: str) -> bool:
+    """An external database: the .env vpskit writes holds libpq's PGHOST."""
+    return any(line.startswith("PGHOST=") for line in env_text.splitlines())
+
+
+class Database:
+    def __init__(self, docker: Docker, app_dir: Path):
+        self.d, self.app_dir = docker, app_dir
+
+    def external(self) -> bool:
+        env = self.app_dir / ".env"
+        return env.exists() and is_external(env.read_text())
+
+    def sh(self, script: str):
+        """SCRIPT run by sh with PGUSER and PGDATABASE naming the app's database."""
+        if self.external():
+            return self.d.compose("run", "--rm", "-T", "--no-deps", "dbclient", "sh", "-c", script)
+        return self.d.compose("exec", "-T", "db", "sh", "-c",
+                              'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; ' + script)
+
+    def applied_migrations(self) -> list[str]:
+        """The migrations recorded, in order; nothing when there is no database (or table) yet."""
+        r = self.sh(f'psql -XAt -c "{APPLIED_MIGRATIONS_SQL}"')
+        return r.out.split() if r.ok else []
+
+    def run_migrations(self) -> tuple[int, str]:
+        """One run of the app's one-shot `migrate` service: (its exit status, its output), the output also in the
+        log. Detached: its output is read from its log and its status from `docker wait`, neither through
+        compose's attach (an attached run was once seen to lose its output under load)."""
+        fx = self.d.fx
+        made = self.d.compose("run", "-d", "migrate")
+        if not made.ok:
+            fx.say((made.err + made.out).rstrip())
+            return made.code or 1, made.err + made.out
+        runner = made.out.strip().splitlines()[-1]
+        # A runner still in "created" has an empty log and `docker wait` answers 0 at once: it would pass for a
+        # run that applied everything.
+        if self.d.inspect(runner, "{{.State.Status}}") == "created":
+            fx.run("docker", "start", runner)
+        code, output = fx.stream("docker", "logs", "-f", runner)
+        waited = fx.run("docker", "wait", runner)
+        status = int(waited.out.strip()) if waited.out.strip().isdigit() else (waited.code or 1)
+        if not output.strip():
+            again = fx.run("docker", "logs", runner)
+            output = again.out + again.err
+            if output.strip():
+                fx.say(output.rstrip())
+        fx.run("docker", "rm", "-f", runner)
+        return status, output

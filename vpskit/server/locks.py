@@ -1,0 +1,59 @@
+"""Locks held across processes with flock(2), so shell (restore.sh, tasks/stop.py's command, the proxy's port
+changes) and this program exclude each other on the same files."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from .effects import Effects
+from .history import now_utc
+
+
+class Lock:
+    """An exclusive flock on `path`, waited for up to `seconds` (saying who holds it every 10 s). The holder's
+    description is written beside it (PATH.holder) for whoever waits next."""
+
+    def __init__(self, path: Path, fx: Effects):
+        self.path, self.fx, self.fd = path, fx, -1
+
+    def take(self, seconds: int, what: str, label: str = "the app's lock") -> str:
+        """"" once held; else the one-line refusal (nothing was changed)."""
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        start = self.fx.clock()
+        said = None
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            waited = int(self.fx.clock() - start)
+            holder = self.holder()
+            if waited >= seconds:
+                os.close(self.fd)
+                self.fd = -1
+                return (f"another operation on this app still holds its lock after {seconds}s ({holder}): nothing "
+                        "was changed; run this again when it has finished")
+            if said is None or waited - said >= 10:
+                self.fx.say(f"vpskit: waiting for {label}, held by {holder} ({waited}s of {seconds}s)")
+                said = waited
+            self.fx.sleep(0.5)
+        self.holder_path().write_text(f"{what}, since {now_utc()}\n")
+        return ""
+
+    def holder_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".holder")
+
+    def holder(self) -> str:
+        try:
+            return self.holder_path().read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
