@@ -149,7 +149,7 @@ def test_a_port_taken_on_the_server_stops_the_deploy_before_anything_changes(sit
 
 def test_rollback_task_switches_back_without_a_failed_request(site, testbed):
     before = serving(site)
-    listed = site["vps"].ssh(f"sudo {APP_DIR}/bin/release.sh list {APP_DIR}").stdout
+    listed = site["vps"].ssh(f"sudo {APP_DIR}/bin/vpskit-server release list --app-dir {APP_DIR}").stdout
     if before == site["good"] or site["good"] not in listed:
         pytest.fail(f"needs a release after {site['good']} to go back from (releases: {listed})")
     with Traffic(site["base"], site["token"]) as traffic:
