@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, replace
 from io import BytesIO
 
+import gevent.hub
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, operation
 
@@ -18,6 +19,10 @@ from vpskit import rolling as rollout
 from vpskit import shipping as ship
 from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, SshServerPort, UfwStatus
 from vpskit.server import health, history
+
+# A refusal raised while operations run (a port taken on the server) is one line: pyinfra prints it as "Operation
+# error in ...: <message>" and exits 1; gevent would print the greenlet's traceback above it first.
+gevent.hub.Hub.NOT_ERROR = (*gevent.hub.Hub.NOT_ERROR, OperationError)
 
 
 @operation()
