@@ -322,6 +322,8 @@ def artifacts(s: dict) -> None:
         ManagedFile(f"{app}/next/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
         ManagedFile(f"{app}/next/.env", s["rendered"][".env"], "600", user, user),
         ManagedFile(f"{app}/next/proxy-route.caddy", s["rendered"]["proxy-route.caddy"]),
+        # Whose files these are: a deploy whose own files another replaced meanwhile names it when it stops.
+        ManagedFile(f"{app}/next/origin", f"{s['app_version']}\t{tasks.who()}\n"),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
         *tasks.script_files(s),
         *s["offsite"].files(),

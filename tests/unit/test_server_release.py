@@ -251,7 +251,10 @@ def test_start_refuses_files_replaced_by_another_deploy_naming_its_version(tmp_p
     (app / "next" / "docker-compose.yml").write_text(compose("v9"))  # another deploy pushed after this one
     p = AttemptParams(version="v2", files_hash="f" * 64, who="ann")
     assert releases(app, w).start("A2", p) == 1
-    assert any("replaced on the server by another deploy (of version v9)" in s for s in w.said)
+    assert any("replaced on the server by another deploy (version v9) before" in s for s in w.said)
+    (app / "next" / "origin").write_text("v9\tbob on ci\n")
+    assert releases(app, w).start("A2", p) == 1
+    assert "another deploy (version v9 by bob on ci) before this release began: nothing was changed" in w.said[-1]
     assert not Layout(app).attempt_dir("A2").exists() and (app / "docker-compose.yml").read_text() == compose("v1")
 
 

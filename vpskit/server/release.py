@@ -526,10 +526,9 @@ class Releases:
         d = snapshot(lay, attempt, nxt / "docker-compose.yml", nxt / ".env", nxt / "proxy-route.caddy")
         if history.dir_hash(d) != params.files_hash:
             shutil.rmtree(d, ignore_errors=True)
-            there = app_version((nxt / "docker-compose.yml").read_text())
             return self.die(f"the files of version {params.version} were replaced on the server by another deploy "
-                            f"(of version {there or 'unknown'}) before this release began: nothing was changed by "
-                            "this run; run the deploy again once the other deploy has ended")
+                            f"({pushed_by(nxt)}) before this release began: nothing was changed by this run; run "
+                            "the deploy again once the other deploy has ended")
         write_json(lay.params(attempt), params.to_json())
         self.launch(attempt)
         return self.follow(attempt, follow_limit(params.lock_wait, params.timeout, params.drain))
@@ -652,6 +651,17 @@ def _not_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def pushed_by(nxt: Path) -> str:
+    """Whose files are in next/ now: "version V by WHO" (next/origin, pushed with them), or the version their
+    compose file names."""
+    origin = nxt / "origin"
+    if origin.exists():
+        version, _, who = origin.read_text().strip().partition("\t")
+        if version:
+            return f"version {version} by {who or 'someone'}"
+    return f"version {app_version((nxt / 'docker-compose.yml').read_text()) or 'unknown'}"
 
 
 def app_version(compose: str) -> str:
