@@ -113,6 +113,7 @@ class ManagedFile:
     mode: str = "644"
     user: str = "root"
     group: str = "root"
+    together: str = ""  # files with the same name here go in place as one: all or none of this run's
 
 
 @operation()
@@ -131,6 +132,10 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", r
     + user: the SSH user, who owns ``staging`` (uploads go over SFTP as that user, before sudo)
     + remove: paths that must not exist (files an older version shipped), removed where they do
 
+    Files marked ``together`` (a release's compose file, .env, route) are a set: when one differs, all are
+    uploaded, and they are moved into place in one command under a lock, so two deploys at once leave one
+    deploy's whole set, never a mix.
+
     **Example:**
 
     .. code:: python
@@ -140,20 +145,35 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", r
     """
     states = host.get_fact(FileStates, paths=tuple(f.path for f in files) + tuple(remove))
     run = secrets.token_hex(4)  # two deploys at once upload side by side, never into each other's files
+
+    def differs(f: ManagedFile) -> bool:
+        now = states.get(f.path)
+        return now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest()
+
+    sets = {f.together for f in files if f.together and differs(f)}
+    moves: dict[str, list[tuple[str, str]]] = {}
     changed = 0
     for f in files:
         now = states.get(f.path)
-        if now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest():
+        if differs(f) or f.together in sets:
             if not changed:
                 yield commands.private_dir(staging, user)
             part = f"{staging}/{run}-{changed}"
             yield FileUploadCommand(BytesIO(f.content.encode()), f"{part}.new", remote_temp_filename=f"{part}.part")
-            yield (f"chown {f.user}:{f.group} {part}.new && chmod {f.mode} {part}.new && "
-                   f"mkdir -p -m 755 {posixpath.dirname(f.path)} && mv -f {part}.new {f.path}")
+            place = (f"chown {f.user}:{f.group} {part}.new && chmod {f.mode} {part}.new && "
+                     f"mkdir -p -m 755 {posixpath.dirname(f.path)}")
+            if f.together:
+                moves.setdefault(f.together, []).append((f"{part}.new", f.path))
+                yield place
+            else:
+                yield f"{place} && mv -f {part}.new {f.path}"
             changed += 1
         elif (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0", f.user, f.group):
             yield f"chown {f.user}:{f.group} {f.path} && chmod {f.mode} {f.path}"
             changed += 1
+    for name, pairs in moves.items():
+        lock = shlex.quote(f"{posixpath.dirname(pairs[0][1])}/.{name}.lock")
+        yield f"( flock -w 120 9 && {' && '.join(f'mv -f {a} {b}' for a, b in pairs)} ) 9>{lock}"
     for path in remove:
         if states.get(path) is not None:
             yield f"rm -f {shlex.quote(path)}"

@@ -319,11 +319,12 @@ def artifacts(s: dict) -> None:
     user = tasks.ssh_user()
     app = s["app_dir"]
     managed = [
-        ManagedFile(f"{app}/next/docker-compose.yml", s["rendered"]["docker-compose.yml"]),
-        ManagedFile(f"{app}/next/.env", s["rendered"][".env"], "600", user, user),
-        ManagedFile(f"{app}/next/proxy-route.caddy", s["rendered"]["proxy-route.caddy"]),
-        # Whose files these are: a deploy whose own files another replaced meanwhile names it when it stops.
-        ManagedFile(f"{app}/next/origin", f"{s['app_version']}\t{tasks.who()}\n"),
+        # The next release's files, as one set (two deploys at once leave one deploy's, never a mix); `origin`
+        # says whose they are, so a deploy whose files another replaced meanwhile names it when it stops.
+        ManagedFile(f"{app}/next/docker-compose.yml", s["rendered"]["docker-compose.yml"], together="next"),
+        ManagedFile(f"{app}/next/.env", s["rendered"][".env"], "600", user, user, together="next"),
+        ManagedFile(f"{app}/next/proxy-route.caddy", s["rendered"]["proxy-route.caddy"], together="next"),
+        ManagedFile(f"{app}/next/origin", f"{s['app_version']}\t{tasks.who()}\n", together="next"),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
         *tasks.script_files(s),
         *s["offsite"].files(),

@@ -329,3 +329,25 @@ def test_proxy_refuses_a_port_another_program_holds_and_changes_nothing():
     with pytest.raises(OperationError, match="port 3001 is already in use on the server by another program"):
         run(operations.proxy_serving, facts, app="example", ports=("127.0.0.1:3001:3001",), image="caddy:2",
             caddyfile="{}")
+
+
+def test_a_release_set_goes_in_place_whole_in_one_locked_command():
+    """Two deploys at once must leave one deploy's whole set of release files, never a mix that matches neither:
+    one file of the set differing uploads all of it, moved in one command under a lock."""
+    import hashlib
+
+    from vpskit.operations import ManagedFile
+
+    compose = ManagedFile("/opt/example/next/docker-compose.yml", "image: example:v2\n", together="next")
+    env = ManagedFile("/opt/example/next/.env", "A=1\n", "600", "deploy", "deploy", together="next")
+    script = ManagedFile("/opt/example/bin/x.sh", "#!/bin/sh\n", "755")
+    same = {f.path: {"sha256": hashlib.sha256(f.content.encode()).hexdigest(), "mode": f.mode, "user": f.user,
+                     "group": f.group} for f in (compose, env, script)}
+    assert files_in_place([compose, env, script], same) == []
+    cmds = files_in_place([compose, env, script], {**same, compose.path: None})  # only the compose file differs
+    uploads = [c for c in cmds if type(c).__name__ == "FileUploadCommand"]
+    assert len(uploads) == 2  # the .env too: the set goes whole
+    last = cmds[-1]
+    assert last.startswith("( flock -w 120 9 && mv -f ") and last.endswith(") 9>/opt/example/next/.next.lock")
+    assert last.count("mv -f") == 2 and "/opt/example/next/.env" in last
+    assert not any("mv -f" in c for c in cmds[:-1] if isinstance(c, str))
