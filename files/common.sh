@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # What vpskit's server scripts share, sourced by restore.sh, backup.sh, drill.sh, offsite.sh and health-check.sh
-# (releases are the server program's: vpskit/server).
-#
+# (releases are the server program's: vpskit/server, beside these scripts as vpskit-server).
+
+VPSKIT_SERVER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vpskit-server"
+
 # Health: a healthy stack (used in the app's folder). vpskit/server/health.py states the same rule for the
-# server program and the deploy; a unit test keeps the two in step until these scripts move there too. A service is healthy when its
-# container is running and, if it has a healthcheck, reports "healthy". A stack is healthy when it has at
-# least one service and every service is healthy.
+# server program and the deploy; a unit test keeps the two in step until these scripts move there too. A
+# service is healthy when its container is running and, if it has a healthcheck, reports "healthy". A stack
+# is healthy when it has at least one service and every service is healthy.
 
 service_state() { # service_state SERVICE -> STATUS/HEALTH, e.g. running/healthy, exited/none; or missing
   local id
@@ -107,23 +109,9 @@ backup_names() { # backup_names BACKUP_ROOT
   done
 }
 
-# Retention, one rule for the backups here (backup.sh) and the offsite copies (offsite.sh): of the backup names
-# on stdin, the newest of each of the last DAILY days, WEEKLY ISO weeks and MONTHLY months survive, and so do
-# every backup of the 24 hours before NOW (a pre-update backup next to the daily one) and the newest one.
-stamp() { date -u -d "${1:0:4}-${1:4:2}-${1:6:2} ${1:9:2}:${1:11:2}:${1:13:2}" +%s; }
-gfs_keep() { # gfs_keep NOW DAILY WEEKLY MONTHLY < names -> the names kept, newest first
-  local recent b d w m keep newest=1 days=0 weeks=0 months=0
-  local -A day_seen=() week_seen=() month_seen=()
-  recent=$(( $(stamp "$1") - 86400 ))
-  while read -r b; do
-    d=${b:0:8} w=$(date -u -d "${b:0:8}" +%G%V) m=${b:0:6} keep=$newest newest=0
-    [ "$(stamp "$b")" -gt "$recent" ] && keep=1
-    if [ -z "${day_seen[$d]:-}" ] && [ "$days" -lt "$2" ]; then day_seen[$d]=1; days=$((days + 1)); keep=1; fi
-    if [ -z "${week_seen[$w]:-}" ] && [ "$weeks" -lt "$3" ]; then week_seen[$w]=1; weeks=$((weeks + 1)); keep=1; fi
-    if [ -z "${month_seen[$m]:-}" ] && [ "$months" -lt "$4" ]; then month_seen[$m]=1; months=$((months + 1)); keep=1; fi
-    if [ "$keep" = 1 ]; then echo "$b"; fi
-  done < <(sort -ru)
-}
+# Retention, one rule for the backups here (backup.sh) and the offsite copies (offsite.sh), in the server program
+# (vpskit/server/backups.py): of the backup names on stdin, those kept, newest first.
+gfs_keep() { "$VPSKIT_SERVER" backups keep "$@"; }  # gfs_keep NOW DAILY WEEKLY MONTHLY < names
 
 human_size() { # human_size BYTES: "12 kB" below a MB, else "3.4 MB"
   awk -v b="$1" 'BEGIN {if (b < 1048576) printf "%d kB", (b + 1023) / 1024; else printf "%.1f MB", b / 1048576}'

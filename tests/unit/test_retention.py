@@ -1,5 +1,6 @@
-"""The retention rule of files/common.sh (gfs_keep), which prunes the backups on the server and the offsite
-copies alike, against the rule written out here: over a simulated calendar with irregular backups."""
+"""The retention rule (vpskit/server/backups.py gfs_keep), which prunes the backups on the server (backup.sh) and
+the offsite copies (offsite.sh) alike, both through `vpskit-server backups keep`: calendars worked out by hand,
+and what must hold on any calendar."""
 
 from __future__ import annotations
 
@@ -10,38 +11,49 @@ from pathlib import Path
 
 import pytest
 
+from vpskit.server.backups import gfs_keep
+
 COMMON = Path(__file__).resolve().parents[2] / "files" / "common.sh"
 
 
-def gfs_keep(now: str, names: list[str], daily: int, weekly: int, monthly: int) -> list[str]:
-    out = subprocess.run(["bash", "-c", f'. "{COMMON}" && gfs_keep "$@"', "gfs_keep", now, str(daily), str(weekly),
-                          str(monthly)], input="\n".join(names) + "\n", capture_output=True, text=True, check=True)
-    return out.stdout.split()
+def test_the_newest_of_each_day_and_everything_of_the_last_24_hours():
+    names = ["20261201T031500Z", "20261202T031500Z", "20261203T031500Z", "20261203T150000Z",  # pre-update
+             "20261204T031500Z", "20261204T120000Z"]
+    assert gfs_keep("20261204T120000Z", names, 2, 0, 0) == ["20261204T120000Z", "20261204T031500Z",
+                                                           "20261203T150000Z"]
+    # With 3 days: the 3rd is Dec 2; Dec 3's earlier backup is neither its day's newest nor within 24 hours.
+    assert gfs_keep("20261204T120000Z", names, 3, 0, 0) == ["20261204T120000Z", "20261204T031500Z",
+                                                           "20261203T150000Z", "20261202T031500Z"]
 
 
-def expected(now: dt.datetime, times: list[dt.datetime], daily: int, weekly: int, monthly: int) -> set[dt.datetime]:
-    keep, days, weeks, months = {max(times)}, set(), set(), set()
-    for t in sorted(times, reverse=True):
-        if t > now - dt.timedelta(hours=24):
-            keep.add(t)
-        for seen, key, limit in ((days, t.date(), daily), (weeks, t.isocalendar()[:2], weekly),
-                                 (months, (t.year, t.month), monthly)):
-            if key not in seen and len(seen) < limit:
-                seen.add(key)
-                keep.add(t)
-    return keep
+def test_weeks_and_months_reach_further_back_than_days():
+    names = ["20260915T031500Z", "20261030T031500Z", "20261031T031500Z", "20261117T031500Z", "20261124T031500Z",
+             "20261201T031500Z"]
+    # 1 day (Dec 1), 2 ISO weeks (Dec 1's week, Nov 24's week), 3 months (Dec, Nov's newest, Oct's newest).
+    assert gfs_keep("20261201T031500Z", names, 1, 2, 3) == ["20261201T031500Z", "20261124T031500Z",
+                                                           "20261031T031500Z"]
 
 
-@pytest.mark.parametrize(("daily", "weekly", "monthly", "seed"), [(7, 4, 6, 1), (3, 0, 2, 2), (1, 1, 1, 3),
-                                                                  (14, 8, 12, 4)])
-def test_the_shell_rule_is_the_written_rule(daily, weekly, monthly, seed):
+def test_the_newest_is_kept_whatever_the_policy_and_other_names_are_ignored():
+    assert gfs_keep("20261210T000000Z", ["20261201T031500Z", "x.partial", "lost+found"], 0, 0, 0) == [
+        "20261201T031500Z"]
+
+
+@pytest.mark.parametrize(("daily", "weekly", "monthly", "seed"), [(7, 4, 6, 1), (3, 0, 2, 2), (1, 1, 1, 3)])
+def test_on_any_calendar_the_policy_bounds_what_is_kept(daily, weekly, monthly, seed):
     rng = random.Random(seed)  # noqa: S311 - a repeatable calendar, not a secret
     start = dt.datetime(2025, 11, 20, 3, 15)
     times = sorted({start + dt.timedelta(days=d, hours=rng.choice([0, 0, 0, 9, 20])) for d in range(160)
                     if rng.random() < 0.8})
-    times.append(times[-1] + dt.timedelta(hours=5))  # a pre-update backup beside the daily one
     names = [f"{t:%Y%m%dT%H%M%S}Z" for t in times]
-    now = times[-1]
     kept = gfs_keep(names[-1], rng.sample(names, len(names)), daily, weekly, monthly)
-    assert kept == sorted((f"{t:%Y%m%dT%H%M%S}Z" for t in expected(now, times, daily, weekly, monthly)),
-                          reverse=True)
+    assert kept == sorted(kept, reverse=True) and kept[0] == names[-1]
+    recent = [n for n, t in zip(names, times, strict=True) if t > times[-1] - dt.timedelta(hours=24)]
+    assert set(recent) <= set(kept)
+    assert len(kept) <= daily + weekly + monthly + len(recent) + 1
+    assert len({n[:8] for n in kept}) >= min(daily, len({n[:8] for n in names}))
+    # The scripts ask the same program (common.sh gfs_keep): the same answer.
+    out = subprocess.run(["bash", "-c", f'. "{COMMON}" && gfs_keep "$@"', "gfs_keep", names[-1], str(daily),
+                          str(weekly), str(monthly)], input="\n".join(names) + "\n", capture_output=True, text=True,
+                         check=True, timeout=30)
+    assert out.stdout.split() == kept

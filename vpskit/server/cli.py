@@ -10,6 +10,8 @@
         print a release's log as it grows; exit with its status
     vpskit-server release list --app-dir D     the release log, then the releases kept for rollback
     vpskit-server release run --app-dir D --attempt ID   (internal) the release itself, in a systemd unit
+    vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
+        of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
 A refusal is one line on stderr and exit status 1; a usage error exits 2.
 """
@@ -21,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from .backups import gfs_keep
 from .effects import Effects
 from .release import Releases, Run
 from .state import AttemptParams
@@ -55,11 +58,20 @@ def parser() -> argparse.ArgumentParser:
     listed = release.add_parser("list")
     for p in (start, back, follow, run, listed):
         p.add_argument("--app-dir", required=True, type=Path)
+    backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
+    keep = backups.add_parser("keep")
+    keep.add_argument("now")
+    for period in ("daily", "weekly", "monthly"):
+        keep.add_argument(period, type=int)
     return top
 
 
 def main(argv: list[str], program: Path) -> int:
     args = parser().parse_args(argv)
+    if args.group == "backups":
+        kept = gfs_keep(args.now, sys.stdin.read().split(), args.daily, args.weekly, args.monthly)
+        print("\n".join(kept))
+        return 0
     fx = Effects()
     if not args.app_dir.is_dir():
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
