@@ -4,100 +4,11 @@
 
 VPSKIT_SERVER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vpskit-server"
 
-# Health: a healthy stack (used in the app's folder). vpskit/server/health.py states the same rule for the
-# server program and the deploy; a unit test keeps the two in step until these scripts move there too. A
-# service is healthy when its container is running and, if it has a healthcheck, reports "healthy". A stack
-# is healthy when it has at least one service and every service is healthy.
-
-service_state() { # service_state SERVICE -> STATUS/HEALTH, e.g. running/healthy, exited/none; or missing
-  local id
-  id=$(docker compose ps -a -q "$1" 2>/dev/null | head -1)
-  if [ -z "$id" ]; then echo missing; return; fi
-  docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" \
-    2>/dev/null || echo missing
-}
-
-is_healthy() { # is_healthy STATUS/HEALTH
-  case "$1" in running/healthy|running/none) return 0 ;; *) return 1 ;; esac
-}
-
-stack_states() { # prints "SERVICE STATUS/HEALTH" per service; returns 0 only when the stack is healthy
-  local services s st ok=0
-  services=$(docker compose config --services 2>/dev/null) || return 1
-  [ -n "$services" ] || return 1
-  for s in $services; do
-    st=$(service_state "$s")
-    echo "$s $st"
-    is_healthy "$st" || ok=1
-  done
-  return "$ok"
-}
-
-# A database error the app logs on every attempt: the wait ends on the third rather than at the timeout.
-DB_ERRORS='ECONNREFUSED|ENOTFOUND|EAI_AGAIN|password authentication failed|cannot connect to Postgres'
-
-container_failure() { # container_failure ID SINCE RESTARTS_BEFORE: sets FAILURE to why the container is
-  # not going to get ready (exited, crashed since, or kept failing to reach its database since SINCE)
-  local st rc code errors
-  FAILURE=""
-  read -r st rc code < <(docker inspect -f '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$1" \
-    2>/dev/null) || return 1
-  if [ "$st" = exited ] || [ "$st" = dead ]; then
-    FAILURE="exited with code $code"
-  elif [ "$rc" -gt "$3" ]; then
-    # Running again by now, so its exit code reads 0: the restart count is what is known.
-    FAILURE="crashed and was restarted ($((rc - $3)) since the wait began)"
-  elif errors=$(docker logs --since "$2" "$1" 2>&1 | grep -v '^vpskit:' | grep -cE "$DB_ERRORS") \
-    && [ "$errors" -ge 3 ]; then
-    FAILURE="cannot reach its database ($errors errors logged)"
-  fi
-  [ -n "$FAILURE" ]
-}
-
-restarts() { docker inspect -f '{{.RestartCount}}' "$1" 2>/dev/null || echo 0; }
-
-failed_service() { # failed_service SINCE BASELINE: sets FAILURE to "CONTAINER_ID service why" for the first
-  # service whose container failed since the wait began; BASELINE (the name of an associative array, kept
-  # by the caller) holds each container's restart count when first seen.
-  local -n counts=$2
-  local s id
-  FAILURE=""
-  for s in $(docker compose config --services 2>/dev/null); do
-    id=$(docker compose ps -a -q "$s" 2>/dev/null | head -1)
-    [ -n "$id" ] || continue
-    [ -n "${counts["$id"]:-}" ] || counts["$id"]=$(restarts "$id")
-    if container_failure "$id" "$1" "${counts["$id"]}"; then FAILURE="$id $s $FAILURE"; return 0; fi
-  done
-  return 1
-}
-
-wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; progress every 10s on stderr. Ends
-  # early, with the container's last log lines, when a service exits, crashes or cannot reach its database.
-  local limit=$1 label=$2 start=$SECONDS shown=$SECONDS states since
-  # shellcheck disable=SC2034 # passed by name to failed_service
-  local -A baseline=()
-  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  while :; do
-    if states=$(stack_states); then
-      echo "vpskit $label: healthy after $((SECONDS - start))s: $(echo "$states" | tr '\n' ' ')" >&2
-      return 0
-    fi
-    if failed_service "$since" baseline; then
-      echo "vpskit $label: ${FAILURE#* } after $((SECONDS - start))s; its last log lines:" >&2
-      docker logs --tail 25 "${FAILURE%% *}" 2>&1 | sed 's/^/    | /' >&2
-      return 1
-    fi
-    states=$(echo "${states:-no services}" | tr '\n' ' ')
-    if (( SECONDS - start >= limit )); then
-      echo "vpskit $label: not healthy after ${limit}s: $states" >&2
-      return 1
-    fi
-    if (( SECONDS - shown >= 10 )); then
-      echo "vpskit $label: waiting for health, $((SECONDS - start))s of ${limit}s: $states" >&2
-      shown=$SECONDS
-    fi
-    sleep 2
-  done
+# Health, as the server program states it (vpskit/server/stack.py and health.py, the one definition of healthy),
+# in the app's folder.
+stack_states() { "$VPSKIT_SERVER" stack states --app-dir "$PWD"; }  # SERVICE STATUS/HEALTH ok|no; 0: healthy
+wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; ends early when a container fails
+  "$VPSKIT_SERVER" stack wait --app-dir "$PWD" --seconds "$1" --label "$2"
 }
 
 # Backups: the complete backups in a folder, oldest first. Their names are UTC timestamps, so name order is

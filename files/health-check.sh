@@ -52,7 +52,7 @@ reason_of() { # reason_of BODY -> the "reason" field of a JSON answer, if any
 
 cd "$APP_DIR" 2>/dev/null || { echo "FAIL app: nothing deployed at $APP_DIR"; exit 1; }
 # shellcheck source=files/common.sh
-. "$HERE/common.sh"  # the one definition of healthy
+. "$HERE/common.sh"  # stack_states: the one definition of healthy (the server program's)
 STATE=${VPSKIT_STATE:-/var/lib/vpskit/$(basename "$APP_DIR")}
 LAST="$STATE/pressure"  # the counters at the last scheduled check (notify.sh keeps them once it alerted)
 
@@ -66,7 +66,7 @@ start_again() { # start_again SERVICE|proxy: 0 when it runs now
   else
     [ ! -e .vpskit-stopped ] || return 1
     { flock -n 8 && docker compose start "$1" >/dev/null 2>&1; } 8>>.vpskit.lock || return 1
-    [ "$(service_state "$1" | cut -d/ -f1)" = running ]
+    [ "$(docker compose ps -a --format '{{.State}}' "$1" 2>/dev/null | head -1)" = running ]
   fi
 }
 
@@ -78,13 +78,13 @@ backs_up_external() { docker compose --profile tools config --services 2>/dev/nu
 
 states=$(stack_states)
 [ -n "$states" ] || report FAIL stack "no services (is docker-compose.yml valid? run deploy.py)"
-while read -r service state; do
+while read -r service state verdict; do
   [ -n "$service" ] || continue
   case "$state" in
-    missing) report FAIL "$service" "no container (stack not up?)" ;;
+    missing/*) report FAIL "$service" "no container (stack not up?)" ;;
     exited/*|created/*) if start_again "$service"; then started=1; report warn "$service" "was ${state%%/*} (stopped outside vpskit): started again"
        else report FAIL "$service" "container ${state/\// }"; fi ;;
-    *) if is_healthy "$state"; then report ok "$service" "${state/\// }"
+    *) if [ "$verdict" = ok ]; then report ok "$service" "${state/\// }"
        else report FAIL "$service" "container ${state/\// }"; fi ;;
   esac
 done <<< "$states"

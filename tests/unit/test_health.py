@@ -1,30 +1,43 @@
-"""One definition of healthy: vpskit/server/health.py (the deploy's own check) and files/common.sh (release,
-restore and health check on the server) agree on every container state, and no service is not healthy."""
+"""One definition of healthy (vpskit/server/health.py), used by the deploy's own check, the releases and the
+server scripts (through `vpskit-server stack states|wait`): every container state, no service is not healthy,
+and the health check reports what the program says."""
 
 import itertools
 import subprocess
 from pathlib import Path
 
-from vpskit.server import health
+from tests.unit.server_fakes import Container, FakeEffects, World
+from vpskit.server import health, stack
+from vpskit.server.docker import Docker
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUSES = ["created", "running", "restarting", "paused", "exited", "dead", "removing", "missing"]
 HEALTHS = ["healthy", "unhealthy", "starting", "none"]
 
 
-def shell_verdicts() -> dict[tuple[str, str], bool]:
-    pairs = list(itertools.product(STATUSES, HEALTHS))
-    script = f". {ROOT / 'files' / 'common.sh'}\n" + "".join(
-        f"if is_healthy {s}/{h}; then echo {s} {h} yes; else echo {s} {h} no; fi\n" for s, h in pairs)
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30).stdout
-    return {(s, h): verdict == "yes" for s, h, verdict in (line.split() for line in out.splitlines())}
-
-
-def test_shell_and_python_agree_on_every_state():
-    verdicts = shell_verdicts()
-    assert len(verdicts) == len(STATUSES) * len(HEALTHS)
-    assert verdicts == {(s, h): health.service_healthy(s, h) for s, h in verdicts}
+def test_only_a_running_container_whose_check_passes_or_has_none_is_healthy():
+    verdicts = {(s, h): health.service_healthy(s, h) for s, h in itertools.product(STATUSES, HEALTHS)}
     assert {k for k, v in verdicts.items() if v} == {("running", "healthy"), ("running", "none")}
+
+
+def test_the_stack_states_the_scripts_read():
+    w = World(containers=[Container("c1", "example-app-1", "app", health=""),
+                          Container("c2", "example-db-1", "db", health="starting")])
+    found = stack.states(Docker(FakeEffects(w)))
+    assert [s.line() for s in found] == ["app running/none ok", "db running/starting no"]
+    assert not stack.healthy(found)
+    w.containers[1].health = "healthy"
+    assert stack.healthy(stack.states(Docker(FakeEffects(w))))
+    w.containers.pop()
+    assert [s.line() for s in stack.states(Docker(FakeEffects(w)))][1] == "db missing/none no"
+    assert not stack.healthy([])
+
+
+def test_the_wait_ends_at_once_when_a_container_exits_and_says_which():
+    w = World(containers=[Container("c1", "example-app-1", "app", status="exited", exit_code=3)])
+    fx = FakeEffects(w)
+    assert not stack.wait_healthy(fx, 60, "restore")
+    assert w.time < 5 and "vpskit restore: app exited with code 3 after 0s; its last log lines:" in w.said
 
 
 def test_a_stack_without_services_is_not_healthy():

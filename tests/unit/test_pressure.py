@@ -21,6 +21,7 @@ case "$*" in
   "compose config --services"|"compose --profile tools config --services") echo db ;;
   "compose ps -a -q db"|"compose ps -a -q") echo c1 ;;
   "compose start db") echo running > "$D/status" ;;
+  "compose ps -a --format {{.State}} db") cat "$D/status" ;;
   ps\\ *) ;;
   inspect\\ -f\\ \\{\\{.Id\\}\\}*) echo "c1 $(cat "$D/restarts") /example-db-1" ;;
   inspect*) echo "$(cat "$D/status")/none" ;;

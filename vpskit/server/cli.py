@@ -10,6 +10,11 @@
         print a release's log as it grows; exit with its status
     vpskit-server release list --app-dir D     the release log, then the releases kept for rollback
     vpskit-server release run --app-dir D --attempt ID   (internal) the release itself, in a systemd unit
+    vpskit-server stack states --app-dir D
+        one line per service: SERVICE STATUS/HEALTH ok|no; exit 0 only when the stack is healthy
+    vpskit-server stack wait --app-dir D --seconds S --label L
+        until the stack is healthy (progress every 10 s); ends early when a container exits, crashes or cannot
+        reach its database (its last log lines shown)
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -24,8 +29,10 @@ import sys
 from pathlib import Path
 
 from .backups import gfs_keep
+from .docker import Docker
 from .effects import Effects
 from .release import Releases, Run
+from .stack import healthy, states, wait_healthy
 from .state import AttemptParams
 
 
@@ -58,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
     listed = release.add_parser("list")
     for p in (start, back, follow, run, listed):
         p.add_argument("--app-dir", required=True, type=Path)
+    stack = groups.add_parser("stack").add_subparsers(dest="command", required=True)
+    stack.add_parser("states").add_argument("--app-dir", required=True, type=Path)
+    wait = stack.add_parser("wait")
+    wait.add_argument("--app-dir", required=True, type=Path)
+    wait.add_argument("--seconds", type=int, default=180)
+    wait.add_argument("--label", default="stack")
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
@@ -77,6 +90,12 @@ def main(argv: list[str], program: Path) -> int:
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
     os.chdir(args.app_dir)  # compose reads the app's folder
+    if args.group == "stack":
+        if args.command == "wait":
+            return 0 if wait_healthy(fx, args.seconds, args.label) else 1
+        found = states(Docker(fx))
+        print("\n".join(s.line() for s in found))
+        return 0 if healthy(found) else 1
     releases = Releases(args.app_dir, fx, program)
     if args.command == "run":
         return Run(args.app_dir, args.attempt, fx).main()
