@@ -83,3 +83,27 @@ def pytest_collection_modifyitems(items):
         return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the order within a module stays
+
+
+# Wall time per test module (first test's start to last test's end, module fixtures included), printed at the
+# end of the run: where `make test`'s minutes go.
+_MODULE_TIMES: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logstart(nodeid, location):
+    import time
+
+    _MODULE_TIMES.setdefault(nodeid.split("::")[0], [time.monotonic(), time.monotonic()])
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    import time
+
+    _MODULE_TIMES.setdefault(nodeid.split("::")[0], [time.monotonic(), 0.0])[1] = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter):
+    slow = sorted(((end - start, module) for module, (start, end) in _MODULE_TIMES.items()), reverse=True)
+    if slow and slow[0][0] >= 30:
+        terminalreporter.write_line("module wall times: " + ", ".join(
+            f"{module.removeprefix('tests/').removesuffix('.py')} {took:.0f}s" for took, module in slow if took >= 5))
