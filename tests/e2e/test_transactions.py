@@ -352,8 +352,9 @@ def test_tasks_that_only_read_change_nothing_on_the_server(site):
     machine's configuration (a .env without NOTIFY_URL must not turn the server's alerts off)."""
     assert task(site, "tasks/backup.py").returncode == 0  # a backup there, so that the health check passes
     sh(site, f"echo '# edited on the server' >> {APP_DIR}/bin/health-check.sh")
-    files = f"{APP_DIR}/bin/* /etc/vpskit/example/offsite.env {APP_DIR}/.env"
+    files = f"$(find {APP_DIR}/bin -type f | sort) /etc/vpskit/example/offsite.env {APP_DIR}/.env"
     before = sh(site, f"sha256sum {files}")
+    assert "vpskit_server/release.py" in before  # the server program's files are among them
     assert "NOTIFY_URL" in sh(site, "cat /etc/vpskit/example/offsite.env")
     ci = env_text(NOTIFY_URL=None)
     for name, data in (("tasks/health.py", ()), ("tasks/backup.py", ("list=true",)),
