@@ -51,20 +51,11 @@ media_rclone() { # media_rclone APP_DIR RCLONE_ARGS...
 }
 
 # The app's database, for psql, pg_dump and pg_restore (in the app's folder): its own db service, or an external
-# one (DATABASE_URL in .env: then .env holds libpq's PGHOST and the rest) through a one-off client container.
-db_external() { grep -q '^PGHOST=' .env 2>/dev/null; }
-db_sh() { # db_sh SCRIPT [ARGS...]: SCRIPT run by sh with PGUSER and PGDATABASE naming the app's database;
-  # stdin and stdout pass through. No secret is on a command line: libpq reads them from the environment.
-  if db_external; then
-    docker compose run --rm -T --no-deps dbclient sh -c "$1" db_sh "${@:2}"
-  else
-    # shellcheck disable=SC2016 # expanded inside the db container, where the variables are set
-    docker compose exec -T db sh -c 'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; '"$1" db_sh "${@:2}"
-  fi
-}
-# Where the database is, for what the scripts say: "the db service" or the external server's address.
-db_where() { if db_external; then echo "the external database $(sed -n 's/^PGHOST=//p' .env | tr -d '"'):$(sed -n 's/^PGPORT=//p' .env | tr -d '"')"; else echo "the db service"; fi; }
-db_image() { docker compose config --images "$(if db_external; then echo dbclient; else echo db; fi)" | head -1; }
+# one (DATABASE_URL) through a one-off client container; the server program decides which (vpskit/server/database.py).
+db_sh() { "$VPSKIT_SERVER" db sh --app-dir "$PWD" "$@"; }  # db_sh SCRIPT [ARGS...]: stdin and stdout pass through
+db_external() { "$VPSKIT_SERVER" db external --app-dir "$PWD"; }
+db_where() { "$VPSKIT_SERVER" db where --app-dir "$PWD"; }  # "the db service" or the external server's address
+db_image() { "$VPSKIT_SERVER" db image --app-dir "$PWD"; }
 
 # The backups' lock: one backup, restore or drill of an app at a time. Waited for, like the app's lock: a deploy's
 # backup behind the nightly one waits for it rather than failing (bounded by SECONDS, saying so every 10 s).

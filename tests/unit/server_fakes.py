@@ -130,7 +130,7 @@ class FakeEffects:
                 w.add("app", ready=w.new_app_ready, status=w.new_app_status, health="starting")
             return Result(0, "", " Container example-app-2  Started\n")
         if a[:2] == ["exec", "-T"] and a[2] == "db":
-            if "payload_migrations" in a[-1]:
+            if any("payload_migrations" in x for x in a):
                 return Result(0, "".join(f"{m}\n" for m in w.applied))
             return Result(0)
         if a[:2] == ["run", "-d"] and a[2] == "migrate":
@@ -166,9 +166,9 @@ class FakeEffects:
         if a[0] == "exec":
             c = w.by(a[1])
             ok = c is not None and c.status == "running" and c.ready
-            if "AbortSignal" in a[-2]:
-                return Result(0, "503 {\"status\":\"not ready\"}\n" if c else "no answer: ECONNREFUSED\n")
-            return Result(0 if ok else 1)
+            if not c or c.status != "running":
+                return Result(0, "no answer: ECONNREFUSED\n")
+            return Result(0, "200 {\"status\":\"ready\"}\n" if ok else "503 {\"status\":\"not ready\"}\n")
         if a[0] == "logs":
             c = w.by(a[-1])
             if c and c.service == "migrate":

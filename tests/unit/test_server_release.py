@@ -53,11 +53,11 @@ def serving(tmp_path: Path, world: World | None = None) -> tuple[Path, World]:
     return app, w
 
 
-def attempt(app: Path, version: str = "v2", db: str = "a", **params) -> str:
+def attempt(app: Path, version: str = "v2", db: str = "a", route: str = ROUTE, **params) -> str:
     """The files of `version` pushed to next/ and snapshotted as attempt A1 (what `release start` does)."""
     (app / "next" / "docker-compose.yml").write_text(compose(version, db))
     (app / "next" / ".env").write_text(HEADER + "PAYLOAD_SECRET=one\n")
-    (app / "next" / "proxy-route.caddy").write_text(ROUTE)
+    (app / "next" / "proxy-route.caddy").write_text(route)
     d = snapshot(Layout(app), "A1", app / "next" / "docker-compose.yml", app / "next" / ".env",
                  app / "next" / "proxy-route.caddy")
     p = AttemptParams(version=version, files_hash=history.dir_hash(d), who="ann on laptop", timeout=20, drain=2,
@@ -151,6 +151,18 @@ def test_after_the_switch_a_failure_says_the_new_version_serves_and_the_next_dep
     attempt(app)
     assert release(app, w) == 0
     assert [c.name for c in w.of("app")] == ["example-app-3"] and (app / "current").read_text() == "2\n"
+
+
+def test_behind_an_external_proxy_the_app_is_asked_itself_and_the_old_one_stops_once_docker_says_healthy(tmp_path):
+    app, w = serving(tmp_path)
+    attempt(app, route="")  # Traefik's Docker provider routes by labels: no route of vpskit's
+    assert release(app, w) == 0
+    assert not [c for c in w.calls if c[:3] == ("docker", "exec", "vpskit-proxy")]  # never through the proxy
+    assert ("docker", "exec", "example-app-2", "node", "-e") == w.calls[[c[:3] for c in w.calls].index(
+        ("docker", "exec", "example-app-2"))][:5]
+    assert [c.name for c in w.of("app")] == ["example-app-2"]
+    stop = w.calls.index(("docker", "stop", "-t", "30", "example-app-1"))
+    assert any(c[:2] == ("docker", "inspect") and "Health" in c[3] for c in w.calls[:stop])
 
 
 def test_a_held_lock_ends_the_attempt_with_nothing_changed(tmp_path):

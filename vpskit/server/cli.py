@@ -15,6 +15,11 @@
     vpskit-server stack wait --app-dir D --seconds S --label L
         until the stack is healthy (progress every 10 s); ends early when a container exits, crashes or cannot
         reach its database (its last log lines shown)
+    vpskit-server db sh --app-dir D SCRIPT [ARGS...]
+        SCRIPT run by sh where PGUSER and PGDATABASE name the app's database (its db service, or the client
+        container of an external one); stdin and stdout pass through; its exit status
+    vpskit-server db where|external|image --app-dir D
+        where the database is (for messages); exit 0 when it is external; the image with its client tools
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -29,6 +34,7 @@ import sys
 from pathlib import Path
 
 from .backups import gfs_keep
+from .database import Database
 from .docker import Docker
 from .effects import Effects
 from .release import Releases, Run
@@ -71,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--app-dir", required=True, type=Path)
     wait.add_argument("--seconds", type=int, default=180)
     wait.add_argument("--label", default="stack")
+    db = groups.add_parser("db").add_subparsers(dest="command", required=True)
+    for name in ("where", "external", "image"):
+        db.add_parser(name).add_argument("--app-dir", required=True, type=Path)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
@@ -80,6 +89,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], program: Path) -> int:
+    if argv[:3] == ["db", "sh", "--app-dir"] and len(argv) >= 5:  # SCRIPT and its ARGS taken as they are
+        os.chdir(argv[3])
+        cmd = Database(Docker(Effects()), Path(argv[3])).argv(argv[4], *argv[5:])
+        os.execvp(cmd[0], cmd)  # noqa: S606 - argv, no shell: the script and its arguments as given
     args = parser().parse_args(argv)
     if args.group == "backups":
         kept = gfs_keep(args.now, sys.stdin.read().split(), args.daily, args.weekly, args.monthly)
@@ -90,6 +103,12 @@ def main(argv: list[str], program: Path) -> int:
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
     os.chdir(args.app_dir)  # compose reads the app's folder
+    if args.group == "db":
+        database = Database(Docker(fx), args.app_dir)
+        if args.command == "external":
+            return 0 if database.external() else 1
+        print(database.where() if args.command == "where" else database.image())
+        return 0
     if args.group == "stack":
         if args.command == "wait":
             return 0 if wait_healthy(fx, args.seconds, args.label) else 1

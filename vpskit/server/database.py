@@ -12,9 +12,18 @@ from .docker import Docker
 APPLIED_MIGRATIONS_SQL = "select name from payload_migrations order by id"
 
 
+def env_value(env_text: str, name: str) -> str:
+    """A variable of a .env vpskit wrote (NAME=value or NAME="value"), or ""."""
+    for line in env_text.splitlines():
+        if line.startswith(f"{name}="):
+            value = line.split("=", 1)[1].strip()
+            return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'" else value
+    return ""
+
+
 def is_external(env_text: str) -> bool:
     """An external database: the .env vpskit writes holds libpq's PGHOST."""
-    return any(line.startswith("PGHOST=") for line in env_text.splitlines())
+    return bool(env_value(env_text, "PGHOST"))
 
 
 class Database:
@@ -25,12 +34,33 @@ class Database:
         env = self.app_dir / ".env"
         return env.exists() and is_external(env.read_text())
 
-    def sh(self, script: str):
-        """SCRIPT run by sh with PGUSER and PGDATABASE naming the app's database."""
+    def env(self) -> str:
+        env = self.app_dir / ".env"
+        return env.read_text() if env.exists() else ""
+
+    def argv(self, script: str, *args: str) -> list[str]:
+        """The command that runs SCRIPT (with ARGS as $1...) by sh where PGUSER and PGDATABASE name the app's
+        database: in its db service, or in the stack's client container for an external one."""
         if self.external():
-            return self.d.compose("run", "--rm", "-T", "--no-deps", "dbclient", "sh", "-c", script)
-        return self.d.compose("exec", "-T", "db", "sh", "-c",
-                              'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; ' + script)
+            return ["docker", "compose", "run", "--rm", "-T", "--no-deps", "dbclient", "sh", "-c", script, "db_sh",
+                    *args]
+        return ["docker", "compose", "exec", "-T", "db", "sh", "-c",
+                'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; ' + script, "db_sh", *args]
+
+    def sh(self, script: str):
+        return self.d.fx.run(*self.argv(script))
+
+    def where(self) -> str:
+        """Where the database is, for what is said: "the db service" or the external server's address."""
+        if not self.external():
+            return "the db service"
+        env = self.env()
+        return f"the external database {env_value(env, 'PGHOST')}:{env_value(env, 'PGPORT')}"
+
+    def image(self) -> str:
+        """The image with the database's client tools (pg_dump, pg_restore) for this stack."""
+        r = self.d.compose("config", "--images", "dbclient" if self.external() else "db")
+        return r.out.split()[0] if r.ok and r.out.split() else ""
 
     def applied_migrations(self) -> list[str]:
         """The migrations recorded, in order; nothing when there is no database (or table) yet."""

@@ -357,9 +357,11 @@ class Run:
         if self.route().strip():  # through the bundled proxy's network, as the proxy will reach it
             return self.fx.run("docker", "exec", "vpskit-proxy", "wget", "-q", "-T", "5", "-O", "/dev/null",
                                url).ok
-        return self.fx.run("docker", "exec", self.new, "node", "-e", READY_JS, self.port).ok
+        return self.ready_answer().startswith("200 ")
 
     def ready_answer(self) -> str:
+        """What the app's ready route answers now, asked inside its container: "STATUS BODY" on one line, or
+        "no answer: WHY"."""
         r = self.fx.run("docker", "exec", self.new, "node", "-e", ANSWER_JS, self.port)
         return " ".join((r.out + r.err).split())[:400]
 
@@ -500,8 +502,6 @@ class Run:
             self.say(f"no migration to apply ({len(now)} recorded in the database)")
 
 
-READY_JS = ('fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready")'
-            ".then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))")
 ANSWER_JS = ('fetch("http://127.0.0.1:" + process.argv[1] + "/api/health/ready", { signal: AbortSignal.timeout(8000) })'
              '.then(async r => console.log(r.status, (await r.text()).slice(0, 300)), '
              'e => console.log("no answer:", (e.cause && e.cause.code) || e.name))')
