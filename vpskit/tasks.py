@@ -12,10 +12,11 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "common.sh", "offsite.sh", "drill.sh",
-           "notify.sh", "media-swap.sh", "vpskit-server")
+SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh",
+           "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
-OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh")  # scripts an older vpskit shipped, replaced by vpskit-server
+# Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -171,7 +172,8 @@ def backup_command(s: dict) -> str:
 def drill_command(s: dict, which: str = "latest", source: str = "") -> str:
     """The restore drill of `which` (latest or a name), from offsite when configured (or `source`)."""
     source = source or ("offsite" if s["backup_offsite"] else "local")
-    return f"{s['app_dir']}/bin/drill.sh {s['app_dir']} {s['backup_dir']} {which} {source}"
+    return (f"{server_program(s)} drill --app-dir {s['app_dir']} --backups {s['backup_dir']} --which {which} "
+            f"--source {source}")
 
 
 def health_command(s: dict) -> str:

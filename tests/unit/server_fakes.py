@@ -84,7 +84,8 @@ class FakeEffects:
             self.say(line)
         return r.code, r.out + r.err
 
-    def run(self, *args: str, input: str | None = None, timeout=None, show: bool = False) -> Result:  # noqa: A002
+    def run(self, *args: str, input: str | None = None, timeout=None, show: bool = False,  # noqa: A002
+            **kw) -> Result:
         self.w.calls.append(args)
         line = " ".join(args)
         if self.w.fail_on and line.startswith(self.w.fail_on):

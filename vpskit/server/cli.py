@@ -20,6 +20,8 @@
         container of an external one); stdin and stdout pass through; its exit status
     vpskit-server db where|external|image --app-dir D
         where the database is (for messages); exit 0 when it is external; the image with its client tools
+    vpskit-server drill --app-dir D --backups ROOT [--which latest|NAME] [--source local|offsite]
+        the restore drill: a backup restored into scratch copies and checked against its manifest and checksums
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -36,6 +38,7 @@ from pathlib import Path
 from .backups import gfs_keep
 from .database import Database
 from .docker import Docker
+from .drill import Drill
 from .effects import Effects
 from .release import Releases, Run
 from .stack import healthy, states, wait_healthy
@@ -80,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
     db = groups.add_parser("db").add_subparsers(dest="command", required=True)
     for name in ("where", "external", "image"):
         db.add_parser(name).add_argument("--app-dir", required=True, type=Path)
+    drill = groups.add_parser("drill")
+    drill.add_argument("--app-dir", required=True, type=Path)
+    drill.add_argument("--backups", required=True, type=Path)
+    drill.add_argument("--which", default="latest")
+    drill.add_argument("--source", choices=("local", "offsite"), default="local")
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
@@ -103,6 +111,9 @@ def main(argv: list[str], program: Path) -> int:
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
     os.chdir(args.app_dir)  # compose reads the app's folder
+    if args.group == "drill":
+        return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,
+                     int(os.environ.get("VPSKIT_LOCK_WAIT", "300"))).run()
     if args.group == "db":
         database = Database(Docker(fx), args.app_dir)
         if args.command == "external":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,30 @@ class Effects:
     """Commands run in the app's folder (the process's working directory)."""
 
     def run(self, *args: str, input: str | None = None, timeout: float | None = None,  # noqa: A002
-            show: bool = False) -> Result:
-        """`args` run; its output captured, or with `show` passed straight to this program's stderr (the log)."""
+            show: bool = False, stdin: Path | None = None, env: dict | None = None,
+            stderr_shown: bool = False) -> Result:
+        """`args` run; its output captured, or with `show` passed straight to this program's stderr (the log).
+        `input`: text on its stdin; `stdin`: a file on its stdin; `env`: its whole environment; `stderr_shown`:
+        its stderr into the log as it comes, only stdout captured."""
         try:
             if show:
                 done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr,
-                                      timeout=timeout, check=False)
+                                      timeout=timeout, check=False, env=env)
                 return Result(done.returncode)
-            done = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout, check=False,
+            if stdin is not None:
+                with open(stdin, "rb") as f:
+                    done = subprocess.run(args, stdin=f, capture_output=True, timeout=timeout, check=False, env=env)
+                return Result(done.returncode, done.stdout.decode(errors="replace"),
+                              done.stderr.decode(errors="replace"))
+            done = subprocess.run(args, input=input, stdout=subprocess.PIPE,
+                                  stderr=sys.stderr if stderr_shown else subprocess.PIPE, text=True,
+                                  timeout=timeout, check=False, env=env,
                                   stdin=None if input is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return Result(124, "", f"{args[0]} timed out after {timeout}s")
         except OSError as err:
             return Result(127, "", str(err))
-        return Result(done.returncode, done.stdout, done.stderr)
+        return Result(done.returncode, done.stdout, done.stderr or "")
 
     def stream(self, *args: str) -> tuple[int, str]:
         """`args` run with stdout and stderr merged: each line said as it comes, and all of it returned."""
