@@ -10,7 +10,7 @@
 # .partial is a complete, verified backup.
 # Retention runs only after a successful backup and never removes the newest good backup. Then, when
 # backup_offsite is set, the copy offsite (files/offsite.sh): its failure fails the backup, which stays here.
-# A lock shared with restore.sh keeps two backups (or a backup and a restore) from overlapping: a backup waits
+# A lock shared with restores and drills keeps two backups (or a backup and a restore) from overlapping: a backup waits
 # up to LOCK_WAIT seconds (300) for the one holding it. restic's copy offsite is bounded too (offsite.sh).
 set -Eeuo pipefail
 
@@ -31,7 +31,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$APP_DIR" || die "no app at $APP_DIR: deploy first"
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
-if [ "${VPSKIT_BACKUP_LOCKED:-}" != 1 ]; then  # restore.sh holds this lock already for its safety backup
+if [ "${VPSKIT_BACKUP_LOCKED:-}" != 1 ]; then  # a restore holds this lock already for its safety backup
   take_backups_lock "$ROOT" "$LOCK_WAIT" \
     || die "another backup or restore is running (lock $ROOT/.lock): try again when it ends (waited ${LOCK_WAIT}s)"
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What vpskit's server scripts share, sourced by restore.sh, backup.sh, offsite.sh and health-check.sh
+# What vpskit's server scripts share, sourced by backup.sh, offsite.sh and health-check.sh
 # (releases are the server program's: vpskit/server, beside these scripts as vpskit-server).
 
 VPSKIT_SERVER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vpskit-server"
@@ -7,9 +7,6 @@ VPSKIT_SERVER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vpskit-server"
 # Health, as the server program states it (vpskit/server/stack.py and health.py, the one definition of healthy),
 # in the app's folder.
 stack_states() { "$VPSKIT_SERVER" stack states --app-dir "$PWD"; }  # SERVICE STATUS/HEALTH ok|no; 0: healthy
-wait_healthy() { # wait_healthy SECONDS LABEL: until the stack is healthy; ends early when a container fails
-  "$VPSKIT_SERVER" stack wait --app-dir "$PWD" --seconds "$1" --label "$2"
-}
 
 # Backups: the complete backups in a folder, oldest first. Their names are UTC timestamps, so name order is
 # time order; a folder still being written ends in .partial and does not match.
@@ -68,23 +65,4 @@ take_backups_lock() { # take_backups_lock BACKUP_ROOT SECONDS: fd 9; 1 when anot
     step=$(( limit - (SECONDS - start) < 10 ? limit - (SECONDS - start) : 10 ))
     flock -w "$(( step > 0 ? step : 1 ))" 9 && break
   done
-}
-
-# The app's lock: one release, rollback, restore or stop of an app at a time (in the app's folder; the server
-# program takes the same flock: vpskit/server/locks.py).
-# shellcheck disable=SC2034
-take_lock() { # take_lock SECONDS WHAT: waits up to SECONDS, saying who holds it; sets LOCK_REFUSAL on refusal
-  local limit=$1 start=$SECONDS holder step
-  exec 8>>.vpskit.lock  # fd 8: restore.sh holds the backups' lock on fd 9
-  while ! flock -n 8; do
-    holder=$(cat .vpskit.lock.holder 2>/dev/null || echo "unknown")
-    if (( SECONDS - start >= limit )); then
-      LOCK_REFUSAL="another operation on this app still holds its lock after ${limit}s ($holder): nothing was changed; run this again when it has finished"
-      return 1
-    fi
-    echo "vpskit: waiting for the app's lock, held by $holder ($((SECONDS - start))s of ${limit}s)" >&2
-    step=$(( limit - (SECONDS - start) < 10 ? limit - (SECONDS - start) : 10 ))
-    flock -w "$(( step > 0 ? step : 1 ))" 8 && break
-  done
-  echo "$2, since $(date -u +%Y-%m-%dT%H:%M:%SZ)" > .vpskit.lock.holder
 }

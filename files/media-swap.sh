@@ -1,5 +1,5 @@
 #!/bin/sh
-# vpskit media swap, run by restore.sh in a throwaway container with the app's media volume at /media.
+# vpskit media swap, run by a restore (vpskit/server/restore.py) in a throwaway container with the app's media volume at /media.
 #
 #   media-swap.sh unpack < media.tar   # the backup's files into /media/.vpskit-new, the live ones untouched
 #   media-swap.sh swap                 # the live files out to .vpskit-old, the new ones in, the old removed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vpskit offsite copies with restic, run on the server as root by backup.sh, restore.sh and vpskit-server drill.
+# vpskit offsite copies with restic, run on the server as root by backup.sh and vpskit-server (restore, drill).
 #
 #   offsite.sh copy BACKUP_ROOT NAME     # after a verified local backup: upload, confirm, then remote retention
 #   offsite.sh fetch WHICH DEST          # a snapshot (latest, a backup name or a snapshot id) into DEST, verified

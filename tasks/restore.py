@@ -44,5 +44,4 @@ else:
     else:
         report(name=f"Restore backup {name}" + (" from offsite" if source == "offsite" else ""),
                failure="vpskit restore", follow=True, _sudo=True,
-               command=(f"VPSKIT_HEALTH_TIMEOUT={s['health_timeout']} VPSKIT_LOCK_WAIT={s['lock_timeout']} "
-                        f"{s['app_dir']}/bin/restore.sh {s['app_dir']} {s['backup_dir']} {name} {source} 2>&1"))
+               command=tasks.restore_command(s, name, source) + " 2>&1")

@@ -157,7 +157,7 @@ def config_keys(app_dir: str, conf_dir: str) -> str:
 
 
 def stop(app_dir: str, app_name: str, lock_wait: int, args: tuple[str, ...], done: str) -> str:
-    """`docker compose ARGS` for the app under its lock (files/common.sh take_lock: never in the middle of a
+    """`docker compose ARGS` for the app under its lock (the flock vpskit/server/locks.py takes: never amid a
     release, restore or rollback), saying what was serving and what it did; it exits with compose's status when
     compose fails (its output shown), not with that of the lines that tidy the output."""
     d, lock = q(app_dir), q(f"{app_dir}/.vpskit.lock")

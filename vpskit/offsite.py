@@ -1,7 +1,7 @@
 """Offsite copies and alerts, seen from the deploying machine: what the server's root-only configuration
 file holds (restic's repository and password, S3 keys, the SSH key for sftp, the webhook URL, the media
 bucket's rclone remote), rendered here and pushed like any other file. The server scripts (files/offsite.sh,
-notify.sh, the drill, backup.sh and restore.sh for the bucket) only read it.
+notify.sh, backup.sh and the server program's restore and drill for the bucket) only read it.
 
     conf = Offsite.of(settings, envfile.read())
     conf.files()            # ManagedFiles for /etc/vpskit/<app>/ (mode 600, root)

@@ -12,11 +12,10 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "restore.sh", "health-check.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh",
-           "vpskit-server")
+SCRIPTS = ("backup.sh", "health-check.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh", "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
 # Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
-OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh")
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -174,6 +173,14 @@ def drill_command(s: dict, which: str = "latest", source: str = "") -> str:
     source = source or ("offsite" if s["backup_offsite"] else "local")
     return (f"{server_program(s)} drill --app-dir {s['app_dir']} --backups {s['backup_dir']} --which {which} "
             f"--source {source}")
+
+
+def restore_command(s: dict, name: str, source: str) -> str:
+    """A restore of backup `name` (latest, a name, or an offsite snapshot id) from `source` (local or offsite)."""
+    from vpskit.commands import q
+
+    return (f"{server_program(s)} restore --app-dir {q(s['app_dir'])} --backups {q(s['backup_dir'])} --name {q(name)} "
+            f"--source {source} --lock-wait {int(s['lock_timeout'])} --health-timeout {int(s['health_timeout'])}")
 
 
 def health_command(s: dict) -> str:

@@ -22,6 +22,9 @@
         where the database is (for messages); exit 0 when it is external; the image with its client tools
     vpskit-server drill --app-dir D --backups ROOT [--which latest|NAME] [--source local|offsite]
         the restore drill: a backup restored into scratch copies and checked against its manifest and checksums
+    vpskit-server restore --app-dir D --backups ROOT --name latest|NAME|SNAPSHOT [--source local|offsite]
+                          [--lock-wait S] [--health-timeout S]
+        a backup restored: verified, a safety backup first, swapped in with the app stopped only for the swap
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -41,6 +44,7 @@ from .docker import Docker
 from .drill import Drill
 from .effects import Effects
 from .release import Releases, Run
+from .restore import Restore
 from .stack import healthy, states, wait_healthy
 from .state import AttemptParams
 
@@ -88,6 +92,13 @@ def parser() -> argparse.ArgumentParser:
     drill.add_argument("--backups", required=True, type=Path)
     drill.add_argument("--which", default="latest")
     drill.add_argument("--source", choices=("local", "offsite"), default="local")
+    restore = groups.add_parser("restore")
+    restore.add_argument("--app-dir", required=True, type=Path)
+    restore.add_argument("--backups", required=True, type=Path)
+    restore.add_argument("--name", default="latest")
+    restore.add_argument("--source", choices=("local", "offsite"), default="local")
+    restore.add_argument("--lock-wait", type=int, default=300)
+    restore.add_argument("--health-timeout", type=int, default=180)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
@@ -114,6 +125,9 @@ def main(argv: list[str], program: Path) -> int:
     if args.group == "drill":
         return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,
                      int(os.environ.get("VPSKIT_LOCK_WAIT", "300"))).run()
+    if args.group == "restore":
+        return Restore(args.app_dir, args.backups, args.name, args.source, fx, program.parent, args.lock_wait,
+                       args.health_timeout).run()
     if args.group == "db":
         database = Database(Docker(fx), args.app_dir)
         if args.command == "external":

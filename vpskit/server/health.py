@@ -1,6 +1,5 @@
 """What "healthy" means, once: for the server program's waits and for the deploy's own check (vpskit.operations
-reads it from here). files/common.sh still states it for health-check.sh and restore.sh (is_healthy);
-tests/unit/test_health.py runs both over every state until those scripts move here too."""
+reads it from here), and for the server scripts through `vpskit-server stack states` (vpskit/server/stack.py)."""
 
 from __future__ import annotations
 

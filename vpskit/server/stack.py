@@ -1,4 +1,4 @@
-"""The app's compose stack as the server scripts ask about it (restore.sh, health-check.sh): each service's state
+"""The app's compose stack as restores and the health check ask about it: each service's state
 with the one verdict of vpskit/server/health.py, and a bounded wait until the whole stack is healthy that ends
 early when a container exits, crashes or keeps failing to reach its database."""
 

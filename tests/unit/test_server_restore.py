@@ -1,0 +1,154 @@
+"""A restore (vpskit/server/restore.py) against a recorded Docker world and a real backup folder: the order that
+keeps the site serving until the swap, and each failure's outcome (the live data kept, the app started again on
+what it reads now, and the line that says so)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.server_fakes import Container, FakeEffects, World
+from tests.unit.test_drill_space import backup
+from vpskit.server.effects import Result
+from vpskit.server.restore import Restore, swap_sql
+
+SAFETY = "20261206T101500Z"
+
+
+class DbWorld(FakeEffects):
+    """The recorded world with the database's answers, recording each SQL statement; `fail` holds substrings of
+    commands (or statements) that fail."""
+
+    def __init__(self, w: World, fail: tuple[str, ...] = ()):
+        super().__init__(w)
+        self.fail, self.sql = fail, []
+
+    def run(self, *args, input=None, **kw):  # noqa: A002
+        line = " ".join(args)
+        bad = any(f in line for f in self.fail)
+        if args[0].endswith("backup.sh"):
+            self.w.calls.append(args)
+            return Result(0, f"{SAFETY}\n")
+        if 'printf %s "$PGDATABASE"' in line:
+            return Result(0, "payload")
+        if "pg_stat_activity where datname" in line:
+            return Result(0, "0\n")
+        if "/swap.sh" in line:
+            self.w.calls.append(("media", args[-1]))
+            return Result(1, "", "mv: cannot move\n") if bad else Result(0)
+        if "psql" in line or "pg_restore" in line:
+            self.w.calls.append(("db", line))
+            self.sql += [a for a in args if a.startswith(("ALTER", "DROP", "CREATE", "SELECT pg_terminate"))]
+            return Result(1, "", "ERROR: stand-in failure\n") if bad else Result(0)
+        if args[:3] == ("docker", "compose", "stop") or args[:3] == ("docker", "compose", "start") or \
+                args[:4] == ("docker", "compose", "up", "-d"):
+            self.w.calls.append(("app", args[2]))
+            for c in self.w.of("app"):
+                c.status = "exited" if args[2] == "stop" else "running"
+            return Result(0)
+        return super().run(*args, input=input, **kw)
+
+
+def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5) -> tuple[int, DbWorld]:
+    app, root = tmp_path / "example", tmp_path / "backups"
+    app.mkdir(exist_ok=True)
+    (app / ".env").write_text('POSTGRES_USER="payload"\n')
+    (app / "docker-compose.yml").write_text("name: example\nservices: {}\n")
+    if not root.exists():
+        backup(root, {"a.png": b"a"})
+        (root / "20261205T031500Z" / "manifest.json").write_text(  # not in SHA256SUMS: rewritten freely
+            '{"tables": {"public.posts": 3}, "media_files": 1, "app_version": "v1"}\n')
+    fx = DbWorld(World(containers=[Container("c1", "example-app-1", "app"), Container("c2", "example-db-1", "db")]),
+                 fail)
+    os.environ["VPSKIT_OFFSITE_CONF"] = str(tmp_path / "none.env")
+    code = Restore(app, root, "latest", "local", fx, tmp_path / "bin", lock_wait=lock_wait).run()
+    return code, fx
+
+
+def events(fx: DbWorld) -> list[str]:
+    """What happened, in order: the safety backup, the app's stops and starts, media steps, renames."""
+    out = []
+    for c in fx.w.calls:
+        if c[0].endswith("backup.sh"):
+            out.append("safety backup")
+        elif c[0] in ("app", "media"):
+            out.append(f"{c[0]} {c[1]}")
+        elif c[0] == "db" and "RENAME" in c[1]:
+            out.append("renames")
+        elif c[0] == "db" and "pg_restore -d" in c[1]:
+            out.append("scratch restore")
+    return out
+
+
+def test_a_restore_swaps_in_with_the_app_stopped_only_for_the_swap(tmp_path):
+    code, fx = restore(tmp_path)
+    assert code == 0, fx.w.said
+    assert events(fx) == ["safety backup", "scratch restore", "media unpack", "app stop", "renames", "media swap",
+                          "app up"]
+    assert swap_sql("payload", "payload_restore", "payload_before_restore") == [
+        'ALTER DATABASE "payload" RENAME TO "payload_before_restore"',
+        'ALTER DATABASE "payload_restore" RENAME TO "payload"']
+    assert fx.sql[-1] == 'DROP DATABASE IF EXISTS "payload_before_restore"'
+    assert fx.w.said[-2] == ("vpskit restore: restored backup 20261205T031500Z: 1 media files; the app version it "
+                             "was taken with: v1")
+    assert fx.w.said[-1].endswith(f"to go back to it: pyinfra inventory.py tasks/restore.py --data backup={SAFETY}")
+
+
+def test_a_dump_that_does_not_restore_changes_nothing_live(tmp_path):
+    code, fx = restore(tmp_path, fail=('pg_restore -d "$1"',))
+    assert code == 1
+    assert fx.w.said[-1] == ("vpskit restore: pg_restore into the scratch database failed: the live database is "
+                             "unchanged")
+    assert "app stop" not in events(fx)
+    assert fx.sql[-1] == 'DROP DATABASE IF EXISTS "payload_restore"'  # the scratch copy goes
+
+
+def test_a_swap_that_fails_starts_the_app_again_on_the_data_it_had(tmp_path):
+    code, fx = restore(tmp_path, fail=("RENAME TO",))
+    assert code == 1
+    assert events(fx)[-3:] == ["renames", "app start", "media undo"]  # the unpacked media go too
+    assert fx.w.said[-1].endswith("swapping the restored database in failed (above): the live database is "
+                                  "unchanged; the app serves the data it had")
+    assert 'ALTER DATABASE "payload" WITH ALLOW_CONNECTIONS true' in fx.sql  # connections allowed again
+
+
+def test_a_media_swap_that_fails_puts_the_database_from_before_back(tmp_path):
+    code, fx = restore(tmp_path, fail=("/swap.sh swap",))
+    assert code == 1
+    assert events(fx)[-5:] == ["renames", "media swap", "media undo", "renames", "app start"]
+    back = [s for s in fx.sql if "RENAME" in s][-2:]
+    assert back == swap_sql("payload", "payload_before_restore", "payload_restore")
+    assert fx.w.said[-1].endswith("the database and the media are as they were before this restore; the app "
+                                  "serves the data it had")
+
+
+def test_a_corrupt_backup_is_refused_before_the_safety_backup(tmp_path):
+    root = tmp_path / "backups"
+    b = backup(root, {"a.png": b"a"})
+    (b / "db.dump").write_bytes(b"changed")
+    code, fx = restore(tmp_path)
+    assert code == 1 and fx.w.said[-1].endswith("is corrupt (checksum mismatch): nothing was changed")
+    assert events(fx) == []
+
+
+def test_a_held_app_lock_refuses_with_the_holder(tmp_path):
+    app = tmp_path / "example"
+    app.mkdir()
+    fd = os.open(app / ".vpskit.lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    (app / ".vpskit.lock.holder").write_text("release of v2 by ann, since now\n")
+    try:
+        code, fx = restore(tmp_path, lock_wait=2)
+    finally:
+        os.close(fd)
+    assert code == 1 and "still holds its lock after 2s (release of v2 by ann" in fx.w.said[-1]
+    assert events(fx) == []
+
+
+@pytest.fixture(autouse=True)
+def _no_conf():
+    yield
+    os.environ.pop("VPSKIT_OFFSITE_CONF", None)
