@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What vpskit's server scripts share, sourced by backup.sh, offsite.sh and health-check.sh
+# What vpskit's server scripts share, sourced by backup.sh and offsite.sh
 # (releases are the server program's: vpskit/server, beside these scripts as vpskit-server).
 
 VPSKIT_SERVER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/vpskit-server"

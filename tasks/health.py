@@ -2,7 +2,8 @@
 
 Prints one line per check (containers, /api/health, /api/health/ready, disk, memory, last backup's age and, with
 backup_offsite, the last offsite copy's)
-and fails naming what is unhealthy. files/health-check.sh runs the same checks on the server.
+and fails naming what is unhealthy. The server program runs the checks (vpskit-server health,
+vpskit/server/healthcheck.py); the health timer runs the same.
 """
 
 from vpskit import tasks

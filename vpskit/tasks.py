@@ -12,10 +12,10 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "health-check.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh", "vpskit-server")
+SCRIPTS = ("backup.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh", "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
 # Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
-OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh")
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -192,8 +192,8 @@ def health_command(s: dict) -> str:
     where = str(s["publish_port"])
     if s["publish_port"] and s["publish_host"] not in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 - compared, not bound
         where = f"{s['publish_host']}:{where}"
-    return (f"{s['app_dir']}/bin/health-check.sh {s['app_dir']} {s['backup_dir']} {where} 26 "
-            f"{seconds(s['offsite_max_age'])}")
+    return (f"{server_program(s)} health --app-dir {s['app_dir']} --backups {s['backup_dir']} --port {where} "
+            f"--max-backup-age 26 --max-offsite-age {seconds(s['offsite_max_age'])}")
 
 
 def notified(s: dict, event: str, command: str) -> str:

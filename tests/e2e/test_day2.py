@@ -513,7 +513,8 @@ def test_health_check_of_a_stack_without_services_fails(site):
     site["vps"].ssh("sudo sh -c 'mkdir -p /opt/emptytest && printf \"name: emptytest\\nservices:\\n  x:\\n"
                     "    image: postgres:17\\n    profiles: [never]\\n\" > /opt/emptytest/docker-compose.yml'")
     try:
-        out = site["vps"].ssh(f"sudo /opt/example/bin/health-check.sh /opt/emptytest {BACKUPS} 3000", check=False)
+        out = site["vps"].ssh(f"sudo /opt/example/bin/vpskit-server health --app-dir /opt/emptytest "
+                              f"--backups {BACKUPS} --port 3000", check=False)
     finally:
         site["vps"].ssh("sudo rm -rf /opt/emptytest")
     assert out.returncode == 1

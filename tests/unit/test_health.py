@@ -81,13 +81,16 @@ def test_the_health_check_asks_the_app_where_the_proxy_publishes_it(tmp_path):
     (tmp_path / "bin" / "docker").write_text(DOCKER)
     (tmp_path / "bin" / "docker").chmod(0o755)
     s = tasks.paths(settings.load({"publish_host": "127.0.0.2", "publish_port": port}))
-    where = tasks.health_command(s).split()[3]
+    command = tasks.health_command(s).split()
+    where = command[command.index("--port") + 1]
     assert where == f"127.0.0.2:{port}"
-    assert tasks.health_command(tasks.paths(settings.load({"publish_host": "0.0.0.0"}))).split()[3] == "3000"
+    wide = tasks.health_command(tasks.paths(settings.load({"publish_host": "0.0.0.0"}))).split()
+    assert wide[wide.index("--port") + 1] == "3000"
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
     try:
-        out = subprocess.run(["bash", str(ROOT / "files" / "health-check.sh"), str(tmp_path), str(tmp_path / "b"),
-                              where], capture_output=True, text=True, env=env, timeout=60)
+        out = subprocess.run([str(ROOT / "files" / "vpskit-server"), "health", "--app-dir", str(tmp_path),
+                              "--backups", str(tmp_path / "b"), "--port", where], capture_output=True, text=True,
+                             env=env, timeout=60)
     finally:
         server.shutdown()
     assert "ok   /api/health: 200" in out.stdout and "ok   /api/health/ready: 200" in out.stdout, out.stdout

@@ -102,7 +102,8 @@ def test_each_timer_alerts_through_notify_and_an_empty_schedule_has_none():
     assert ("vpskit-server drill --app-dir /opt/example --backups /var/backups/example --which latest --source local"
             in units["vpskit-drill-example.service"])
     assert "OnCalendar=Sun *-*-* 04:45:00" in units["vpskit-drill-example.timer"]
-    assert "health-check.sh /opt/example /var/backups/example 3000 26 172800" in units["vpskit-health-example.service"]
+    assert ("vpskit-server health --app-dir /opt/example --backups /var/backups/example --port 3000 "
+            "--max-backup-age 26 --max-offsite-age 172800") in units["vpskit-health-example.service"]
     offsite = plan(backup_offsite="/srv/r", drill_schedule="", health_schedule="")
     assert sorted(steps.timer_units(offsite)) == ["vpskit-backup-example.service", "vpskit-backup-example.timer"]
     assert tasks.drill_command(offsite).endswith("--which latest --source offsite")

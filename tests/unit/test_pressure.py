@@ -1,4 +1,4 @@
-"""files/health-check.sh on memory pressure and stopped services (issue 23), run here with bash against a
+"""The health check (vpskit-server health) on memory pressure and stopped services (issue 23), run here against a
 stand-in `docker` and stand-in /proc files: what happened since the last scheduled check (OOM kills, restarts,
 swap written) is a warning with its count, the counters are written only when the health timer asks, and a
 service stopped outside vpskit is started again only by the timer, never after tasks/stop.py."""
@@ -57,7 +57,8 @@ def check(root: Path, record: bool = False, repair: bool = False) -> list[str]:
         env["VPSKIT_HEALTH_RECORD"] = str(root / "state" / "pressure")  # as notify.sh keeps it once alerted
     if repair:
         env["VPSKIT_HEALTH_REPAIR"] = "1"
-    out = subprocess.run(["bash", str(ROOT / "files" / "health-check.sh"), str(root / "app"), str(root / "b"), "0"],
+    out = subprocess.run([str(ROOT / "files" / "vpskit-server"), "health", "--app-dir", str(root / "app"), "--backups",
+                          str(root / "b"), "--port", "0"],
                          capture_output=True, text=True, env=env, timeout=60)
     return out.stdout.splitlines()
 

@@ -25,9 +25,9 @@ def test_every_quoted_message_is_in_the_code():
 
 
 def test_docs_state_the_disk_thresholds_the_health_check_uses():
-    script = (ROOT / "files" / "health-check.sh").read_text()
-    mb = int(re.search(r"^MIN_FREE_MB=(\d+)", script, flags=re.M).group(1))
-    pct = int(re.search(r"^MIN_FREE_PCT=(\d+)", script, flags=re.M).group(1))
+    from vpskit.server.healthcheck import MIN_FREE_MB as mb
+    from vpskit.server.healthcheck import MIN_FREE_PCT as pct
+
     guide = " ".join((ROOT / "docs" / "DOCKER-DEPLOYMENT.md").read_text().split())
     assert f"at least {pct} % of the disk and at least {mb // 1024} GiB free" in guide
     assert f"less than {pct} % of the disk or less than {mb // 1024} GiB is free" in (

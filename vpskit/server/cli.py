@@ -25,6 +25,9 @@
     vpskit-server restore --app-dir D --backups ROOT --name latest|NAME|SNAPSHOT [--source local|offsite]
                           [--lock-wait S] [--health-timeout S]
         a backup restored: verified, a safety backup first, swapped in with the app stopped only for the swap
+    vpskit-server health --app-dir D --backups ROOT --port [ADDRESS:]PORT [--max-backup-age H]
+                         [--max-offsite-age S]
+        the health check: one line per check (ok, warn, FAIL), then healthy or unhealthy (exit 1)
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -43,6 +46,7 @@ from .database import Database
 from .docker import Docker
 from .drill import Drill
 from .effects import Effects
+from .healthcheck import HealthCheck
 from .release import Releases, Run
 from .restore import Restore
 from .stack import healthy, states, wait_healthy
@@ -99,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--source", choices=("local", "offsite"), default="local")
     restore.add_argument("--lock-wait", type=int, default=300)
     restore.add_argument("--health-timeout", type=int, default=180)
+    health = groups.add_parser("health")
+    health.add_argument("--app-dir", required=True, type=Path)
+    health.add_argument("--backups", required=True, type=Path)
+    health.add_argument("--port", required=True)
+    health.add_argument("--max-backup-age", type=int, default=26)
+    health.add_argument("--max-offsite-age", type=int, default=172800)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
@@ -118,6 +128,11 @@ def main(argv: list[str], program: Path) -> int:
         print("\n".join(kept))
         return 0
     fx = Effects()
+    if args.group == "health":
+        if args.app_dir.is_dir():
+            os.chdir(args.app_dir)
+        return HealthCheck(args.app_dir, args.backups, args.port, args.max_backup_age, args.max_offsite_age,
+                           fx).run()
     if not args.app_dir.is_dir():
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
