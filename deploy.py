@@ -13,7 +13,7 @@ steps.server_baseline(settings)  # swap, security updates, a bounded journal, SS
 steps.firewall(settings)  # only when firewall = True
 steps.docker_engine(settings)
 steps.database_firewall(settings)  # a db server: postgres reachable from the app servers only
-steps.offsite_tools(settings)  # restic, ssh, curl: only when backup_offsite or NOTIFY_URL ask for them
+steps.offsite_tools(settings)  # restic, ssh, rclone: only when backup_offsite or media_bucket ask for them
 steps.proxy_step(settings)  # the server's one proxy; a port taken on the server stops the deploy here
 pushed = steps.artifacts(settings)
 steps.images_on_server(settings)

@@ -1,7 +1,7 @@
 """Offsite copies and alerts, seen from the deploying machine: what the server's root-only configuration
 file holds (restic's repository and password, S3 keys, the SSH key for sftp, the webhook URL, the media
 bucket's rclone remote), rendered here and pushed like any other file. The server scripts (files/offsite.sh,
-notify.sh, backup.sh and the server program's restore and drill for the bucket) only read it.
+backup.sh and the server program (alerts, restore and drill) for the bucket) only read it.
 
     conf = Offsite.of(settings, envfile.read())
     conf.files()            # ManagedFiles for /etc/vpskit/<app>/ (mode 600, root)
@@ -125,8 +125,7 @@ class Offsite:
         return files
 
     def packages(self) -> list[str]:
-        """Distribution packages the server needs for this: restic, ssh for sftp, rclone for media in a bucket,
-        curl for the webhook."""
+        """Distribution packages the server needs for this: restic, ssh for sftp, rclone for media in a bucket (the
+        webhook needs none: the server program sends it)."""
         wanted = (["restic"] if self.repository else []) + (["rclone"] if self.media else [])
-        wanted += ["openssh-client"] if self.ssh_key else []
-        return wanted + (["curl"] if self.notify_url else [])
+        return wanted + (["openssh-client"] if self.ssh_key else [])

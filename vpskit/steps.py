@@ -366,8 +366,8 @@ def timer_units(s: dict) -> dict[str, str]:
 
 
 def offsite_tools(s: dict) -> None:
-    """restic (offsite copies), ssh (an sftp repository) and curl (alerts) from the distribution's packages,
-    when the settings ask for them."""
+    """restic (offsite copies), ssh (an sftp repository) and rclone (media in a bucket) from the distribution's
+    packages, when the settings ask for them."""
     packages = s["offsite"].packages()
     if not packages:
         return

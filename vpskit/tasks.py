@@ -12,10 +12,10 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "common.sh", "offsite.sh", "notify.sh", "media-swap.sh", "vpskit-server")
+SCRIPTS = ("backup.sh", "common.sh", "offsite.sh", "media-swap.sh", "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
 # Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
-OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh")
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh", "notify.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -197,8 +197,8 @@ def health_command(s: dict) -> str:
 
 
 def notified(s: dict, event: str, command: str) -> str:
-    """`command` run so that its failure sends one alert to NOTIFY_URL (files/notify.sh)."""
-    return f"{s['app_dir']}/bin/notify.sh run {event} -- {command}"
+    """`command` run so that its failure sends one alert to NOTIFY_URL (vpskit/server/notify.py)."""
+    return f"{server_program(s)} notify --app-dir {s['app_dir']} run {event} -- {command}"
 
 
 def who() -> str:

@@ -42,7 +42,7 @@ def bed(vps_factory, testbed, tmp_path_factory):
            "VPSKIT_HEALTH_SCHEDULE": NEVER}
     out = run_pyinfra(vps, env_file, "deploy.py", env=env)
     assert out.returncode == 0, out.stdout[-4000:]
-    assert "Install restic, openssh-client, curl" in out.stdout
+    assert "Install restic, openssh-client" in out.stdout
     site = Site(vps).open()
     site.register()
     bed = {"vps": vps, "box": box, "hook": hook, "env_file": env_file, "env": env, "target": target, "repo": repo,

@@ -94,7 +94,7 @@ class FakeEffects:
             return self.compose(list(args[2:]))
         if args[0] == "docker":
             return self.docker(list(args[1:]))
-        if args[0].endswith("notify.sh"):
+        if args[1:2] == ("notify",):
             return Result(0)
         return Result(0)
 

@@ -1,6 +1,6 @@
-"""files/notify.sh, run here against a webhook receiver on 127.0.0.1: one JSON message per failure (any cause
-text, quotes and all), the command's own exit status, nothing while all is well, and the health check's
-alerts once per failing spell."""
+"""The alerts (vpskit-server notify, vpskit/server/notify.py), run here against a webhook receiver on 127.0.0.1:
+one JSON message per failure (any cause text, quotes and all), the command's own exit status, nothing while all
+is well, and the health check's alerts once per failing spell."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "files" / "notify.sh"
+PROGRAM = Path(__file__).resolve().parents[2] / "files" / "vpskit-server"
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def notify(tmp_path, url: str, *args: str, releases: str = "") -> subprocess.Com
     conf = tmp_path / "offsite.env"
     conf.write_text(f"export NOTIFY_URL='{url}'\nexport VPSKIT_NOTIFY_RELEASES='{releases}'\n")
     env = {"PATH": "/usr/bin:/bin", "VPSKIT_OFFSITE_CONF": str(conf), "VPSKIT_STATE": str(tmp_path / "state")}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([str(PROGRAM), "notify", "--app-dir", str(tmp_path / "example"), *args], capture_output=True,
+                          text=True, env=env, timeout=60)
 
 
 def test_a_failure_is_one_message_with_its_last_line_and_the_exit_status_stays(tmp_path, hook):

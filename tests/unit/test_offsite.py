@@ -85,7 +85,7 @@ def test_without_offsite_or_alerts_nothing_is_installed():
     conf = Offsite.of(plan(), BASE)
     assert conf.packages() == [] and conf.env() == {"VPSKIT_APP": "example"}
     with_all = Offsite.of(plan(backup_offsite="/srv/r"), {**BASE, "RESTIC_PASSWORD": "p", "NOTIFY_URL": "http://h"})
-    assert with_all.packages() == ["restic", "curl"]
+    assert with_all.packages() == ["restic"]  # alerts need no package: the server program sends them
 
 
 def test_each_timer_alerts_through_notify_and_an_empty_schedule_has_none():
@@ -93,8 +93,9 @@ def test_each_timer_alerts_through_notify_and_an_empty_schedule_has_none():
     units = steps.timer_units(s)
     assert sorted(units) == sorted(f"vpskit-{k}-example.{u}" for k in ("backup", "drill", "health")
                                    for u in ("service", "timer"))
-    assert ("ExecStart=/opt/example/bin/notify.sh run backup -- /opt/example/bin/backup.sh /opt/example "
-            "/var/backups/example 7 4 6 300") in units["vpskit-backup-example.service"]
+    assert ("ExecStart=/opt/example/bin/vpskit-server notify --app-dir /opt/example run backup -- "
+            "/opt/example/bin/backup.sh /opt/example /var/backups/example 7 4 6 300") in units[
+        "vpskit-backup-example.service"]
     # A hung run is stopped (review item 11): it would hold the backups' lock, and every deploy behind it.
     assert "TimeoutStartSec=1h" in units["vpskit-backup-example.service"]
     assert "TimeoutStartSec=1h" in units["vpskit-drill-example.service"]

@@ -54,7 +54,7 @@ def check(root: Path, record: bool = False, repair: bool = False) -> list[str]:
            "VPSKIT_STATE": str(root / "state")}
     if record:
         (root / "state").mkdir(exist_ok=True)
-        env["VPSKIT_HEALTH_RECORD"] = str(root / "state" / "pressure")  # as notify.sh keeps it once alerted
+        env["VPSKIT_HEALTH_RECORD"] = str(root / "state" / "pressure")  # as the alerts keep it once sent
     if repair:
         env["VPSKIT_HEALTH_REPAIR"] = "1"
     out = subprocess.run([str(ROOT / "files" / "vpskit-server"), "health", "--app-dir", str(root / "app"), "--backups",

@@ -28,6 +28,9 @@
     vpskit-server health --app-dir D --backups ROOT --port [ADDRESS:]PORT [--max-backup-age H]
                          [--max-offsite-age S]
         the health check: one line per check (ok, warn, FAIL), then healthy or unhealthy (exit 1)
+    vpskit-server notify --app-dir D run EVENT -- COMMAND...
+        COMMAND run (its output kept for the journal); when it fails, one message to NOTIFY_URL; its exit status
+    vpskit-server notify --app-dir D release OK|FAILED TEXT     one message per release when notify_releases is set
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
 
@@ -47,6 +50,7 @@ from .docker import Docker
 from .drill import Drill
 from .effects import Effects
 from .healthcheck import HealthCheck
+from .notify import main as notify_main
 from .release import Releases, Run
 from .restore import Restore
 from .stack import healthy, states, wait_healthy
@@ -118,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], program: Path) -> int:
+    if argv[:1] == ["notify"]:  # the command after `--` taken as it is
+        return notify_main(argv[1:])
     if argv[:3] == ["db", "sh", "--app-dir"] and len(argv) >= 5:  # SCRIPT and its ARGS taken as they are
         os.chdir(argv[3])
         cmd = Database(Docker(Effects()), Path(argv[3])).argv(argv[4], *argv[5:])

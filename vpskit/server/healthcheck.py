@@ -1,11 +1,12 @@
-"""The health check of one app on its server (tasks/health.py, the health timer through notify.sh, monitoring):
+"""The health check of one app on its server (tasks/health.py, the health timer, monitoring):
 one line per check, "ok   <check>: <detail>", "warn <check>: <detail>" (something happened since the last
 scheduled check: an OOM kill, a restart, swap written; a service started again) or "FAIL <check>: <detail>";
 then "healthy", or "unhealthy: <checks>" and exit 1.
 
-It changes nothing unless the health timer asks (notify.sh sets these): VPSKIT_HEALTH_RECORD=FILE writes today's
-counters (OOM kills, swap written, restarts) to FILE; VPSKIT_HEALTH_REPAIR=1 starts again a service found stopped
-outside vpskit (not one stopped with tasks/stop.py, and never while a release, restore or stop holds the lock).
+It changes nothing unless the health timer asks (vpskit-server notify sets these): VPSKIT_HEALTH_RECORD=FILE
+writes today's counters (OOM kills, swap written, restarts) to FILE; VPSKIT_HEALTH_REPAIR=1 starts again a service
+found stopped outside vpskit (not one stopped with tasks/stop.py, and never while a release, restore or stop
+holds the lock).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class Run:
         self.d = Docker(fx)
         self.db = Database(self.d, app_dir)
         self.proxy = proxy or Proxy(fx)
-        self.notify = notify if notify is not None else app_dir / "bin" / "notify.sh"
+        self.notify = notify if notify is not None else app_dir / "bin" / "vpskit-server"
         self.dir = self.lay.attempt_dir(attempt)
         self.p = AttemptParams.from_json(read_json(self.lay.params(attempt)) or {})
         self.lock = Lock(app_dir / ".vpskit.lock", fx)
@@ -197,7 +197,8 @@ class Run:
         self.lock.release()
         text = f"{self.p.kind} of {self.p.version} {result} after {seconds}s" + (f": {reason}" if reason else "")
         if self.notify.exists():
-            self.fx.run(str(self.notify), "release", "OK" if code == 0 else "FAILED", text)
+            self.fx.run(str(self.notify), "notify", "--app-dir", str(self.lay.app_dir), "release",
+                        "OK" if code == 0 else "FAILED", text)
 
     # --- the transaction
     def steps(self) -> None:
