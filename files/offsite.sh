@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vpskit offsite copies with restic, run on the server as root by backup.sh and vpskit-server (restore, drill).
+# vpskit offsite copies with restic, run on the server as root by vpskit-server (backup, restore, drill).
 #
 #   offsite.sh copy BACKUP_ROOT NAME     # after a verified local backup: upload, confirm, then remote retention
 #   offsite.sh fetch WHICH DEST          # a snapshot (latest, a backup name or a snapshot id) into DEST, verified
@@ -10,8 +10,9 @@
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=files/common.sh
-. "$HERE/common.sh"  # gfs_keep, the retention rule; human_size
+# The retention rule and sizes as the server program states them (vpskit/server/backups.py).
+gfs_keep() { "$HERE/vpskit-server" backups keep "$@"; }  # gfs_keep NOW DAILY WEEKLY MONTHLY < names
+human_size() { "$HERE/vpskit-server" backups size "$1"; }  # human_size BYTES: "12 kB", "3.4 MB"
 APP=$(basename "$(dirname "$HERE")")
 CONF=${VPSKIT_OFFSITE_CONF:-/etc/vpskit/$APP/offsite.env}
 die() { echo "vpskit offsite: $*" >&2; exit 1; }
@@ -105,7 +106,7 @@ copy() {
     rm -f "$err"
     die "backup $name was sent to $RESTIC_REPOSITORY but the snapshot is not listed there: the local backup is kept; remote retention skipped"
   fi
-  # Remote retention by the local rule itself (common.sh gfs_keep; restic's own policy keeps extra "oldest"
+  # Remote retention by the local rule itself (gfs_keep; restic's own policy keeps extra "oldest"
   # snapshots): the app's snapshots whose backup the rule drops are forgotten, then their data pruned.
   local pairs kept drop
   pairs=$(r snapshots --json --host "$VPSKIT_APP" --tag vpskit 2>"$err" \

@@ -70,17 +70,9 @@ class Site:
 
 
 def expected_retention(days: list[dt.date], daily=7, weekly=4, monthly=6) -> set[dt.date]:
-    """The days whose backup survives, by the retention rule written out (one backup a day at the same time)."""
-    keep, seen_d, seen_w, seen_m = {days[-1]}, set(), set(), set()
-    for d in sorted(days, reverse=True):
-        w, m = d.isocalendar()[:2], (d.year, d.month)
-        if d not in seen_d and len(seen_d) < daily:
-            seen_d.add(d)
-            keep.add(d)
-        if w not in seen_w and len(seen_w) < weekly:
-            seen_w.add(w)
-            keep.add(d)
-        if m not in seen_m and len(seen_m) < monthly:
-            seen_m.add(m)
-            keep.add(d)
-    return keep
+    """The days whose backup survives (one backup a day at 03:15), by the server program's one retention rule
+    (vpskit/server/backups.py, unit-tested on calendars worked out by hand)."""
+    from vpskit.server.backups import gfs_keep
+
+    names = {f"{d:%Y%m%d}T031500Z": d for d in days}
+    return {names[n] for n in gfs_keep(max(names), list(names), daily, weekly, monthly)}

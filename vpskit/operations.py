@@ -384,7 +384,7 @@ def backup_before_update(app_dir: str, project: str, app_ref: str, command: str,
     + app_dir: the app's directory on the server
     + project: compose project name
     + app_ref: the image reference the app is about to run
-    + command: the backup command (files/backup.sh with its arguments)
+    + command: the backup command (vpskit-server backup with its arguments)
     + database_external: the database is not a service of the stack (DATABASE_URL: a managed Postgres)
     """
     stack = host.get_fact(ComposeStack, app_dir=app_dir, project=project, refs=(app_ref,))

@@ -12,10 +12,11 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("backup.sh", "common.sh", "offsite.sh", "media-swap.sh", "vpskit-server")
+SCRIPTS = ("offsite.sh", "media-swap.sh", "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
 # Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
-OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh", "notify.sh")
+OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh", "notify.sh",
+            "backup.sh", "common.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 
@@ -164,8 +165,9 @@ def staging_dir(s: dict) -> str:
 
 def backup_command(s: dict) -> str:
     """A backup now; it waits up to lock_timeout for a backup or restore already running."""
-    return (f"{s['app_dir']}/bin/backup.sh {s['app_dir']} {s['backup_dir']} {s['backup_keep_daily']} "
-            f"{s['backup_keep_weekly']} {s['backup_keep_monthly']} {s['lock_timeout']}")
+    return (f"{server_program(s)} backup --app-dir {s['app_dir']} --backups {s['backup_dir']} --keep "
+            f"{s['backup_keep_daily']} {s['backup_keep_weekly']} {s['backup_keep_monthly']} "
+            f"--lock-wait {s['lock_timeout']}")
 
 
 def drill_command(s: dict, which: str = "latest", source: str = "") -> str:

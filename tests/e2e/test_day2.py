@@ -4,6 +4,7 @@ that adds a migration, stop + deploy, logs filters and the health task."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -155,13 +156,15 @@ def test_retention_over_a_simulated_calendar(site):
     fake = " ".join(f"{BACKUPS}/{d:%Y%m%d}T031500Z" for d in days[:-1])
     vps.ssh(f"sudo mkdir -p {fake}")
     last = f"{days[-1]:%Y%m%d}T031500Z"
-    vps.ssh(f"cd /opt/example && sudo env VPSKIT_BACKUP_TIME={last} bin/backup.sh /opt/example {BACKUPS} 7 4 6")
+    vps.ssh(f"cd /opt/example && sudo env VPSKIT_BACKUP_TIME={last} bin/vpskit-server backup --app-dir /opt/example "
+            f"--backups {BACKUPS} --keep 7 4 6")
     survivors = backups(vps)
     assert survivors == sorted(f"{d:%Y%m%d}T031500Z" for d in expected_retention(days))
     assert len(survivors) == len(set(survivors)) and last in survivors
     days.append(days[-1] + dt.timedelta(days=1))
     nxt = f"{days[-1]:%Y%m%d}T031500Z"
-    vps.ssh(f"cd /opt/example && sudo env VPSKIT_BACKUP_TIME={nxt} bin/backup.sh /opt/example {BACKUPS} 7 4 6")
+    vps.ssh(f"cd /opt/example && sudo env VPSKIT_BACKUP_TIME={nxt} bin/vpskit-server backup --app-dir /opt/example "
+            f"--backups {BACKUPS} --keep 7 4 6")
     again = backups(vps)
     assert again == sorted(f"{d:%Y%m%d}T031500Z" for d in expected_retention(days))
     assert set(survivors) - set(again)  # the second prune removed something: the window moved by a day
@@ -489,16 +492,19 @@ def test_backup_whose_verification_fails_leaves_nothing_behind(site):
     assert leftovers_in_backups(site) == []
 
 
-def test_backup_whose_sizes_cannot_be_read_writes_no_manifest(site):
-    """A failing `stat` (here: a stand-in that always fails, first on PATH) stops the backup instead of
-    writing a manifest with empty fields."""
+def test_backup_whose_media_archive_fails_keeps_nothing(site):
+    """A failing step after the dump (here: `docker run`, which writes the media archive, refused by a stand-in
+    first on PATH that passes every other docker command through) stops the backup with one line, keeps no
+    partial folder and no manifest."""
     before = backups(site["vps"])
-    site["vps"].ssh("sudo sh -c 'mkdir -p /tmp/failing-stat && printf \"#!/bin/sh\\necho stat: simulated >&2\\n"
-                    "exit 1\\n\" > /tmp/failing-stat/stat && chmod 755 /tmp/failing-stat/stat'")
-    out = site["vps"].ssh(f"cd /opt/example && sudo env PATH=/tmp/failing-stat:$PATH bin/backup.sh /opt/example "
-                          f"{BACKUPS} 7 4 6", check=False)
-    site["vps"].ssh("sudo rm -rf /tmp/failing-stat")
+    stand_in = '#!/bin/sh\n[ "$1" = run ] && { echo "docker run: simulated" >&2; exit 1; }\nexec /usr/bin/docker "$@"\n'
+    site["vps"].ssh(f"sudo sh -c 'mkdir -p /tmp/failing-run && echo {base64.b64encode(stand_in.encode()).decode()} "
+                    "| base64 -d > /tmp/failing-run/docker && chmod 755 /tmp/failing-run/docker'")
+    out = site["vps"].ssh(f"cd /opt/example && sudo env PATH=/tmp/failing-run:$PATH bin/vpskit-server backup "
+                          f"--app-dir /opt/example --backups {BACKUPS} --keep 7 4 6", check=False)
+    site["vps"].ssh("sudo rm -rf /tmp/failing-run")
     assert out.returncode != 0
+    assert "vpskit backup: writing the media archive failed (above): nothing kept" in out.stderr, out.stderr
     assert backups(site["vps"]) == before
     assert leftovers_in_backups(site) == []
     for name in before:  # every manifest there is valid JSON with numeric sizes (retention's stand-ins have none)

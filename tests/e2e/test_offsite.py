@@ -308,8 +308,8 @@ def test_remote_retention_over_a_simulated_calendar_matches_local(bed):
     vps.exec("rm", "-rf", f"{BACKUPS}")
     vps.exec("bash", "-c", script)
     assert len(remote_backups(bed)) == 99
-    run = vps.exec("sh", "-c", f"cd /opt/example && VPSKIT_BACKUP_TIME={names[-1]} bin/backup.sh /opt/example "
-                   f"{BACKUPS} 7 4 6 2>&1", check=False)
+    run = vps.exec("sh", "-c", f"cd /opt/example && VPSKIT_BACKUP_TIME={names[-1]} bin/vpskit-server backup "
+                   f"--app-dir /opt/example --backups {BACKUPS} --keep 7 4 6 2>&1", check=False)
     assert run.returncode == 0, run.stdout[-2000:]
     expected = sorted(f"{d:%Y%m%d}T031500Z" for d in expected_retention(days))
     assert local_backups(vps) == expected

@@ -78,6 +78,10 @@ class FakeEffects:
     def clock(self) -> float:
         return self.w.time
 
+    def pipe(self, args, stdin, consume):
+        r = self.run(*args, stdin=stdin)
+        return r.code, consume(r.out.splitlines(keepends=True))
+
     def stream(self, *args: str) -> tuple[int, str]:
         r = self.run(*args)
         for line in (r.out + r.err).splitlines():

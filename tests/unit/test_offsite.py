@@ -94,7 +94,8 @@ def test_each_timer_alerts_through_notify_and_an_empty_schedule_has_none():
     assert sorted(units) == sorted(f"vpskit-{k}-example.{u}" for k in ("backup", "drill", "health")
                                    for u in ("service", "timer"))
     assert ("ExecStart=/opt/example/bin/vpskit-server notify --app-dir /opt/example run backup -- "
-            "/opt/example/bin/backup.sh /opt/example /var/backups/example 7 4 6 300") in units[
+            "/opt/example/bin/vpskit-server backup --app-dir /opt/example --backups /var/backups/example --keep 7 4 6 "
+            "--lock-wait 300") in units[
         "vpskit-backup-example.service"]
     # A hung run is stopped (review item 11): it would hold the backups' lock, and every deploy behind it.
     assert "TimeoutStartSec=1h" in units["vpskit-backup-example.service"]

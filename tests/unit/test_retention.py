@@ -1,6 +1,6 @@
-"""The retention rule (vpskit/server/backups.py gfs_keep), which prunes the backups on the server (backup.sh) and
-the offsite copies (offsite.sh) alike, both through `vpskit-server backups keep`: calendars worked out by hand,
-and what must hold on any calendar."""
+"""The retention rule (vpskit/server/backups.py gfs_keep), which prunes the backups on the server (vpskit-server
+backup) and the offsite copies (offsite.sh, through `vpskit-server backups keep`) alike: calendars worked out by
+hand, and what must hold on any calendar."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from vpskit.server.backups import gfs_keep
 
-COMMON = Path(__file__).resolve().parents[2] / "files" / "common.sh"
+PROGRAM = Path(__file__).resolve().parents[2] / "files" / "vpskit-server"
 
 
 def test_the_newest_of_each_day_and_everything_of_the_last_24_hours():
@@ -52,8 +52,7 @@ def test_on_any_calendar_the_policy_bounds_what_is_kept(daily, weekly, monthly, 
     assert set(recent) <= set(kept)
     assert len(kept) <= daily + weekly + monthly + len(recent) + 1
     assert len({n[:8] for n in kept}) >= min(daily, len({n[:8] for n in names}))
-    # The scripts ask the same program (common.sh gfs_keep): the same answer.
-    out = subprocess.run(["bash", "-c", f'. "{COMMON}" && gfs_keep "$@"', "gfs_keep", names[-1], str(daily),
-                          str(weekly), str(monthly)], input="\n".join(names) + "\n", capture_output=True, text=True,
-                         check=True, timeout=30)
+    # offsite.sh asks the program on the server (vpskit-server backups keep): the same answer.
+    out = subprocess.run([str(PROGRAM), "backups", "keep", names[-1], str(daily), str(weekly), str(monthly)],
+                         input="\n".join(names) + "\n", capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.split() == kept

@@ -29,7 +29,7 @@ class DbWorld(FakeEffects):
     def run(self, *args, input=None, **kw):  # noqa: A002
         line = " ".join(args)
         bad = any(f in line for f in self.fail)
-        if args[0].endswith("backup.sh"):
+        if args[1:2] == ("backup",):
             self.w.calls.append(args)
             return Result(0, f"{SAFETY}\n")
         if 'printf %s "$PGDATABASE"' in line:
@@ -72,7 +72,7 @@ def events(fx: DbWorld) -> list[str]:
     """What happened, in order: the safety backup, the app's stops and starts, media steps, renames."""
     out = []
     for c in fx.w.calls:
-        if c[0].endswith("backup.sh"):
+        if c[1:2] == ("backup",):
             out.append("safety backup")
         elif c[0] in ("app", "media"):
             out.append(f"{c[0]} {c[1]}")

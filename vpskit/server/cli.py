@@ -31,8 +31,13 @@
     vpskit-server notify --app-dir D run EVENT -- COMMAND...
         COMMAND run (its output kept for the journal); when it fails, one message to NOTIFY_URL; its exit status
     vpskit-server notify --app-dir D release OK|FAILED TEXT     one message per release when notify_releases is set
+    vpskit-server backup --app-dir D --backups ROOT [--keep DAILY WEEKLY MONTHLY | --keep none] [--lock-wait S]
+        a verified backup (its name on stdout), retention, and the copy offsite when backup_offsite is set;
+        --keep none: a restore's safety copy (neither pruned nor copied offsite). VPSKIT_BACKUP_TIME names it
+        (tests), VPSKIT_OFFSITE_SOFT=1 makes a failed offsite copy a warning (a deploy's pre-update backup)
+    vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
-        of the backup names on stdin, those the retention policy keeps, newest first (backup.sh, offsite.sh)
+        of the backup names on stdin, those the retention policy keeps, newest first (offsite.sh)
 
 A refusal is one line on stderr and exit status 1; a usage error exits 2.
 """
@@ -44,6 +49,7 @@ import os
 import sys
 from pathlib import Path
 
+from .backup import Backup, human_size
 from .backups import gfs_keep
 from .database import Database
 from .docker import Docker
@@ -113,7 +119,13 @@ def parser() -> argparse.ArgumentParser:
     health.add_argument("--port", required=True)
     health.add_argument("--max-backup-age", type=int, default=26)
     health.add_argument("--max-offsite-age", type=int, default=172800)
+    backup = groups.add_parser("backup")
+    backup.add_argument("--app-dir", required=True, type=Path)
+    backup.add_argument("--backups", required=True, type=Path)
+    backup.add_argument("--keep", nargs="+", default=["7", "4", "6"])
+    backup.add_argument("--lock-wait", type=int, default=300)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
+    backups.add_parser("size").add_argument("bytes", type=int)
     keep = backups.add_parser("keep")
     keep.add_argument("now")
     for period in ("daily", "weekly", "monthly"):
@@ -129,6 +141,9 @@ def main(argv: list[str], program: Path) -> int:
         cmd = Database(Docker(Effects()), Path(argv[3])).argv(argv[4], *argv[5:])
         os.execvp(cmd[0], cmd)  # noqa: S606 - argv, no shell: the script and its arguments as given
     args = parser().parse_args(argv)
+    if args.group == "backups" and args.command == "size":
+        print(human_size(args.bytes))
+        return 0
     if args.group == "backups":
         kept = gfs_keep(args.now, sys.stdin.read().split(), args.daily, args.weekly, args.monthly)
         print("\n".join(kept))
@@ -146,6 +161,12 @@ def main(argv: list[str], program: Path) -> int:
     if args.group == "drill":
         return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,
                      int(os.environ.get("VPSKIT_LOCK_WAIT", "300"))).run()
+    if args.group == "backup":
+        keep = None if args.keep == ["none"] else tuple(int(k) for k in (args.keep + ["0", "0", "0"])[:3])
+        env = os.environ
+        return Backup(args.app_dir, args.backups, keep, args.lock_wait, fx, program.parent,
+                      now=env.get("VPSKIT_BACKUP_TIME", ""), locked=env.get("VPSKIT_BACKUP_LOCKED") == "1",
+                      offsite_soft=env.get("VPSKIT_OFFSITE_SOFT") == "1").run()
     if args.group == "restore":
         return Restore(args.app_dir, args.backups, args.name, args.source, fx, program.parent, args.lock_wait,
                        args.health_timeout).run()

@@ -3,6 +3,7 @@ decides; tests give the deciding code a recorded stand-in for this (tests/unit/s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -26,11 +27,18 @@ class Effects:
 
     def run(self, *args: str, input: str | None = None, timeout: float | None = None,  # noqa: A002
             show: bool = False, stdin: Path | None = None, env: dict | None = None,
-            stderr_shown: bool = False) -> Result:
+            stderr_shown: bool = False, out: Path | None = None) -> Result:
         """`args` run; its output captured, or with `show` passed straight to this program's stderr (the log).
         `input`: text on its stdin; `stdin`: a file on its stdin; `env`: its whole environment; `stderr_shown`:
-        its stderr into the log as it comes, only stdout captured."""
+        its stderr into the log as it comes, only stdout captured; `out`: its stdout written to that file
+        (streamed, never held in memory; mode 600), its stderr into the log."""
         try:
+            if out is not None:
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=f, stderr=sys.stderr,
+                                          timeout=timeout, check=False, env=env)
+                return Result(done.returncode)
             if show:
                 done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr,
                                       timeout=timeout, check=False, env=env)
@@ -49,6 +57,17 @@ class Effects:
         except OSError as err:
             return Result(127, "", str(err))
         return Result(done.returncode, done.stdout, done.stderr or "")
+
+    def pipe(self, args: list[str], stdin: Path, consume):
+        """`args` with a file on its stdin; its stdout, line by line, handed to `consume` (never held whole):
+        (exit status, what consume returned)."""
+        with open(stdin, "rb") as f:
+            proc = subprocess.Popen(args, stdin=f, stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+                                    errors="replace")
+            result = consume(proc.stdout or ())
+            for _ in proc.stdout or ():  # what consume left unread
+                pass
+            return proc.wait(), result
 
     def stream(self, *args: str) -> tuple[int, str]:
         """`args` run with stdout and stderr merged: each line said as it comes, and all of it returned."""

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import conf
 from .backups import NAME, when
 from .database import Database
 from .docker import Docker
@@ -129,14 +130,7 @@ def reason_of(body: str) -> str:
 
 
 def offsite_value(app: str, name: str) -> str:
-    """A value of the app's root-only offsite configuration (export NAME='value' lines), or ""."""
-    conf = Path(os.environ.get("VPSKIT_OFFSITE_CONF", f"/etc/vpskit/{app}/offsite.env"))
-    try:
-        text = conf.read_text()
-    except OSError:
-        return ""
-    m = re.search(rf"^export {re.escape(name)}=(.*)$", text, re.M)
-    return m.group(1).strip().strip("'") if m else ""
+    return conf.value(app, name)
 
 
 class HealthCheck:

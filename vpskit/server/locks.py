@@ -1,4 +1,4 @@
-"""Locks held across processes with flock(2), so shell (backup.sh, tasks/stop.py's command, the proxy's port
+"""Locks held across processes with flock(2), so shell (tasks/stop.py's command, the proxy's port
 changes) and this program exclude each other on the same files."""
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
+from . import conf
+from .backup import rclone
 from .backups import NAME
 from .database import Database
 from .docker import Docker
@@ -85,8 +87,8 @@ class Restore:
         if self.remote:
             if step != "swap":
                 return True
-            return self.fx.run("bash", "-c", f'. "{self.bin}/common.sh" && media_rclone "$@"', "media_rclone",
-                               str(self.app_dir), "sync", str(self.staged), self.remote, show=True).ok
+            args, env = rclone(self.app_dir.name, "sync", str(self.staged), self.remote)
+            return self.fx.run(*args, env=env, show=True).ok
         project = self.project()
         r = self.fx.run("docker", "run", "--rm", "--network", "none", "-i", "-v", f"{project}_media:/media", "-v",
                         f"{self.bin}/media-swap.sh:/swap.sh:ro", "--entrypoint", "sh", self.db.image(), "/swap.sh",
@@ -166,7 +168,8 @@ class Restore:
             raise RestoreFailed(f"backup {name} has an unreadable dump: nothing was changed")
 
         self.say("safety backup of the live data first")
-        made = self.fx.run(str(self.bin / "backup.sh"), str(self.app_dir), str(self.root), "none", stderr_shown=True,
+        made = self.fx.run(str(self.bin / "vpskit-server"), "backup", "--app-dir", str(self.app_dir), "--backups",
+                           str(self.root), "--keep", "none", stderr_shown=True,
                            env={**os.environ, "VPSKIT_BACKUP_LOCKED": "1"})
         if not made.ok or not made.out.strip():
             raise RestoreFailed("the safety backup failed (above): nothing was changed")
@@ -308,11 +311,5 @@ class Restore:
 
 def media_remote(app_dir: Path) -> str:
     """The bucket the app's media live in (media_bucket), as an rclone remote, or "" (then they are in the app's
-    Docker volume): VPSKIT_MEDIA_REMOTE in the root-only /etc/vpskit/<app>/offsite.env."""
-    conf = Path(os.environ.get("VPSKIT_OFFSITE_CONF", f"/etc/vpskit/{app_dir.name}/offsite.env"))
-    try:
-        text = conf.read_text()
-    except OSError:
-        return ""
-    m = re.search(r"^export VPSKIT_MEDIA_REMOTE=(.*)$", text, re.M)
-    return m.group(1).strip().strip("'") if m else ""
+    Docker volume)."""
+    return conf.value(app_dir.name, "VPSKIT_MEDIA_REMOTE")
