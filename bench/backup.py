@@ -17,8 +17,8 @@ import time
 from common import deployed_vps, fill_database
 
 # RSS of everything the backup runs on the VPS: the server program, docker CLIs, pg_dump and tar (in containers).
-SAMPLE = ("ps -eo rss=,comm= | awk '$2 ~ /^(vpskit-server|python3|docker|docker-compose|pg_dump|pg_restore|tar|sha256sum)$/ "
-          "{s += $1} END {print s + 0}'")
+SAMPLE = ("ps -eo rss=,comm= | awk '$2 ~ /^(vpskit-server|python3|docker|docker-compose|pg_dump|pg_restore|tar|"
+          "sha256sum)$/ {s += $1} END {print s + 0}'")
 
 
 def main() -> int:
