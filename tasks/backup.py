@@ -27,8 +27,8 @@ else:
     if listing == "true":
         python.call(name="List backups", function=print_list, backup_dir=s["backup_dir"])
     elif listing == "offsite":
-        report(name="Offsite snapshots", command=f"{s['app_dir']}/bin/offsite.sh list 2>&1", failure="vpskit offsite",
-               _sudo=True)
+        report(name="Offsite snapshots", failure="vpskit offsite", _sudo=True,
+               command=f"{tasks.server_program(s)} offsite list --app-dir {s['app_dir']} 2>&1")
     else:
         report(name="Back up database and media", command=f"{tasks.backup_command(s)} 2>&1", failure="vpskit backup",
                follow=True, _sudo=True)

@@ -12,11 +12,11 @@ from vpskit import settings
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("offsite.sh", "media-swap.sh", "vpskit-server")
+SCRIPTS = ("media-swap.sh", "vpskit-server")
 SERVER = ROOT / "vpskit" / "server"  # the server program's package, shipped as {app_dir}/bin/vpskit_server/
 # Scripts an older vpskit shipped, replaced by the server program (vpskit-server): removed where they are.
 OBSOLETE = ("release.sh", "release-run.sh", "proxy.sh", "drill.sh", "restore.sh", "health-check.sh", "notify.sh",
-            "backup.sh", "common.sh")
+            "backup.sh", "common.sh", "offsite.sh")
 SUDO = {"_sudo": True}
 BACKUP_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 

@@ -351,7 +351,7 @@ def test_tasks_that_only_read_change_nothing_on_the_server(site):
     """Review item 6: health (and the lists) upload nothing: not the local checkout's scripts, not this
     machine's configuration (a .env without NOTIFY_URL must not turn the server's alerts off)."""
     assert task(site, "tasks/backup.py").returncode == 0  # a backup there, so that the health check passes
-    sh(site, f"echo '# edited on the server' >> {APP_DIR}/bin/offsite.sh")
+    sh(site, f"echo '# edited on the server' >> {APP_DIR}/bin/media-swap.sh")
     files = f"$(find {APP_DIR}/bin -type f | sort) /etc/vpskit/example/offsite.env {APP_DIR}/.env"
     before = sh(site, f"sha256sum {files}")
     assert "vpskit_server/release.py" in before  # the server program's files are among them
@@ -362,7 +362,7 @@ def test_tasks_that_only_read_change_nothing_on_the_server(site):
         out = task(site, name, *data, env=ci)
         assert out.returncode == 0, (name, out.stdout[-3000:])
         assert sh(site, f"sha256sum {files}") == before, f"{name} changed files on the server"
-    assert "differ from this checkout's (offsite.sh)" in out.stdout
+    assert "differ from this checkout's (media-swap.sh)" in out.stdout
 
 
 def test_a_dotenv_that_lacks_a_variable_the_server_has_is_refused(site):

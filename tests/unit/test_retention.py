@@ -1,5 +1,5 @@
 """The retention rule (vpskit/server/backups.py gfs_keep), which prunes the backups on the server (vpskit-server
-backup) and the offsite copies (offsite.sh, through `vpskit-server backups keep`) alike: calendars worked out by
+backup) and the offsite copies (vpskit/server/offsite.py) alike: calendars worked out by
 hand, and what must hold on any calendar."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_on_any_calendar_the_policy_bounds_what_is_kept(daily, weekly, monthly, 
     assert set(recent) <= set(kept)
     assert len(kept) <= daily + weekly + monthly + len(recent) + 1
     assert len({n[:8] for n in kept}) >= min(daily, len({n[:8] for n in names}))
-    # offsite.sh asks the program on the server (vpskit-server backups keep): the same answer.
+    # The command line gives the same answer (vpskit-server backups keep).
     out = subprocess.run([str(PROGRAM), "backups", "keep", names[-1], str(daily), str(weekly), str(monthly)],
                          input="\n".join(names) + "\n", capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.split() == kept

@@ -6,7 +6,7 @@ media_bucket is set) as a tar; each media file's checksum; a SHA256SUMS sidecar 
 every table the dump holds, for the drill). Written under a .partial name, fsynced, checked with
 pg_restore --list, then renamed: a folder without .partial is a complete, verified backup. Retention runs only
 after a successful backup and never removes the newest one; then, with backup_offsite, the copy offsite
-(offsite.sh), whose failure fails the backup (the local copy stays). Under the backups' lock, waited for.
+(vpskit/server/offsite.py), whose failure fails the backup (the local copy stays). Under the backups' lock, waited for.
 """
 
 from __future__ import annotations
@@ -234,10 +234,14 @@ class Backup:
         repository = conf.value(self.app_dir.name, "RESTIC_REPOSITORY")
         if not repository:
             return True
+        from .offsite import Offsite, OffsiteFailed
+
         start = self.fx.clock()
-        copied = self.fx.run(str(self.bin / "offsite.sh"), "copy", str(self.root), self.now, stderr_shown=True)
-        if copied.ok:
-            snapshot, _, size = copied.out.strip().partition(" ")
+        try:
+            snapshot, _, size = Offsite(self.app_dir.name).copy(self.root, self.now).partition(" ")
+        except OffsiteFailed as failed:
+            self.fx.say(f"vpskit offsite: {failed}")
+        else:
             self.say(f"offsite copy of {self.now}: snapshot {snapshot} in {repository} ({size}, "
                      f"{int(self.fx.clock() - start)}s)")
             return True

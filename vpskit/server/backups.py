@@ -1,5 +1,5 @@
 """Backups on the server: which ones a retention policy keeps. One rule for the backups on the server
-(backup.py) and the offsite copies (offsite.sh, through `vpskit-server backups keep`)."""
+(backup.py) and the offsite copies (offsite.py)."""
 
 from __future__ import annotations
 

@@ -35,9 +35,10 @@
         a verified backup (its name on stdout), retention, and the copy offsite when backup_offsite is set;
         --keep none: a restore's safety copy (neither pruned nor copied offsite). VPSKIT_BACKUP_TIME names it
         (tests), VPSKIT_OFFSITE_SOFT=1 makes a failed offsite copy a warning (a deploy's pre-update backup)
+    vpskit-server offsite list --app-dir D      the app's snapshots in its offsite repository (restic)
     vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
-        of the backup names on stdin, those the retention policy keeps, newest first (offsite.sh)
+        of the backup names on stdin, those the retention policy keeps, newest first
 
 A refusal is one line on stderr and exit status 1; a usage error exits 2.
 """
@@ -57,6 +58,7 @@ from .drill import Drill
 from .effects import Effects
 from .healthcheck import HealthCheck
 from .notify import main as notify_main
+from .offsite import Offsite, OffsiteFailed
 from .release import Releases, Run
 from .restore import Restore
 from .stack import healthy, states, wait_healthy
@@ -124,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--backups", required=True, type=Path)
     backup.add_argument("--keep", nargs="+", default=["7", "4", "6"])
     backup.add_argument("--lock-wait", type=int, default=300)
+    groups.add_parser("offsite").add_subparsers(dest="command", required=True).add_parser("list").add_argument(
+        "--app-dir", required=True, type=Path)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     backups.add_parser("size").add_argument("bytes", type=int)
     keep = backups.add_parser("keep")
@@ -161,6 +165,12 @@ def main(argv: list[str], program: Path) -> int:
     if args.group == "drill":
         return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,
                      int(os.environ.get("VPSKIT_LOCK_WAIT", "300"))).run()
+    if args.group == "offsite":
+        try:
+            return Offsite(args.app_dir.name).list()
+        except OffsiteFailed as failed:
+            fx.say(f"vpskit offsite: {failed}")
+            return 1
     if args.group == "backup":
         keep = None if args.keep == ["none"] else tuple(int(k) for k in (args.keep + ["0", "0", "0"])[:3])
         env = os.environ

@@ -1,6 +1,6 @@
 """The app's root-only configuration on the server, /etc/vpskit/<app>/offsite.env, written by deploy.py
 (vpskit/offsite.py renders it as `export NAME=<shell-quoted value>` lines): read here, once, for the server
-program (alerts, backups, restores, the health check); offsite.sh sources the same file."""
+program (alerts, backups and offsite copies, restores, the health check)."""
 
 from __future__ import annotations
 

@@ -193,11 +193,13 @@ class Drill:
     def source_folder(self) -> tuple[str, Path, str]:
         """(backup name, its folder, where it came from for what is said)."""
         if self.source == "offsite":
-            fetched = self.fx.run(str(self.bin / "offsite.sh"), "fetch", self.which, str(self.work / "backup"),
-                                  stderr_shown=True)
-            if not fetched.ok or len(fetched.out.split()) < 2:
-                raise DrillFailed(f"the offsite backup {self.which} could not be fetched (above)")
-            name, snapshot = fetched.out.split()[:2]
+            from .offsite import Offsite, OffsiteFailed
+
+            try:
+                name, snapshot = Offsite(self.app_dir.name).fetch(self.which, self.work / "backup")
+            except OffsiteFailed as failed:
+                self.fx.say(f"vpskit offsite: {failed}")
+                raise DrillFailed(f"the offsite backup {self.which} could not be fetched (above)") from failed
             return name, self.work / "backup", f" (offsite snapshot {snapshot})"
         name = self.which
         if name == "latest":

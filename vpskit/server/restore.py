@@ -1,5 +1,5 @@
 """A restore of one app (tasks/restore.py): a backup here, by name or the latest, or offsite (fetched first by
-offsite.sh and checked by restic and against its own checksums).
+vpskit/server/offsite.py and checked by restic and against its own checksums).
 
 A backup whose checksums or dump do not verify is refused with nothing changed. Otherwise, under the app's lock
 and the backups' lock: a safety backup of the live data; the dump restored into a scratch database beside the
@@ -136,11 +136,15 @@ class Restore:
 
     def source_folder(self) -> tuple[Path, str]:
         if self.source == "offsite":
+            from .offsite import Offsite, OffsiteFailed
+
             self.fetched = self.root / ".offsite-restore"
-            got = self.fx.run(str(self.bin / "offsite.sh"), "fetch", self.name, str(self.fetched), stderr_shown=True)
-            if not got.ok or len(got.out.split()) < 2:
-                raise RestoreFailed(f"the offsite backup {self.name} could not be fetched (above): nothing was changed")
-            self.name, snapshot = got.out.split()[:2]
+            try:
+                self.name, snapshot = Offsite(self.app_dir.name).fetch(self.name, self.fetched)
+            except OffsiteFailed as failed:
+                self.fx.say(f"vpskit offsite: {failed}")
+                raise RestoreFailed(f"the offsite backup {self.name} could not be fetched (above): nothing was "
+                                    "changed") from failed
             return self.fetched, f" (offsite snapshot {snapshot})"
         if self.name == "latest":
             names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
