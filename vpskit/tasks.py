@@ -113,8 +113,12 @@ def deployed(s: dict) -> None:
 
     wanted = script_files(s)
     states = host.get_fact(FileStates, paths=tuple(f.path for f in wanted), **SUDO)
-    if any(states.get(f.path) is None for f in wanted):
+    missing = [f for f in wanted if states.get(f.path) is None]
+    if len(missing) == len(wanted):
         fail(f"nothing deployed at {s['app_dir']} on {host.name} (no vpskit scripts there): run deploy.py first")
+    if missing:
+        fail(f"the vpskit scripts at {s['app_dir']} on {host.name} are an older version's (no "
+             f"{missing[0].path.rsplit('/', 1)[1]}): run deploy.py to bring them up to date")
     differ = [f.path.rsplit("/", 1)[1] for f in wanted
               if states[f.path]["sha256"] != hashlib.sha256(f.content.encode()).hexdigest()]
     if differ:
