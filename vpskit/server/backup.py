@@ -26,7 +26,7 @@ from .backups import NAME, gfs_keep
 from .database import Database
 from .docker import Docker
 from .effects import Effects
-from .locks import Lock
+from .locks import BACKUPS, Lock
 
 
 class BackupFailed(Exception):
@@ -116,7 +116,7 @@ class Backup:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         lock = Lock(self.root / ".lock", self.fx)
-        if not self.locked and lock.take(self.lock_wait, "backup", "the backups' lock"):
+        if not self.locked and lock.take(self.lock_wait, "backup", BACKUPS):
             self.say(f"another backup or restore is running (lock {self.root}/.lock): try again when it ends (waited "
                      f"{self.lock_wait}s)")
             return 1

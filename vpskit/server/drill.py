@@ -18,7 +18,7 @@ from .backups import NAME
 from .database import Database
 from .docker import Docker
 from .effects import Effects
-from .locks import Lock
+from .locks import BACKUPS, Lock
 
 
 class DrillFailed(Exception):
@@ -171,7 +171,7 @@ class Drill:
     def run(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         lock = Lock(self.root / ".lock", self.fx)
-        if lock.take(self.lock_wait, "restore drill", "the backups' lock"):
+        if lock.take(self.lock_wait, "restore drill", BACKUPS):
             self.say(f"FAILED: a backup or restore held {self.root}/.lock for {self.lock_wait}s: run the drill "
                      "again when it ends")
             return 1

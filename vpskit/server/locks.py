@@ -10,6 +10,8 @@ from pathlib import Path
 from .effects import Effects
 from .history import now_utc
 
+BACKUPS = "the backups' lock"  # one backup, restore or drill of an app at a time (BACKUP_ROOT/.lock)
+
 
 class Lock:
     """An exclusive flock on `path`, waited for up to `seconds` (saying who holds it every 10 s). The holder's
@@ -37,7 +39,11 @@ class Lock:
                 return (f"another operation on this app still holds its lock after {seconds}s ({holder}): nothing "
                         "was changed; run this again when it has finished")
             if said is None or waited - said >= 10:
-                self.fx.say(f"vpskit: waiting for {label}, held by {holder} ({waited}s of {seconds}s)")
+                if label == BACKUPS:
+                    self.fx.say(f"vpskit: waiting for another backup or restore of this app to end (lock {self.path}, "
+                                f"{waited}s of {seconds}s)")
+                else:
+                    self.fx.say(f"vpskit: waiting for {label}, held by {holder} ({waited}s of {seconds}s)")
                 said = waited
             self.fx.sleep(0.5)
         self.holder_path().write_text(f"{what}, since {now_utc()}\n")

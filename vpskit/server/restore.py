@@ -24,7 +24,7 @@ from .database import Database
 from .docker import Docker
 from .drill import bad_checksums
 from .effects import Effects
-from .locks import Lock
+from .locks import BACKUPS, Lock
 from .stack import wait_healthy
 
 
@@ -110,7 +110,7 @@ class Restore:
                 raise RestoreFailed(refusal)
             self.root.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o700)
-            if backups_lock.take(self.lock_wait, f"restore of {self.name}", "the backups' lock"):
+            if backups_lock.take(self.lock_wait, f"restore of {self.name}", BACKUPS):
                 raise RestoreFailed(f"another backup or restore is running (lock {self.root}/.lock): try again when it "
                                     f"ends (waited {self.lock_wait}s)")
             self.restore()
