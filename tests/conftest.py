@@ -70,11 +70,10 @@ def vps_host(vps):
 
 # The slowest modules first, so that with parallel workers (make test) none is left with a long module at
 # the end: each holds its own VPS for many minutes, mostly waiting on builds, SSH and health checks.
-SLOW_FIRST = ["test_payload_template.py", "test_day2.py", "test_transactions.py", "test_zero_downtime.py",
-              "test_deploy.py", "test_small_server.py",
-              "test_offsite.py", "test_multihost.py", "test_proxy.py", "test_disaster_recovery.py",
-              "test_example_app.py",
-              "test_firewall.py", "test_readme_demo.py", "test_bad_input.py"]
+SLOW_FIRST = ["test_payload_template.py", "test_multihost.py", "test_day2.py", "test_website_template.py",
+              "test_small_server.py", "test_transactions.py", "test_deploy.py", "test_offsite.py", "test_ship.py",
+              "test_zero_downtime.py", "test_example_app.py", "test_managed_db.py", "test_disaster_recovery.py",
+              "test_proxy.py", "test_firewall.py", "test_readme_demo.py", "test_bad_input.py"]
 
 
 def pytest_collection_modifyitems(items):
@@ -107,3 +106,4 @@ def pytest_terminal_summary(terminalreporter):
     if slow and slow[0][0] >= 30:
         terminalreporter.write_line("module wall times: " + ", ".join(
             f"{module.removeprefix('tests/').removesuffix('.py')} {took:.0f}s" for took, module in slow if took >= 5))
+
