@@ -2,7 +2,7 @@
 bucket that every app server reads and writes (media_bucket; several servers). The app gets S3_BUCKET,
 S3_ENDPOINT and S3_REGION beside the keys of the operator's .env (the example app's src/lib/mediaStorage.ts
 reads them); the server that takes backups gets an rclone remote in its root-only configuration, so a backup
-holds the bucket's files and a restore puts them back (files/backup.sh, vpskit/server/restore.py).
+holds the bucket's files and a restore puts them back (vpskit/server/backup.py, restore.py).
 
     store = MediaStore.of(settings, envfile.read())   # None: media on the app server's disk
     store.app_env()      # what the app's environment gains

@@ -1,7 +1,7 @@
 """Offsite copies and alerts, seen from the deploying machine: what the server's root-only configuration
 file holds (restic's repository and password, S3 keys, the SSH key for sftp, the webhook URL, the media
-bucket's rclone remote), rendered here and pushed like any other file. The server scripts (files/offsite.sh,
-backup.sh and the server program (alerts, restore and drill) for the bucket) only read it.
+bucket's rclone remote), rendered here and pushed like any other file. The server program (vpskit/server/conf.py:
+alerts, backups and offsite copies, restores, drills) only reads it.
 
     conf = Offsite.of(settings, envfile.read())
     conf.files()            # ManagedFiles for /etc/vpskit/<app>/ (mode 600, root)
@@ -97,7 +97,7 @@ class Offsite:
         return conf_dir(self.app_name)
 
     def env(self) -> dict[str, str]:
-        """What the server scripts read (files/offsite.sh sources it; restic reads the RESTIC_/AWS_ names)."""
+        """What the server scripts read (vpskit/server/conf.py reads it; restic gets the RESTIC_/AWS_ names)."""
         out = {"VPSKIT_APP": self.app_name}
         if self.repository:
             out |= {"RESTIC_REPOSITORY": self.repository, "RESTIC_PASSWORD": self.password,

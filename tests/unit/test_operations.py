@@ -119,13 +119,14 @@ def test_fresh_server_gets_the_whole_stack():
     assert cmds[0].args[0] == START
 
 
-BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "example:v2", "command": "backup.sh"}
+BACKUP_ARGS = {"app_dir": "/opt/example", "project": "example", "app_ref": "example:v2",
+               "command": "vpskit-server backup"}
 
 
 def test_backup_before_an_update_of_a_running_app():
     facts = stack_fact({**HEALTHY, "images": {"example:v2": "sha256:v2"}}, refs=("example:v2",))
     cmds, _ = run(operations.backup_before_update, facts, **BACKUP_ARGS)
-    assert [c.function for c in cmds] == [operations._run_visibly] and cmds[0].args == ("backup.sh 2>&1",)
+    assert [c.function for c in cmds] == [operations._run_visibly] and cmds[0].args == ("vpskit-server backup 2>&1",)
 
 
 def test_no_backup_on_first_deploy_or_unchanged_image():
