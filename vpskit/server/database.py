@@ -47,6 +47,11 @@ class Database:
         return ["docker", "compose", "exec", "-T", "db", "sh", "-c",
                 'export PGUSER="$POSTGRES_USER" PGDATABASE="$POSTGRES_DB"; ' + script, "db_sh", *args]
 
+    def restore_into(self, database: str) -> list[str]:
+        """The command that restores a dump (on its stdin) into `database` beside the live one: a scratch copy for
+        a drill or a restore, objects owned by the app's own role."""
+        return self.argv('pg_restore -d "$1" --no-owner --exit-on-error', database)
+
     def sh(self, script: str):
         return self.d.fx.run(*self.argv(script))
 

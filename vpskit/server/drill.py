@@ -144,7 +144,7 @@ class Scratch:
         if self.external:
             return self.fx.run("docker", "exec", "-i", "-u", "postgres", self.box, "pg_restore", "-U", "postgres",
                                "-d", self.name, "--no-owner", "--no-privileges", "--exit-on-error", stdin=dump)
-        return self.fx.run(*self.db.argv('pg_restore -d "$1" --no-owner --exit-on-error', self.name), stdin=dump)
+        return self.fx.run(*self.db.restore_into(self.name), stdin=dump)
 
     def drop(self) -> None:
         if not self.external:

@@ -199,7 +199,7 @@ class Restore:
             if not self.psql(f'DROP DATABASE IF EXISTS "{scratch}"', f'CREATE DATABASE "{scratch}"'):
                 raise RestoreFailed(f"could not create the scratch database {scratch} (above): nothing was changed")
             self.scratch_left = scratch
-            restored = self.fx.run(*self.db.argv('pg_restore -d "$1" --no-owner --exit-on-error', scratch),
+            restored = self.fx.run(*self.db.restore_into(scratch),
                                    stdin=src / "db.dump")
             if not restored.ok:
                 self.fx.say(restored.err.strip())
