@@ -21,8 +21,17 @@ from vpskit.facts import ComposeStack, DockerImageId, FileStates, ProxyState, Ss
 from vpskit.server import health, history
 
 # A refusal raised while operations run (a port taken on the server) is one line: pyinfra prints it as "Operation
-# error in ...: <message>" and exits 1; gevent would print the greenlet's traceback above it first.
-gevent.hub.Hub.NOT_ERROR = (*gevent.hub.Hub.NOT_ERROR, OperationError)
+# error in ...: <message>" and exits 1; gevent would print the greenlet's traceback above it first. (Not through
+# Hub.NOT_ERROR: the hub of an SSH run sets its own on the instance once its resolver starts.)
+_print_exception = gevent.hub.Hub.print_exception
+
+
+def _print_unless_refusal(self, context, kind, value, tb):
+    if kind is None or not issubclass(kind, OperationError):
+        _print_exception(self, context, kind, value, tb)
+
+
+gevent.hub.Hub.print_exception = _print_unless_refusal
 
 
 @operation()

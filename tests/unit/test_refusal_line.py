@@ -11,6 +11,13 @@ from pyinfra.api import OperationError, operation
 
 import vpskit.operations  # noqa: F401 - what a deploy imports
 
+# What the hub of an SSH run does once its resolver starts: its own NOT_ERROR, on the instance.
+import socket  # noqa: E402
+
+import gevent  # noqa: E402
+
+gevent.get_hub().NOT_ERROR = (gevent.GreenletExit, SystemExit, socket.gaierror, socket.herror)
+
 
 @operation()
 def refuses():
