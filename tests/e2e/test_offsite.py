@@ -225,6 +225,14 @@ def test_unreachable_offsite_fails_loudly_keeps_the_local_backup_and_alerts_once
     assert len(hook.messages()) == 1
 
 
+def spells(hook) -> list[dict]:
+    """The health check's failing and passing-again messages. Its pressure warnings ("health check: N OOM kill(s)
+    ...") are left out here: a test VPS reads the test machine's kernel counters, which another module's OOM
+    case moves (tests/e2e/test_small_server.py proves those warnings on a VPS of its own)."""
+    return [m for m in hook.messages() if "health check failed" in m["body"]["text"]
+            or "health check passes again" in m["body"]["text"]]
+
+
 def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     vps, hook = bed["vps"], bed["hook"]
     assert task(bed, "tasks/backup.py").returncode == 0  # the box answers again: a fresh offsite copy
@@ -239,7 +247,7 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     try:
         for _ in range(2):
             assert vps.exec("systemctl", "start", unit, check=False).returncode != 0
-        messages = hook.messages()
+        messages = spells(hook)
         assert len(messages) == 1, messages  # once per failure, not once per run
         assert "health check failed" in messages[0]["body"]["text"] and "db" in messages[0]["body"]["text"]
     finally:
@@ -250,7 +258,7 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     wait_until(lambda: probed_healthy_since(vps, "app", unpaused), 120, "the app's health probe to pass again")
     wait_until(lambda: vps.exec("systemctl", "start", unit, check=False).returncode == 0, 120, "health to pass again")
     vps.exec("systemctl", "start", unit)
-    texts = [m["body"]["text"] for m in hook.messages()]
+    texts = [m["body"]["text"] for m in spells(hook)]
     assert len(texts) == 2 and "health check passes again" in texts[1]
     bed["site"].open()
 
