@@ -240,7 +240,7 @@ def test_scheduled_health_check_alerts_once_and_is_quiet_while_all_is_well(bed):
     unit = "vpskit-health-example.service"
     assert vps.exec("systemctl", "start", unit, check=False).returncode == 0, vps.exec(
         "journalctl", "-u", unit, "-n", "20", "--no-pager").stdout
-    assert hook.messages() == []  # all is well: nothing sent
+    assert spells(hook) == []  # all is well: nothing sent
 
     # The database frozen (paused: the health timer starts again only a service found stopped, issue 23).
     vps.exec("sh", "-c", "cd /opt/example && docker compose pause db")
