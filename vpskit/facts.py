@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
-from vpskit import baseline, commands, memory, proxy
+from vpskit import baseline, commands, engine, memory, proxy
 
 
 class DockerImageId(FactBase):
@@ -215,6 +215,20 @@ class ProxyState(FactBase):
 
     def default(self) -> dict:
         return proxy.parse_state([])
+
+
+class DockerEngine(FactBase):
+    """The Docker Engine package installed (docker-ce or docker.io) and apt's candidate for docker.io, as
+    engine.parse gives them; engine.health_start_interval decides from it.
+
+    host.get_fact(DockerEngine) -> {"installed": "26.1.5+dfsg1-9+b9", "candidate": "26.1.5+dfsg1-9+b9"}
+    """
+
+    def command(self) -> str:
+        return engine.FACT_COMMAND
+
+    def process(self, output) -> dict[str, str]:
+        return engine.parse(list(output))
 
 
 class ServerMemory(FactBase):

@@ -38,4 +38,5 @@ def render(name: str, **context: Any) -> str:
     context.setdefault("database_external", False)  # DATABASE_URL in .env (steps.plan sets it)
     context.setdefault("build_with_database", False)  # a throwaway PostgreSQL beside the build (steps.plan)
     context.setdefault("backup_server", context.get("role", "all") != "app")  # takes the backups (steps.plan)
+    context.setdefault("health_start_interval", False)  # the Engine takes healthcheck.start_interval (steps.plan)
     return _env().get_template(name).render(**context)

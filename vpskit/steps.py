@@ -19,6 +19,7 @@ from vpskit import (
     app_check,
     build_database,
     commands,
+    engine,
     envfile,
     images,
     media,
@@ -50,8 +51,9 @@ SUDO = {"_sudo": True}
 
 
 @cache
-def _plan(data_items: tuple) -> dict:
+def _plan(data_items: tuple, engine_found: tuple = ()) -> dict:
     s = settings.load(dict(data_items))
+    s["health_start_interval"] = engine.health_start_interval(s["docker_source"], dict(engine_found))
     app_path = (ROOT / s["app_path"]).resolve()
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
@@ -152,8 +154,11 @@ def _url(s: dict, server: str) -> str:
 
 def plan() -> dict:
     """Validated settings plus what follows from them (version, image, paths, server env) for this host."""
+    from vpskit.facts import DockerEngine
+
     keys = [d.key for d in settings.defaults()]
-    s = _plan(tuple((k, host.data.get(k)) for k in keys))
+    found = host.get_fact(DockerEngine) or {}
+    s = _plan(tuple((k, host.data.get(k)) for k in keys), tuple(sorted(found.items())))
     if s["role"] == "app":  # an inventory.py listing its servers by hand is checked here
         media.several_app_servers_check(len(host.inventory.get_group("app_servers", [])), s)
     return s
