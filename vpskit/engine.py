@@ -23,11 +23,12 @@ def major(version: str) -> int | None:
 
 
 def parse(lines: list[str]) -> dict[str, str]:
-    """facts.DockerEngine's output (`installed VERSION`, `candidate VERSION`, each at most once) as a dict."""
+    """facts.DockerEngine's output (`installed VERSION`, `candidate VERSION`, `os ID VERSION_ID`, the first of
+    each) as a dict."""
     out: dict[str, str] = {}
     for line in lines:
         key, _, value = line.strip().partition(" ")
-        if key in ("installed", "candidate") and value and key not in out:
+        if key in ("installed", "candidate", "os") and value and key not in out:
             out[key] = value.strip()
     return out
 
@@ -35,17 +36,27 @@ def parse(lines: list[str]) -> dict[str, str]:
 def health_start_interval(source: str, found: dict[str, str]) -> bool:
     """Whether the compose file may set `start_interval`: the Engine installed decides; with none installed yet,
     the one this deploy installs: Docker's own packages (docker_source = "docker") are all 25 or newer, the
-    distribution's docker.io is apt's candidate. Unknown is no: a key the Engine refuses would stop the deploy."""
+    distribution's docker.io is apt's candidate, or, on a server with no package lists yet, the one its release
+    ships (Debian 13's is 26.1). Unknown is no: a key the Engine refuses would stop the deploy, while a missing
+    one costs seconds."""
     if "installed" in found:
         known = major(found["installed"])
     elif source == "docker":
         return True
     else:
         known = major(found.get("candidate", ""))
+        if known is None:
+            known = DISTRO_ENGINE.get(found.get("os", ""))
     return known is not None and known >= START_INTERVAL_MAJOR
+
+
+# docker.io's major in a release's own archive (what apt installs once it has lists), for releases where every
+# version the archive ever had takes start_interval. Ubuntu 24.04 is left out: its release pocket has 24.0.
+DISTRO_ENGINE = {"debian 13": 26}
 
 
 FACT_COMMAND = (
     "for p in docker-ce docker.io; do dpkg-query -W -f='${db:Status-Status} ${Version}\\n' \"$p\" 2>/dev/null "
-    "| grep '^installed '; done; apt-cache policy docker.io 2>/dev/null | sed -n 's/^ *Candidate: */candidate /p'; true"
+    "| grep '^installed '; done; apt-cache policy docker.io 2>/dev/null | sed -n 's/^ *Candidate: */candidate /p'; "
+    "(. /etc/os-release && echo \"os $ID $VERSION_ID\") 2>/dev/null; true"
 )
