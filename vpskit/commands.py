@@ -64,11 +64,11 @@ def private_dir(path: str, owner: str) -> str:
 
 
 def files_hash(app_dir: str) -> str:
-    """The hash of what a release applies: the compose file, the .env and the proxy route beside them (as
-    vpskit/server/history.py files_hash computes it: the files one after the other)."""
+    """The hash of what a release applies (the compose file, the .env and the proxy route beside them), computed
+    by the server program the deploy shipped (vpskit/server/history.py dir_hash, the rule's one home); empty when
+    it cannot (a server deployed by a vpskit older than the server program: that deploy releases once)."""
     d = q(app_dir)
-    return (f"{{ cat {d}/docker-compose.yml {d}/.env; cat {d}/proxy-route.caddy 2>/dev/null; }} "
-            "| sha256sum | cut -c1-64")
+    return f"{d}/bin/vpskit-server stack hash --app-dir {d} 2>/dev/null"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@
     vpskit-server release run --app-dir D --attempt ID   (internal) the release itself, in a systemd unit
     vpskit-server stack states --app-dir D
         one line per service: SERVICE STATUS/HEALTH ok|no; exit 0 only when the stack is healthy
+    vpskit-server stack hash --app-dir D
+        the hash of the files in place (history.dir_hash: what the deploy compares with the last release's)
     vpskit-server stack wait --app-dir D --seconds S --label L
         until the stack is healthy (progress every 10 s); ends early when a container exits, crashes or cannot
         reach its database (its last log lines shown)
@@ -57,6 +59,7 @@ from .docker import Docker
 from .drill import Drill
 from .effects import Effects
 from .healthcheck import HealthCheck
+from .history import dir_hash
 from .notify import main as notify_main
 from .offsite import Offsite, OffsiteFailed
 from .release import Releases, Run
@@ -96,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--app-dir", required=True, type=Path)
     stack = groups.add_parser("stack").add_subparsers(dest="command", required=True)
     stack.add_parser("states").add_argument("--app-dir", required=True, type=Path)
+    stack.add_parser("hash").add_argument("--app-dir", required=True, type=Path)
     wait = stack.add_parser("wait")
     wait.add_argument("--app-dir", required=True, type=Path)
     wait.add_argument("--seconds", type=int, default=180)
@@ -187,6 +191,12 @@ def main(argv: list[str], program: Path) -> int:
         print(database.where() if args.command == "where" else database.image())
         return 0
     if args.group == "stack":
+        if args.command == "hash":
+            try:
+                print(dir_hash(args.app_dir))
+            except OSError:  # a file missing: nothing released can match
+                return 1
+            return 0
         if args.command == "wait":
             return 0 if wait_healthy(fx, args.seconds, args.label) else 1
         found = states(Docker(fx))
