@@ -1,95 +1,79 @@
-"""The reference app in example/: `npm ci` + `next build`, then its standalone server against the postgres
-stand-in — migrations applied on a fresh database, health and readiness, the REST API, and readiness that
-follows the database down and back up without an app restart."""
+"""The reference app in example/, as the image vpskit builds of it (`npm ci` + `next build` in its Dockerfile, the
+image every example deploy of the run ships), run beside the postgres stand-in: migrations applied on a fresh
+database, health and readiness, the REST API, uploads in MEDIA_DIR, and readiness that follows the database down
+and back up without an app restart."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from tests.support import Postgres, free_port, http, multipart, run, wait_until
-from tests.testbed.vps import docker
+from tests.support import Postgres, free_port, http, multipart, wait_until
+from tests.testbed.vps import LABEL, docker, network, remove_network
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "example"
-TOOLCHAIN = ROOT / ".testbed" / "toolchain" / "bin"
 SECRET = "test-payload-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def node_env():
-    if not (TOOLCHAIN / "node").exists():
-        pytest.fail("Node 22 toolchain missing: run `make testbed` first")
-    return {**os.environ, "PATH": f"{TOOLCHAIN}:{os.environ['PATH']}", "NEXT_TELEMETRY_DISABLED": "1"}
+def net(testbed):
+    name = network(f"vpskit-example-{testbed}", testbed)
+    yield name
+    remove_network(name)
 
 
 @pytest.fixture(scope="module")
-def build(node_env):
-    """A scratch copy of example/ with `npm ci` and `next build` done, as a user's CI would."""
-    work = Path(tempfile.mkdtemp(prefix="vpskit-test-example-"))
-    shutil.copytree(EXAMPLE, work, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("node_modules", ".next", "media", ".env*"))
-    t0 = time.monotonic()
-    ci = run(["npm", "ci", "--no-audit", "--no-fund"], cwd=work, env=node_env, timeout=600)
-    assert ci.returncode == 0, ci.stderr[-3000:]
-    t1 = time.monotonic()
-    built = run(["npm", "run", "build"], cwd=work, env=node_env, timeout=900)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    print(f"\nexample app: npm ci {t1 - t0:.0f}s, next build {time.monotonic() - t1:.0f}s")
-    standalone = work / ".next" / "standalone"
-    assert (standalone / "server.js").exists(), "next.config must set output: 'standalone'"
-    shutil.copytree(work / ".next" / "static", standalone / ".next" / "static")
-    if (work / "public").exists():
-        shutil.copytree(work / "public", standalone / "public")
-    yield standalone
-    shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def db(testbed):
+def db(testbed, net):
     pg = Postgres(name=f"vpskit-example-db-{testbed}", volume=f"vpskit-example-db-{testbed}", session=testbed,
                   password="pa$$ word'\"quoted", port=free_port())
-    pg.run().wait_ready()
+    pg.run()
+    docker("network", "connect", "--alias", "db", net, pg.name)
+    pg.wait_ready()
     yield pg
-    pg.remove()
+    docker("rm", "-f", pg.name, check=False)
     docker("volume", "rm", "-f", pg.volume, check=False)
 
 
+def running(name: str) -> bool:
+    """The container runs and was never restarted (no restart policy: a crash would leave it exited)."""
+    return docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", name).stdout.split() == ["true", "0"]
+
+
 @pytest.fixture(scope="module")
-def app(build, db, node_env, tmp_path_factory):
-    """The standalone server on 127.0.0.1, against a fresh database."""
-    port = free_port()
+def app(example_image, db, net, testbed, tmp_path_factory):
+    """The example image's server, published on 127.0.0.1, against a fresh database; uploads in a host folder."""
+    port, name = free_port(), f"vpskit-example-app-{testbed}"
     media = tmp_path_factory.mktemp("media")
-    log = (tmp_path_factory.mktemp("logs") / "server.log").open("w")
-    env = {**node_env, "NODE_ENV": "production", "PORT": str(port), "HOSTNAME": "127.0.0.1",
-           "DATABASE_URI": db.url, "PAYLOAD_SECRET": SECRET, "MEDIA_DIR": str(media), "APP_VERSION": "test-1",
+    media.chmod(0o777)  # the image runs as uid 1000
+    env = {"DATABASE_URI": f"postgresql://{db.user}:{quote(db.password, safe='')}@db:5432/{db.db}",
+           "PAYLOAD_SECRET": SECRET, "APP_VERSION": "test-1",
            # Payload's own switch: log a telemetry event instead of sending it (a config that forgets
            # `telemetry: false` shows up in the log, and nothing leaves this machine either way), with its
-           # state in a scratch folder: with none writable, Payload gives up before it would send.
-           "PAYLOAD_TELEMETRY_DEBUG": "1", "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
-    proc = subprocess.Popen(["node", "server.js"], cwd=build, env=env, stdout=log, stderr=subprocess.STDOUT)
+           # state in a writable scratch folder: with none writable, Payload gives up before it would send.
+           "PAYLOAD_TELEMETRY_DEBUG": "1", "XDG_CONFIG_HOME": "/tmp/xdg"}
+    docker("run", "-d", "--name", name, "--label", f"{LABEL}=example-app", "--label", f"{LABEL}.session={testbed}",
+           "--network", net, "-p", f"127.0.0.1:{port}:3000", "-v", f"{media}:/data/media",
+           *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), example_image)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http("GET", f"{base}/api/health/ready", timeout=5).status == 200, 120,
                    "the example app to become ready")
-        yield {"base": base, "proc": proc, "media": media, "log": Path(log.name)}
+        yield {"base": base, "name": name, "media": media}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        docker("rm", "-f", name, check=False)
+
+
+def log(app) -> str:
+    out = docker("logs", app["name"], check=False)
+    return out.stdout + out.stderr
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +92,7 @@ def test_no_telemetry_at_start_or_in_the_admin(app):
     assert http("GET", f"{app['base']}/admin", timeout=60).status == 200
     # Both events would be logged by now: the start's before readiness (which the fixture waited for), the
     # admin's while its page rendered.
-    assert "Telemetry Event" not in app["log"].read_text()
+    assert "Telemetry Event" not in log(app)
 
 
 def test_migrations_applied_on_a_fresh_database(app, db):
@@ -173,13 +157,13 @@ def test_readiness_follows_the_database_down_and_back(app, db):
         assert res.json()["status"] == "unavailable" and res.json()["reason"]
         assert elapsed < 5, f"readiness took {elapsed:.1f}s to answer with the database down"
         assert http("GET", f"{app['base']}/api/health").status == 200
-        assert app["proc"].poll() is None, "the app process died when the database went away"
+        assert running(app["name"]), "the app process died when the database went away"
     finally:
         docker("start", db.name)
     db.wait_ready()
     wait_until(lambda: http("GET", f"{app['base']}/api/health/ready", timeout=5).status == 200, 30,
                "readiness to recover after the database came back")
-    assert app["proc"].poll() is None
+    assert running(app["name"])
 
 
 def test_readiness_fails_while_a_table_the_app_needs_is_missing(app, db):
