@@ -109,3 +109,22 @@ def test_what_the_backup_reads():
 def test_media_sums_name_each_file_as_the_archive_does(tmp_path):
     (tmp_path / "m.tar").write_bytes(tar_bytes({"x.png": b"x"}))
     assert media_sums(tmp_path / "m.tar") == f"{hashlib.sha256(b'x').hexdigest()}  ./x.png\n"
+
+
+def test_a_backup_that_begins_in_the_second_another_one_was_named_is_named_a_second_later(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """Two deploys at once, each with its pre-update backup: the second waits for the first's lock and may begin
+    in the same second. It is named when it begins (under the lock), and a second later than an existing one."""
+    monkeypatch.setenv("VPSKIT_OFFSITE_CONF", str(tmp_path / "none"))
+    app, root = tmp_path / "example", tmp_path / "backups"
+    app.mkdir()
+    (app / ".env").write_text('POSTGRES_USER="payload"\n')
+    (app / "docker-compose.yml").write_text("name: example\nservices: {}\n")
+    (root / "20261206T031500Z").mkdir(parents=True)  # the other deploy's backup, just complete
+    fx = BackupWorld(World(containers=[Container("c1", "example-app-1", "app"), Container("c2", "example-db-1", "db")]),
+                     "")
+    stamp = lambda: f"20261206T0315{int(fx.w.time):02d}Z"  # noqa: E731 - the clock of the recorded world
+    code = Backup(app, root, (7, 4, 6), 5, fx, tmp_path / "bin", stamp=stamp).run()
+    assert code == 0, fx.w.said
+    assert capsys.readouterr().out == "20261206T031501Z\n"
+    assert (root / "20261206T031501Z" / "manifest.json").exists()

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import conf
@@ -101,10 +101,12 @@ def sync_dir(path: Path) -> None:
 
 class Backup:
     def __init__(self, app_dir: Path, root: Path, keep: tuple[int, int, int] | None, lock_wait: int, fx: Effects,
-                 bin_dir: Path, now: str = "", locked: bool = False, offsite_soft: bool = False):
+                 bin_dir: Path, now: str = "", locked: bool = False, offsite_soft: bool = False,
+                 stamp: Callable[[], str] = lambda: dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")):
         self.app_dir, self.root, self.keep, self.lock_wait = app_dir, root, keep, lock_wait
         self.fx, self.bin, self.locked, self.soft = fx, bin_dir, locked, offsite_soft
-        self.now = now or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.given, self.stamp = now, stamp
+        self.now = now or stamp()  # named again once the lock is held (name_it)
         self.d = Docker(fx)
         self.db = Database(self.d, app_dir)
 
@@ -120,6 +122,7 @@ class Backup:
             self.say(f"another backup or restore is running (lock {self.root}/.lock): try again when it ends (waited "
                      f"{self.lock_wait}s)")
             return 1
+        self.name_it()
         work = self.root / f"{self.now}.partial"
         try:
             self.backup(work)
@@ -135,6 +138,19 @@ class Backup:
         finally:
             shutil.rmtree(work, ignore_errors=True)  # whatever ends it before the rename takes the partial folder
             lock.release()
+
+    def name_it(self) -> None:
+        """The backup's name is the time it begins, read once the lock is held: a backup that waited for another
+        is named after it, and two in the same second (a deploy's pre-update backup right after another one)
+        are a second apart rather than one refused as existing already. A name given (VPSKIT_BACKUP_TIME) stays."""
+        if self.given:
+            return
+        self.now = self.stamp()
+        for _ in range(3):
+            if not (self.root / self.now).exists():
+                return
+            self.fx.sleep(1)
+            self.now = self.stamp()
 
     def failed_writing(self, what: str) -> BackupFailed:
         """One line with the cause (a full disk named as such)."""
