@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from pathlib import Path
@@ -37,16 +38,20 @@ def example_image(testbed):
     return build_once(ROOT / "example", "example")
 
 
-@pytest.fixture(scope="session")
+_VPS_COUNT = itertools.count()
+
+
+@pytest.fixture(scope="module")
 def vps_factory(testbed):
-    """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the session ends."""
+    """Starts fresh VPS hosts on demand; removes them (containers, volumes, keys) when the test module ends: an
+    idle VPS still runs systemd, Docker, its healthchecks and timers, and the suite is CPU-bound on two cores."""
     started: list[str] = []
 
     def make(tag: str = "vps", ssh_port: int = 22, network: str | None = None, memory: str | None = None,
              cpus: str = "1") -> testbed_vps.VPS:
         """`network`: a test network (testbed_vps.network(NAME, testbed)) to put it on, reachable there by name;
         `memory` (e.g. "1g"): sized like a server, everything it runs within that memory and `cpus` CPUs."""
-        name = f"vpskit-{tag}-{os.getpid()}-{len(started)}"
+        name = f"vpskit-{tag}-{os.getpid()}-{next(_VPS_COUNT)}"
         started.append(name)
         return testbed_vps.start(name, session=testbed, ssh_port=ssh_port, network=network, memory=memory,
                                  cpus=cpus)

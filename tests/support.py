@@ -442,3 +442,18 @@ class Traffic:
         return (f"{self.requests} requests ({self.requests / max(1e-9, self.ended - self.started):.0f}/s), "
                 f"{self.failures} failed; {self.writes} writes, {self.failed_writes} failed; longest gap "
                 f"{self.longest_gap:.2f}s")
+
+
+def variant_image(base: str, ref: str, session: str) -> str:
+    """`ref`: the image `base` under another tag with a label of its own (another image id), built in a second:
+    the next version of a release test, where what is measured is the release and not a `next build`. Removed
+    with remove_variant (an explicit version's image stays on this machine otherwise)."""
+    out = subprocess.run(["docker", "build", "--label", f"vpskit.testbed.session={session}", "-t", ref, "-"],
+                         input=f"FROM {base}\nLABEL vpskit.test.variant={ref}\n", text=True, capture_output=True,
+                         env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return ref
+
+
+def remove_variant(ref: str) -> None:
+    subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, timeout=120)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, http, multipart, run_pyinfra, wait_until
+from tests.support import free_port, http, multipart, remove_variant, run_pyinfra, variant_image, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
@@ -66,6 +66,7 @@ def site(vps_factory, env_file):
     yield state
     state["tunnel"].terminate()  # the tunnel in use now: reopen_tunnel() replaces it
     state["tunnel"].wait(timeout=10)
+    remove_variant("example:e2e-v2")
 
 
 def reopen_tunnel(site) -> None:
@@ -237,7 +238,8 @@ def test_data_survives_a_reboot_of_the_vps(site, content):
     assert_content(site, content)
 
 
-def test_data_survives_a_redeploy_of_a_new_version(site, env_file, content):
+def test_data_survives_a_redeploy_of_a_new_version(site, env_file, content, example_image, testbed):
+    variant_image(example_image, "example:e2e-v2", testbed)  # the next version (removed when the module ends)
     redeploy = pyinfra(site["vps"], env_file, "--data", "app_version=e2e-v2", "--data", "app_memory_limit=768m")
     assert redeploy.returncode == 0, redeploy.stdout[-3000:]
     reopen_tunnel(site)
