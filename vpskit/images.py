@@ -147,15 +147,21 @@ class LocalBuild:
     database: str = ""  # a PostgreSQL image to run beside the build (build_database), "" = none
 
     def run(self) -> None:
-        if not local_image_id(self.ref) and self.shareable and (twin := same_version_elsewhere(self.ref)):
-            subprocess.run(["docker", "tag", twin, self.ref], capture_output=True)
-            print(f"    {self.ref}: the same sources and recipe as {twin}, tagged rather than built", file=sys.stderr)
+        if not local_image_id(self.ref):
+            self._tag_twin()
         if not local_image_id(self.ref):
             with build_lock():
-                # Another deploy on this machine may have built it while this one waited.
+                # Another deploy on this machine may have built it, or its twin, while this one waited.
+                if not local_image_id(self.ref):
+                    self._tag_twin()
                 if not local_image_id(self.ref):
                     self._build()
         remember_use(self.ref)  # the versions used last are the ones this machine keeps
+
+    def _tag_twin(self) -> None:
+        if self.shareable and (twin := same_version_elsewhere(self.ref)):
+            subprocess.run(["docker", "tag", twin, self.ref], capture_output=True)
+            print(f"    {self.ref}: the same sources and recipe as {twin}, tagged rather than built", file=sys.stderr)
 
     def _build(self) -> None:
         t0 = time.monotonic()

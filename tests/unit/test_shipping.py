@@ -95,3 +95,33 @@ def test_a_build_cache_builds_with_buildx_importing_and_exporting_every_stage():
     assert cmd[cmd.index("--cache-from") + 1] == "type=gha,scope=vpskit"
     assert cmd[cmd.index("--cache-to") + 1] == "type=gha,scope=vpskit,mode=max"
     assert cmd[-3:] == ["--target", "migrate", "-"]
+
+
+def test_a_twin_built_while_this_build_waited_for_the_lock_is_tagged_not_built_again(tmp_path, monkeypatch):
+    """Two apps of the same sources and recipe (a staging copy, or two test modules) deployed at once: the second
+    waits for the build lock while the first builds, then tags its image rather than building it again."""
+    import contextlib
+
+    have: dict[str, str] = {}
+    twin_built = []
+    calls = []
+
+    @contextlib.contextmanager
+    def lock():
+        have["example:v1"] = "sha256:1"  # the other deploy's build ends while this one waits
+        twin_built.append(True)
+        yield
+
+    def tag(args, **kw):
+        calls.append(args)
+        have[args[3]] = have[args[2]]
+
+    monkeypatch.setattr(images, "local_image_id", lambda ref: have.get(ref, ""))
+    monkeypatch.setattr(images, "same_version_elsewhere", lambda ref: "example:v1" if twin_built else "")
+    monkeypatch.setattr(images, "build_lock", lock)
+    monkeypatch.setattr(images.subprocess, "run", tag)
+    monkeypatch.setattr(images, "remember_use", lambda ref: None)
+    build = images.LocalBuild("staging:v1", tmp_path, "FROM scratch\n", shareable=True)
+    monkeypatch.setattr(images.LocalBuild, "_build", lambda self: calls.append("built"))
+    build.run()
+    assert calls == [["docker", "tag", "example:v1", "staging:v1"]]
