@@ -106,7 +106,41 @@ def pytest_runtest_logfinish(nodeid, location):
     _MODULE_TIMES.setdefault(nodeid.split("::")[0], [time.monotonic(), 0.0])[1] = time.monotonic()
 
 
-def pytest_terminal_summary(terminalreporter):
+def _machine_cpu() -> tuple[float, float]:
+    """CPU seconds used so far by the whole machine and by all its containers (cgroup v1 cpuacct; 0 without)."""
+    def read(path: str) -> float:
+        try:
+            return int(Path(path).read_text()) / 1e9
+        except (OSError, ValueError):
+            return 0.0
+    return read("/sys/fs/cgroup/cpuacct/cpuacct.usage"), read("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage")
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller: where the run's CPU went is read from here
+        testbed_vps.CPU_LOG.unlink(missing_ok=True)
+        config._vpskit_cpu = _machine_cpu()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    start = getattr(config, "_vpskit_cpu", None)
+    if start and start[0] and testbed_vps.CPU_LOG.exists():
+        end = _machine_cpu()
+        by_tag: dict[str, float] = {}
+        for line in testbed_vps.CPU_LOG.read_text().splitlines():
+            name, seconds = line.split("\t")
+            tag = name.removeprefix("vpskit-").rsplit("-", 2)[0]
+            by_tag[tag] = by_tag.get(tag, 0.0) + float(seconds)
+        machine, containers, vpses = end[0] - start[0], end[1] - start[1], sum(by_tag.values())
+        terminalreporter.write_line(
+            f"CPU: {machine:.0f} s in all; VPS hosts {vpses:.0f} s, other containers (image builds, registry, test "
+            f"servers) {containers - vpses:.0f} s, processes of this machine (pytest, pyinfra, ssh, dockerd) "
+            f"{machine - containers:.0f} s; VPS hosts by tag: " + ", ".join(
+                f"{tag} {sec:.0f}" for tag, sec in sorted(by_tag.items(), key=lambda kv: -kv[1])))
+    _module_times(terminalreporter)
+
+
+def _module_times(terminalreporter):
     slow = sorted(((end - start, module) for module, (start, end) in _MODULE_TIMES.items()), reverse=True)
     if slow and slow[0][0] >= 30:
         terminalreporter.write_line("module wall times: " + ", ".join(

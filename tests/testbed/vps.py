@@ -223,8 +223,28 @@ def _system_state(name: str) -> str:
     return docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
 
 
+CPU_LOG = ROOT / ".testbed" / "figures" / "vps-cpu.tsv"  # appended by remove(): where a test run's CPU went
+
+
+def cpu_seconds(name: str) -> float | None:
+    """CPU time a VPS container used so far, everything it ran included (its own Docker's containers are nested in
+    its cgroup, see cgroup_parent); None where the machine has no cgroup v1 cpuacct for it."""
+    full_id = docker("inspect", "-f", "{{.Id}}", name, check=False).stdout.strip()
+    usage = Path(f"/sys/fs/cgroup/cpuacct/docker/{full_id}/cpuacct.usage")
+    try:
+        return int(usage.read_text()) / 1e9 if full_id else None
+    except (OSError, ValueError):
+        return None
+
+
 def remove(name: str) -> None:
-    """Removes a VPS container, the volume behind its /var/lib/docker and its keys. No error if absent."""
+    """Removes a VPS container, the volume behind its /var/lib/docker and its keys. No error if absent. Its CPU
+    time is appended to CPU_LOG first (name, seconds)."""
+    used = cpu_seconds(name)
+    if used is not None:
+        CPU_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with CPU_LOG.open("a") as log:
+            log.write(f"{name}\t{used:.1f}\n")
     docker("rm", "-f", "-v", name, check=False)
     docker("volume", "rm", "-f", f"{name}-docker", check=False)
     for f in (STATE / name).glob("*"):
