@@ -7,8 +7,6 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
-from vpskit.server.database import APPLIED_MIGRATIONS_SQL
-
 q = shlex.quote
 
 
@@ -125,16 +123,12 @@ def release_history(app_dir: str) -> str:
 
 
 def applied_migrations(app_dir: str) -> str:
-    """One line `migration NAME` per Payload migration recorded in the app's database (payload_migrations);
-    nothing when the db service is not running or the table does not exist yet."""
-    sql = APPLIED_MIGRATIONS_SQL
-    local = f'psql -XAt -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c {q(sql)}'
-    # An external database (DATABASE_URL: .env holds libpq's PGHOST) through the stack's client container.
-    external = "grep -q '^PGHOST=' .env 2>/dev/null && " \
-        f"docker compose run --rm -T --no-deps dbclient psql -XAt -c {q(sql)}"
-    return (f"cd {q(app_dir)} 2>/dev/null && command -v docker >/dev/null && "
-            f"{{ {external} || {{ [ -n \"$(docker compose ps -q db 2>/dev/null)\" ] && "
-            f"docker compose exec -T db sh -c {q(local)}; }}; }} 2>/dev/null | sed 's/^/migration /'; true")
+    """One line `migration NAME` per Payload migration recorded in the app's database (payload_migrations), as the
+    server program reads them for its releases (its db service, or the client container of an external database);
+    nothing when the database is not running or the table does not exist yet."""
+    d = q(app_dir)
+    return (f"[ -x {d}/bin/vpskit-server ] && {d}/bin/vpskit-server db migrations --app-dir {d} 2>/dev/null "
+            "| sed '/^$/d; s/^/migration /'; true")
 
 
 def role_password(app_dir: str) -> str:

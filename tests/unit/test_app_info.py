@@ -182,7 +182,7 @@ def test_applied_migrations_fact():
     fact = AppliedMigrations()
     assert fact.process(["migration 20261128_a", "migration 20261201_b"]) == ("20261128_a", "20261201_b")
     assert fact.process([]) == ()
-    assert "select name from payload_migrations order by id" in commands.applied_migrations("/opt/x")
+    assert "/opt/x/bin/vpskit-server db migrations --app-dir /opt/x" in commands.applied_migrations("/opt/x")
 
 
 def test_database_url_under_both_names():

@@ -95,7 +95,9 @@ def test_app_hosts_with_a_database_url_need_no_db_server_and_the_first_takes_the
         inv.hosts()
 
 
-def test_the_servers_read_an_external_database_through_the_client_container():
+def test_the_deploy_reads_applied_migrations_through_the_server_program():
+    """Which database and how to reach it (the db service, or the client container of an external one) is the
+    server program's rule alone (test_migration_runner); the deploy's fact only asks it."""
     cmd = commands.applied_migrations("/opt/shop")
-    assert "grep -q '^PGHOST=' .env" in cmd and "docker compose run --rm -T --no-deps dbclient psql -XAt" in cmd
-    assert "docker compose exec -T db" in cmd  # the stack's own database otherwise
+    assert "/opt/shop/bin/vpskit-server db migrations --app-dir /opt/shop" in cmd
+    assert "psql" not in cmd and "PGHOST" not in cmd

@@ -22,6 +22,8 @@
         container of an external one); stdin and stdout pass through; its exit status
     vpskit-server db where|external|image --app-dir D
         where the database is (for messages); exit 0 when it is external; the image with its client tools
+    vpskit-server db migrations --app-dir D
+        the Payload migrations recorded in the app's database, one per line (nothing without a database yet)
     vpskit-server drill --app-dir D --backups ROOT [--which latest|NAME] [--source local|offsite]
         the restore drill: a backup restored into scratch copies and checked against its manifest and checksums
     vpskit-server restore --app-dir D --backups ROOT --name latest|NAME|SNAPSHOT [--source local|offsite]
@@ -105,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--seconds", type=int, default=180)
     wait.add_argument("--label", default="stack")
     db = groups.add_parser("db").add_subparsers(dest="command", required=True)
-    for name in ("where", "external", "image"):
+    for name in ("where", "external", "image", "migrations"):
         db.add_parser(name).add_argument("--app-dir", required=True, type=Path)
     drill = groups.add_parser("drill")
     drill.add_argument("--app-dir", required=True, type=Path)
@@ -188,6 +190,9 @@ def main(argv: list[str], program: Path) -> int:
         database = Database(Docker(fx), args.app_dir)
         if args.command == "external":
             return 0 if database.external() else 1
+        if args.command == "migrations":
+            print("\n".join(database.applied_migrations()))
+            return 0
         print(database.where() if args.command == "where" else database.image())
         return 0
     if args.group == "stack":
