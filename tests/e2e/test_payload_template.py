@@ -340,7 +340,7 @@ def test_yarn_variant_installs_its_dependencies_from_yarn_lock(site, apps):
     ref = yarn.build.ref
     try:
         out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", ref, "-c",
-                              "yarn --version && node -p \"require('payload/package.json').version\" "
+                              "yarn --version && node -p \"require('./node_modules/payload/package.json').version\" "
                               "&& test -x node_modules/.bin/next"], capture_output=True, text=True, timeout=120)
     finally:
         subprocess.run(["docker", "image", "rm", ref, f"{APP}-yarn-cache:deps"], capture_output=True, timeout=120)
