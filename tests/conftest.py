@@ -75,10 +75,10 @@ def vps_host(vps):
 
 # The slowest modules first, so that with parallel workers (make test) none is left with a long module at
 # the end: each holds its own VPS for many minutes, mostly waiting on builds, SSH and health checks.
-SLOW_FIRST = ["test_payload_template.py", "test_multihost.py", "test_day2.py", "test_website_template.py",
-              "test_small_server.py", "test_transactions.py", "test_deploy.py", "test_offsite.py", "test_ship.py",
-              "test_zero_downtime.py", "test_example_app.py", "test_managed_db.py", "test_disaster_recovery.py",
-              "test_proxy.py", "test_firewall.py", "test_readme_demo.py", "test_bad_input.py"]
+SLOW_FIRST = ["test_day2.py", "test_website_template.py", "test_transactions.py", "test_multihost.py", "test_ship.py",
+              "test_offsite.py", "test_payload_template.py", "test_deploy.py", "test_zero_downtime.py",
+              "test_small_server.py", "test_disaster_recovery.py", "test_proxy.py", "test_managed_db.py",
+              "test_firewall.py", "test_readme_demo.py", "test_bad_input.py", "test_example_app.py"]
 
 
 def pytest_collection_modifyitems(items):
