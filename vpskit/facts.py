@@ -49,7 +49,7 @@ def parse_compose_state(lines) -> dict:
     for line in lines:
         parts = line.split()
         if parts and parts[0] == "last":
-            state["last"] = line.split(" ", 1)[1].strip() if len(parts) > 1 else ""  # a tab-separated log line
+            state["last"] = line.split(" ", 1)[1].strip() if len(parts) > 1 else ""  # history.LogLine
         elif parts and parts[0] in ("files", "applied"):
             state[parts[0]] = parts[1] if len(parts) > 1 else ""
         elif parts and parts[0] == "image" and len(parts) >= 2:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support import Traffic, free_port, http, multipart, popen_pyinfra, run_pyinfra, wait_until
 from tests.testbed.vps import docker
+from vpskit.server.history import LogLine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
@@ -123,8 +124,8 @@ def variant(site, testbed, tag: str, cmd: str = "") -> str:
     return tag
 
 
-def releases_log(site) -> list[list[str]]:
-    return [line.split("\t") for line in sh(site, f"cat {APP_DIR}/releases/log").splitlines()]
+def releases_log(site) -> list[LogLine]:
+    return [LogLine.parse(line) for line in sh(site, f"cat {APP_DIR}/releases/log").splitlines()]
 
 
 def test_a_rotated_app_secret_is_released_under_traffic_and_leaves_the_database_alone(site):
@@ -263,7 +264,7 @@ def test_a_release_killed_on_the_server_is_recorded_as_failed(site, testbed):
     FIGURES.append(f"killed release: the deploy ended {ended:.1f}s after the kill")
     assert proc.returncode != 0
     assert "ended without a result" in out, out[-3000:]
-    assert releases_log(site)[-1][1] == tag and releases_log(site)[-1][4] == "release:failed"
+    assert releases_log(site)[-1].version == tag and releases_log(site)[-1].result == "release:failed"
     assert ready(site) and version(site) == before
     out = deploy(site)
     assert out.returncode == 0, out.stdout[-3000:]

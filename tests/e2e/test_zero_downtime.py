@@ -16,6 +16,7 @@ import pytest
 
 from tests.support import Traffic, free_port, http, popen_pyinfra, run_pyinfra, wait_until
 from tests.testbed.vps import docker
+from vpskit.server.history import LogLine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
 
@@ -64,6 +65,10 @@ def variant(site, testbed, tag: str, cmd: str = "") -> str:
     assert out.returncode == 0, out.stderr[-2000:]
     site["variants"].append(tag)
     return tag
+
+
+def last_logged(vps) -> LogLine:
+    return LogLine.parse(vps.ssh(f"sudo tail -n 1 {APP_DIR}/releases/log").stdout)
 
 
 def deploy(site, *data: str) -> subprocess.CompletedProcess:
@@ -123,9 +128,9 @@ def test_a_version_that_cannot_serve_is_thrown_away_while_the_old_one_serves(sit
     check_traffic(site, traffic, case)
     # The release itself (after the image was shipped) gave up within health_timeout plus the drain, and some
     # seconds for the database check and the clean-up: its duration is in the server's release log.
-    logged = site["vps"].ssh(f"sudo tail -n 1 {APP_DIR}/releases/log").stdout.split("\t")
-    assert logged[1] == tag and logged[4] == "release:failed" and int(logged[5]) <= 30 + 10 + 15, logged
-    FIGURES[-1] += f"; the release gave up after {logged[5]}s, the whole run after {took:.0f}s (health_timeout 30)"
+    logged = LogLine.parse(site["vps"].ssh(f"sudo tail -n 1 {APP_DIR}/releases/log").stdout)
+    assert logged.version == tag and logged.result == "release:failed" and int(logged.seconds) <= 30 + 10 + 15, logged
+    FIGURES[-1] += f"; the release gave up after {logged.seconds}s, the whole run after {took:.0f}s (health_timeout 30)"
     # Only the new container went: one app container, the one that served before.
     assert len(site["vps"].ssh(f"cd {APP_DIR} && sudo docker compose ps -q app").stdout.split()) == 1
 
@@ -176,8 +181,8 @@ def test_two_deploys_at_once_are_serialized(site, testbed):
         outs = {tag: p.communicate(timeout=900)[0] for tag, p in procs.items()}
     codes = {tag: procs[tag].returncode for tag in procs}
     assert 0 in codes.values(), {tag: out[-2500:] for tag, out in outs.items()}
-    log = [ln.split("\t") for ln in site["vps"].ssh(f"sudo cat {APP_DIR}/releases/log").stdout.splitlines()[before:]]
-    released = [ln[1] for ln in log if ln[4] == "release:ok"]
+    log = [LogLine.parse(ln) for ln in site["vps"].ssh(f"sudo cat {APP_DIR}/releases/log").stdout.splitlines()[before:]]
+    released = [ln.version for ln in log if ln.result == "release:ok"]
     assert serving(site) == released[-1]
     for tag, code in codes.items():
         other = b if tag == a else a
@@ -205,10 +210,9 @@ def test_a_client_killed_during_the_release_does_not_stop_it(site, testbed):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         # The server finishes the release on its own.
-        wait_until(lambda: f"\t{tag}\t" in vps.ssh(f"sudo tail -n 1 {APP_DIR}/releases/log").stdout, 300,
-                   "the server to finish the release")
+        wait_until(lambda: last_logged(vps).version == tag, 300, "the server to finish the release")
     assert seen, "the deploy printed nothing before it was killed"
-    assert "\trelease:ok\t" in vps.ssh(f"sudo tail -n 1 {APP_DIR}/releases/log").stdout
+    assert last_logged(vps).result == "release:ok"
     assert serving(site) == tag
     check_traffic(site, traffic, "client killed mid-release")
     again = deploy(site, f"app_version={tag}")

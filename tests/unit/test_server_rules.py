@@ -1,6 +1,8 @@
 """The server program's small rules, each from a recorded output: requests in flight from Caddy's admin API, why
 a container will not get ready, the release log's line, and which images a release prunes."""
 
+import json
+
 from vpskit.server import history
 from vpskit.server.docker import container_failure
 from vpskit.server.proxy import in_flight, route_text
@@ -31,10 +33,21 @@ def test_payloads_error_line_names_the_failed_migration_whatever_the_exit_status
     assert unrecorded(("m2", "m1"), ["m1"]) == ["m2"]
 
 
-def test_the_release_log_line_is_one_line_whatever_the_reason_holds():
+def test_the_release_log_line_is_one_json_line_whatever_the_reason_holds():
     line = history.LogLine("t", "v2", "abc", "ann\ton laptop", "release:failed", "3", "two\nlines").line()
-    assert line.count("\n") == 1 and line.count("\t") == 6
-    assert history.LogLine.parse(line).reason == "two lines"
+    assert line.count("\n") == 1 and json.loads(line)["reason"] == "two lines"
+    assert history.LogLine.parse(line) == history.LogLine("t", "v2", "abc", "ann on laptop", "release:failed", "3",
+                                                          "two lines")
+
+
+def test_an_older_vpskits_tab_separated_log_lines_are_still_read_and_kept(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("2026-12-01T10:00:00Z\tv1\tabc\tann\trelease:ok\t12\t-")  # no newline at its end
+    history.write_log(log, history.LogLine("2026-12-02T10:00:00Z", "v2", "def", "bob", "release:failed", "3", "x"))
+    lines = [history.LogLine.parse(ln) for ln in log.read_text().splitlines()]
+    assert [(ln.version, ln.result) for ln in lines] == [("v1", "release:ok"), ("v2", "release:failed")]
+    assert not (tmp_path / ".log.new").exists() and oct(log.stat().st_mode)[-3:] == "644"
+    assert history.LogLine.parse("{not json").version == ""  # a damaged line is read as empty, not a crash
 
 
 def test_a_release_prunes_images_of_no_kept_release_but_never_the_ones_pushed_next():

@@ -4,12 +4,16 @@ program records releases with them, and the client's facts and tasks read them w
 
     releases/index   one line per kept release, oldest first: N, VERSION, CONFIG, FROM, TIME (tab-separated)
     releases/N.yml, N.env, N.caddy, N.migrations   its files; `current` holds the N serving now
-    releases/log     one line per attempt: TIME, VERSION, CONFIG, WHO, KIND:RESULT, SECONDS, REASON
+    releases/log     one JSON object per attempt and line (LogLine: at, version, config, who, result as
+                     KIND:ok|failed, seconds, reason), the file written whole and renamed (write_log); the
+                     tab-separated lines an older vpskit wrote are read too
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -73,14 +77,44 @@ class LogLine:
     seconds: str
     reason: str = "-"
 
+    FIELDS = ("at", "version", "config", "who", "result", "seconds", "reason")
+
     @classmethod
     def parse(cls, line: str) -> LogLine:
-        return cls(*(line.rstrip("\n").split("\t") + [""] * 7)[:7])
+        """A line of the log: a JSON object, or the tab-separated fields of an older vpskit's log."""
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                found = json.loads(text)
+            except ValueError:
+                found = {}
+            if isinstance(found, dict):
+                return cls(*(str(found.get(f, "")) for f in cls.FIELDS))
+        return cls(*(text.split("\t") + [""] * 7)[:7])
 
     def line(self) -> str:
-        clean = [" ".join(str(v).split()) or "-" for v in (self.at, self.version, self.config, self.who,
-                                                              self.result, self.seconds, self.reason)]
-        return "\t".join(clean) + "\n"
+        """One JSON object on one line (each value on one line: a reason may quote a multi-line error)."""
+        return json.dumps({f: " ".join(str(getattr(self, f)).split()) or "-" for f in self.FIELDS}) + "\n"
+
+    def shown(self) -> str:
+        """The fields as `release list` prints them."""
+        return "  ".join(" ".join(str(getattr(self, f)).split()) or "-" for f in self.FIELDS)
+
+
+def write_log(path: Path, line: LogLine) -> None:
+    """The log with `line` added, written whole to a temporary file and renamed over it under the log's own lock:
+    a reader sees the log before or after, never half a line, and two writers lose neither's line."""
+    import fcntl
+
+    with open(path.with_name(".log.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text() if path.exists() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        tmp = path.with_name(".log.new")
+        tmp.write_text(old + line.line())
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
 
 
 def kept_numbers(numbers: list[int], keep: int, current: int) -> set[int]:

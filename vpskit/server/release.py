@@ -112,8 +112,7 @@ class Layout:
         return next((e.version for e in self.index() if str(e.number) == str(number)), "")
 
     def append_log(self, line: history.LogLine) -> None:
-        with open(self.releases / "log", "a") as f:
-            f.write(line.line())
+        history.write_log(self.releases / "log", line)
 
 
 FILES = ("docker-compose.yml", ".env", "proxy-route.caddy")
@@ -638,7 +637,7 @@ class Releases:
         if log.exists() and log.stat().st_size:
             print("release log (time, version, configuration, who, result, seconds, reason):")
             for line in log.read_text().splitlines()[-20:]:
-                print(f"  {line}")
+                print(f"  {history.LogLine.parse(line).shown()}")
         current = self.lay.current()
         print("kept for rollback, oldest first (release, version, configuration, released):")
         for e in self.lay.index():
