@@ -37,7 +37,8 @@ def address(vps, net: str) -> str:
 
 
 CHECK_INTERVAL, CHECK_TIMEOUT, CLIENT_TIMEOUT = 1, 5, 5  # the balancer's readiness checks; Traffic's GET limit
-LOAD_SLACK = 3  # seconds the balancer's failover may take beyond its bound on a loaded test machine
+LOAD_SLACK = 6  # seconds the balancer's failover may take beyond its bound on a loaded test machine (the bed
+# runs at ~90 % of both cores: once a POST got the balancer's 503 at 15.1 s, its check of the surviving server late)
 
 
 def balancer_config(upstreams: list[str]) -> str:
