@@ -106,7 +106,7 @@ class Backup:
         self.app_dir, self.root, self.keep, self.lock_wait = app_dir, root, keep, lock_wait
         self.fx, self.bin, self.locked, self.soft = fx, bin_dir, locked, offsite_soft
         self.given, self.stamp = now, stamp
-        self.now = now or stamp()  # named again once the lock is held (name_it)
+        self.now = now  # named once the lock is held (name_it)
         self.d = Docker(fx)
         self.db = Database(self.d, app_dir)
 

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 SECRETS_HEADER = "# vpskit secret keys:"  # the .env line naming the secrets (written by vpskit/envfile.py)
@@ -77,8 +77,6 @@ class LogLine:
     seconds: str
     reason: str = "-"
 
-    FIELDS = ("at", "version", "config", "who", "result", "seconds", "reason")
-
     @classmethod
     def parse(cls, line: str) -> LogLine:
         """A line of the log: a JSON object, or the tab-separated fields of an older vpskit's log."""
@@ -89,16 +87,19 @@ class LogLine:
             except ValueError:
                 found = {}
             if isinstance(found, dict):
-                return cls(*(str(found.get(f, "")) for f in cls.FIELDS))
+                return cls(*(str(found.get(f, "")) for f in _LOG_FIELDS))
         return cls(*(text.split("\t") + [""] * 7)[:7])
 
     def line(self) -> str:
         """One JSON object on one line (each value on one line: a reason may quote a multi-line error)."""
-        return json.dumps({f: " ".join(str(getattr(self, f)).split()) or "-" for f in self.FIELDS}) + "\n"
+        return json.dumps({f: " ".join(str(getattr(self, f)).split()) or "-" for f in _LOG_FIELDS}) + "\n"
 
     def shown(self) -> str:
         """The fields as `release list` prints them."""
-        return "  ".join(" ".join(str(getattr(self, f)).split()) or "-" for f in self.FIELDS)
+        return "  ".join(" ".join(str(getattr(self, f)).split()) or "-" for f in _LOG_FIELDS)
+
+
+_LOG_FIELDS = tuple(f.name for f in fields(LogLine))  # the log's keys, in the dataclass's order
 
 
 def write_log(path: Path, line: LogLine) -> None:
