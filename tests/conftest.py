@@ -13,7 +13,7 @@ from tests.support import build_once, remove_session_leftovers
 from tests.testbed import vps as testbed_vps
 
 REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", "registry:2", "vpskit-testbed/s3",
-                   testbed_vps.IMAGE]
+                   testbed_vps.IMAGE, testbed_vps.IMAGE_DOCKER]
 SESSION = f"pytest-{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,13 +48,14 @@ def vps_factory(testbed):
     started: list[str] = []
 
     def make(tag: str = "vps", ssh_port: int = 22, network: str | None = None, memory: str | None = None,
-             cpus: str = "1") -> testbed_vps.VPS:
+             cpus: str = "1", docker_ready: bool = False) -> testbed_vps.VPS:
         """`network`: a test network (testbed_vps.network(NAME, testbed)) to put it on, reachable there by name;
-        `memory` (e.g. "1g"): sized like a server, everything it runs within that memory and `cpus` CPUs."""
+        `memory` (e.g. "1g"): sized like a server, everything it runs within that memory and `cpus` CPUs;
+        `docker_ready`: Docker Engine already installed, for modules whose claims are not the install."""
         name = f"vpskit-{tag}-{os.getpid()}-{next(_VPS_COUNT)}"
         started.append(name)
         return testbed_vps.start(name, session=testbed, ssh_port=ssh_port, network=network, memory=memory,
-                                 cpus=cpus)
+                                 cpus=cpus, docker_ready=docker_ready)
 
     yield make
     for name in started:

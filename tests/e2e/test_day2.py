@@ -46,7 +46,7 @@ def env_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file):
-    vps = vps_factory("day2")
+    vps = vps_factory("day2", docker_ready=True)
     first = pyinfra(vps, env_file, "deploy.py")
     assert first.returncode == 0, first.stdout[-4000:]
     local = free_port()

@@ -38,7 +38,7 @@ def bed(testbed, tmp_path_factory):
 
 
 def test_a_new_server_gets_every_row_and_media_file_back_from_offsite(bed, vps_factory):
-    old = vps_factory("dr-old", network=bed["net"])
+    old = vps_factory("dr-old", network=bed["net"], docker_ready=True)
     out = run_pyinfra(old, bed["env_file"], "deploy.py", env=bed["env"])
     assert out.returncode == 0, out.stdout[-4000:]
     site = Site(old).open()

@@ -64,7 +64,7 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
            "-e", "POSTGRES_USER=admin", "-e", "POSTGRES_PASSWORD=provider-admin-pw",
            "-e", f"SITE_PASSWORD={SITE_PASSWORD}", "-v", f"{init}:/docker-entrypoint-initdb.d/managed.sh:ro",
            "postgres:17")
-    a, b = (vps_factory(tag, network=net) for tag in ("mapp-a", "mapp-b"))
+    a, b = (vps_factory(tag, network=net, docker_ready=True) for tag in ("mapp-a", "mapp-b"))
     public = a.key.with_name(a.key.name + ".pub").read_text()
     b.exec("sh", "-c", "cat >> /home/deploy/.ssh/authorized_keys", input=public)
     known = folder / "known_hosts"

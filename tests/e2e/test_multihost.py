@@ -58,7 +58,7 @@ def balancer_config(upstreams: list[str]) -> str:
 @pytest.fixture(scope="module")
 def cluster(vps_factory, testbed, tmp_path_factory, example_image):
     net = testbed_vps.network(f"vpskit-multi-{os.getpid()}", testbed)
-    a, b, db = (vps_factory(tag, network=net) for tag in ("app-a", "app-b", "db"))
+    a, b, db = (vps_factory(tag, network=net, docker_ready=True) for tag in ("app-a", "app-b", "db"))
     folder = tmp_path_factory.mktemp("operator")
     # One key and one known_hosts file for the three servers, as an operator has.
     public = a.key.with_name(a.key.name + ".pub").read_text()

@@ -29,7 +29,7 @@ def bed(vps_factory, testbed, tmp_path_factory):
     box = vps_factory("box", network=net)
     key, repo = storage_box(box)
     hook = Webhook.start(box)
-    vps = vps_factory("offsite", network=net)
+    vps = vps_factory("offsite", network=net, docker_ready=True)
     folder = tmp_path_factory.mktemp("operator")
     env_file = folder / ".env"
     shutil.copy(key, folder / "storage_key")

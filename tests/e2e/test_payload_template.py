@@ -151,7 +151,7 @@ def deploy(vps, env_file: Path, app: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file, apps):
-    vps = vps_factory("template")
+    vps = vps_factory("template", docker_ready=True)
     # The first deploy builds, whatever an earlier run left on this machine (unless test_multihost built the same
     # version under its own name meanwhile: then it is tagged, test_first_deploy_says_what_it_built_and_migrated).
     version = app_version(apps["main"], APP)

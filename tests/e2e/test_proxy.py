@@ -33,7 +33,7 @@ def env_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def acme(vps_factory, testbed):
     """A VPS and the ACME test server on one network the test creates; the VPS trusts pebble's listener."""
-    vps = vps_factory("proxy")
+    vps = vps_factory("proxy", docker_ready=True)
     net = f"vpskit-acme-{os.getpid()}"
     name = f"vpskit-pebble-{os.getpid()}"
     docker("network", "create", "--label", f"vpskit.testbed.session={testbed}", net)

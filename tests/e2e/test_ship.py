@@ -32,7 +32,7 @@ def env_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file, example_image, testbed, tmp_path_factory):
-    vps = vps_factory("ship")
+    vps = vps_factory("ship", docker_ready=True)
     state = {"vps": vps, "env_file": env_file, "good": example_image, "testbed": testbed,
              "context": tmp_path_factory.mktemp("context"), "built": []}
     yield state

@@ -42,7 +42,7 @@ def env_text(**values: str | None) -> str:
 
 @pytest.fixture(scope="module")
 def site(vps_factory, tmp_path_factory, example_image):
-    vps = vps_factory("tx")
+    vps = vps_factory("tx", docker_ready=True)
     folder = tmp_path_factory.mktemp("operator")
     env_file = folder / ".env"
     env_file.write_text(env_text())
@@ -303,7 +303,8 @@ def test_a_failed_restore_leaves_the_app_serving_the_data_it_had(site, failure, 
     media = "/var/lib/docker/volumes/example_media/_data"
     if failure == "media swap":
         # chattr (e2fsprogs) is not in the test VPS's minimal Debian: from Debian's mirror, as an operator would.
-        sh(site, "command -v chattr || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs >/dev/null")
+        sh(site, "command -v chattr || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                 "e2fsprogs >/dev/null; }")
         pinned = sh(site, f"ls {media} | grep -v '^\\.' | head -1")
         sh(site, f"chattr +i {media}/{pinned}")
 

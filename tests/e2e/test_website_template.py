@@ -112,8 +112,8 @@ def bed(vps_factory, testbed, tmp_path_factory):
     folder = tmp_path_factory.mktemp("website")
     env_file = folder / ".env"
     env_file.write_text("POSTGRES_PASSWORD=website-password\nPAYLOAD_SECRET=website-payload-secret-0123456789abcd\n")
-    state = {"vps": vps_factory("website"), "app": as_documented(folder / "app"), "env_file": env_file,
-             "testbed": testbed}
+    state = {"vps": vps_factory("website", docker_ready=True), "app": as_documented(folder / "app"),
+             "env_file": env_file, "testbed": testbed}
     yield state
     if "tunnel" in state:
         state["tunnel"].terminate()

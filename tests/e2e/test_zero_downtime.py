@@ -34,7 +34,7 @@ def env_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def site(vps_factory, env_file, example_image):
-    vps = vps_factory("zdt")
+    vps = vps_factory("zdt", docker_ready=True)
     first = run_pyinfra(vps, env_file, "deploy.py", "--data", "backup_before_update=false")
     assert first.returncode == 0, first.stdout[-4000:]
     local = free_port()

@@ -119,7 +119,8 @@ main() {
   built_image "$HERE/images/node" node:22-bookworm-slim
   built_image "$HERE/images/node" node:24-bookworm-slim --build-arg NODE_MAJOR=24
   built_image "$HERE/images/postgres" postgres:17
-  built_image "$HERE/images/vps" vpskit-testbed/vps:trixie
+  built_image "$HERE/images/vps" vpskit-testbed/vps:trixie --target fresh
+  built_image "$HERE/images/vps" vpskit-testbed/vps:trixie-docker --target docker-ready
   built_image "$HERE/images/caddy" caddy:2
   built_image "$HERE/images/pebble" vpskit-testbed/pebble
   built_image "$HERE/images/registry" registry:2

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".testbed" / "vps"
 IMAGE = "vpskit-testbed/vps:trixie"
+IMAGE_DOCKER = "vpskit-testbed/vps:trixie-docker"  # the same with Docker Engine and unattended-upgrades installed
 LABEL = "vpskit.testbed"
 BOOT_TIMEOUT = 60
 
@@ -159,13 +160,16 @@ def cgroup_parent(container_id: str) -> str:
 
 
 def start(name: str, port: int | None = None, session: str = "manual", publish: tuple[str, ...] = (),
-          ssh_port: int = 22, network: str | None = None, memory: str | None = None, cpus: str = "1") -> VPS:
+          ssh_port: int = 22, network: str | None = None, memory: str | None = None, cpus: str = "1",
+          docker_ready: bool = False) -> VPS:
     """Starts a fresh VPS and returns once SSH answers as `deploy` with a verified host key; its sshd listens
     on `ssh_port` inside (like a server whose SSH was moved off 22). With `network` (see network()), the VPS
     is on that Docker network instead of the default bridge, reachable there as `name`. With `memory` (e.g.
-    "1g"), the VPS and everything it runs share that much memory, no swap, and `cpus` CPUs."""
-    if docker("image", "inspect", IMAGE, check=False).returncode != 0:
-        raise RuntimeError(f"image {IMAGE} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
+    "1g"), the VPS and everything it runs share that much memory, no swap, and `cpus` CPUs. `docker_ready`:
+    from a provider-like image with Docker Engine already installed and running (the first deploy skips apt)."""
+    image = IMAGE_DOCKER if docker_ready else IMAGE
+    if docker("image", "inspect", image, check=False).returncode != 0:
+        raise RuntimeError(f"image {image} is missing: run `bash tests/testbed/setup.sh` (or `make testbed`)")
     remove(name)
     state = STATE / name
     state.mkdir(parents=True, exist_ok=True)
@@ -181,13 +185,15 @@ def start(name: str, port: int | None = None, session: str = "manual", publish: 
         "--label", f"{LABEL}=vps", "--label", f"{LABEL}.session={session}",
         *RUN_FLAGS, *(["--network", network] if network else []), *(sized(memory, cpus) if memory else []),
         "-v", f"{name}-docker:/var/lib/docker", "-p", publish_ssh,
-        *[a for p in publish for a in ("-p", f"127.0.0.1:{p}")], IMAGE,
+        *[a for p in publish for a in ("-p", f"127.0.0.1:{p}")], image,
     )  # fmt: skip
     _wait(f"systemd in {name}", lambda: _system_state(name) in ("running", "degraded"), BOOT_TIMEOUT)
     if memory:
         full_id = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
         docker("exec", "-i", name, "sh", "-c", "mkdir -p /etc/docker && cat > /etc/docker/daemon.json",
                input=cgroup_parent(full_id))
+        if docker_ready:  # its Engine started at boot, before it was told where its containers go
+            docker("exec", name, "systemctl", "restart", "docker")
     docker(
         "exec", "-i", name, "sh", "-c",
         "cat > /home/deploy/.ssh/authorized_keys && chown deploy:deploy /home/deploy/.ssh/authorized_keys"
