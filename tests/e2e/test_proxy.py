@@ -33,13 +33,14 @@ def env_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def acme(vps_factory, testbed):
     """A VPS and the ACME test server on one network the test creates; the VPS trusts pebble's listener."""
-    vps = vps_factory("proxy", docker_ready=True)
     net = f"vpskit-acme-{os.getpid()}"
     name = f"vpskit-pebble-{os.getpid()}"
     docker("network", "create", "--label", f"vpskit.testbed.session={testbed}", net)
+    # Started on the network, not connected to it later: the VPS's own Docker, running from boot, may have
+    # taken the subnet the network would get for its docker0, and the connect would then fail.
+    vps = vps_factory("proxy", network=net, docker_ready=True)
     docker("run", "-d", "--name", name, "--network", net, "--network-alias", "pebble",
            "--label", f"vpskit.testbed.session={testbed}", "vpskit-testbed/pebble")
-    docker("network", "connect", net, vps.name)
     ca = docker("exec", name, "cat", "/etc/pebble/listener-ca.pem").stdout
     encoded = base64.b64encode(ca.encode()).decode()
     vps.ssh(f"sudo mkdir -p /etc/vpskit && echo {encoded} | base64 -d | sudo tee {ACME_ROOT_ON_SERVER} >/dev/null")
