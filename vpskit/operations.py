@@ -7,6 +7,7 @@ import posixpath
 import secrets
 import shlex
 import sys
+import tarfile
 from dataclasses import dataclass, replace
 from io import BytesIO
 
@@ -125,6 +126,18 @@ class ManagedFile:
     together: str = ""  # files with the same name here go in place as one: all or none of this run's
 
 
+def _tar(members: dict[str, str]) -> bytes:
+    """An uncompressed tar of `members` (name: text), each a regular file of mode 600."""
+    out = BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, BytesIO(data))
+    return out.getvalue()
+
+
 @operation()
 def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", remove: tuple[str, ...] = ()):
     """
@@ -160,24 +173,33 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", r
         return now is None or now["sha256"] != hashlib.sha256(f.content.encode()).hexdigest()
 
     sets = {f.together for f in files if f.together and differs(f)}
+    uploads = [f for f in files if differs(f) or f.together in sets]
+    uploaded = {id(f) for f in uploads}
+    changed = len(uploads)
     moves: dict[str, list[tuple[str, str]]] = {}
-    changed = 0
+    if uploads:
+        # One archive for every file that differs: one SFTP upload and one sudo command, whatever their number
+        # (a first deploy puts some forty files; one upload and one command each cost seconds, more over a slow
+        # link). It lands in the private folder and is unpacked there, by root, under names of this run.
+        parts = {f"{run}-{i}.new": f for i, f in enumerate(uploads)}
+        archive = f"{staging}/{run}.tar"
+        yield commands.private_dir(staging, user)
+        yield FileUploadCommand(BytesIO(_tar({name: f.content for name, f in parts.items()})), archive,
+                                remote_temp_filename=f"{staging}/{run}.part")
+        steps = [f"tar -xf {archive} -C {staging} --no-same-owner", f"rm -f {archive}"]
+        for name, f in parts.items():
+            part = f"{staging}/{name}"
+            steps.append(f"chown {f.user}:{f.group} {part} && chmod {f.mode} {part} && "
+                         f"mkdir -p -m 755 {posixpath.dirname(f.path)}")
+            if f.together:
+                moves.setdefault(f.together, []).append((part, f.path))
+            else:
+                steps.append(f"mv -f {part} {f.path}")
+        yield " && ".join(steps)
     for f in files:
         now = states.get(f.path)
-        if differs(f) or f.together in sets:
-            if not changed:
-                yield commands.private_dir(staging, user)
-            part = f"{staging}/{run}-{changed}"
-            yield FileUploadCommand(BytesIO(f.content.encode()), f"{part}.new", remote_temp_filename=f"{part}.part")
-            place = (f"chown {f.user}:{f.group} {part}.new && chmod {f.mode} {part}.new && "
-                     f"mkdir -p -m 755 {posixpath.dirname(f.path)}")
-            if f.together:
-                moves.setdefault(f.together, []).append((f"{part}.new", f.path))
-                yield place
-            else:
-                yield f"{place} && mv -f {part}.new {f.path}"
-            changed += 1
-        elif (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0", f.user, f.group):
+        if id(f) not in uploaded and (now["mode"], now["user"], now["group"]) != (f.mode.lstrip("0") or "0",
+                                                                                    f.user, f.group):
             yield f"chown {f.user}:{f.group} {f.path} && chmod {f.mode} {f.path}"
             changed += 1
     for name, pairs in moves.items():

@@ -208,6 +208,16 @@ def files_in_place(files, states):
         return list(operations.files_in_place._inner(files=files, staging="/opt/example/.upload", user="deploy"))
 
 
+def archived(upload) -> dict[str, str]:
+    """The files in an upload of files_in_place: member name -> text (and each member's mode is 600)."""
+    import tarfile
+
+    with tarfile.open(fileobj=upload.src, mode="r") as tar:
+        members = tar.getmembers()
+        assert all(m.isfile() and m.mode == 0o600 for m in members), members
+        return {m.name: tar.extractfile(m).read().decode() for m in members}
+
+
 def test_files_in_place_uploads_only_what_differs():
     import hashlib
 
@@ -215,15 +225,20 @@ def test_files_in_place_uploads_only_what_differs():
 
     same = ManagedFile("/opt/example/a", "same\n")
     other = ManagedFile("/opt/example/.env", "SECRET=x\n", "600", "deploy", "deploy")
+    new = ManagedFile("/opt/example/bin/new.py", "print()\n", "755")
     chmod_only = ManagedFile("/opt/example/bin/x.sh", "#!/bin/sh\n", "755")
     digest = {f.path: hashlib.sha256(f.content.encode()).hexdigest() for f in (same, other, chmod_only)}
     states = {same.path: {"sha256": digest[same.path], "mode": "644", "user": "root", "group": "root"},
-              other.path: None,
+              other.path: None, new.path: None,
               chmod_only.path: {"sha256": digest[chmod_only.path], "mode": "644", "user": "root", "group": "root"}}
-    cmds = files_in_place([same, other, chmod_only], states)
+    cmds = files_in_place([same, other, new, chmod_only], states)
     assert cmds[0] == commands.private_dir("/opt/example/.upload", "deploy")
+    # The two files that differ travel in one archive, placed by one command.
     assert type(cmds[1]).__name__ == "FileUploadCommand"
-    assert "chown deploy:deploy" in cmds[2] and "chmod 600" in cmds[2] and cmds[2].endswith("/opt/example/.env")
+    assert sorted(archived(cmds[1]).values()) == ["SECRET=x\n", "print()\n"]
+    assert cmds[2].startswith(f"tar -xf {cmds[1].dest} -C /opt/example/.upload --no-same-owner && rm -f ")
+    assert "chown deploy:deploy" in cmds[2] and "chmod 600" in cmds[2] and cmds[2].endswith("/opt/example/bin/new.py")
+    assert cmds[2].count("mv -f ") == 2
     assert cmds[3] == "chown root:root /opt/example/bin/x.sh && chmod 755 /opt/example/bin/x.sh"
     assert len(cmds) == 4
     assert files_in_place([same], {same.path: states[same.path]}) == []
@@ -231,8 +246,9 @@ def test_files_in_place_uploads_only_what_differs():
 
 def test_a_secret_is_never_readable_by_other_users_on_its_way():
     """By construction: the upload (SFTP as the SSH user, then sudo's copy) lands only in a folder of mode 700
-    that is made first; owner and mode are set there, before the rename to the final path. The content
-    travels only in the upload's file object, never in a command line (which --debug would print)."""
+    that is made first; it is unpacked there by root (mode 600), owner and mode are set there, before the rename
+    to the final path. The content travels only in the upload's file object, never in a command line (which
+    --debug would print)."""
     import shlex
 
     from vpskit.operations import ManagedFile
@@ -242,10 +258,13 @@ def test_a_secret_is_never_readable_by_other_users_on_its_way():
     assert "install -d -m 700 -o deploy /opt/example/.upload &&" in mkdir
     assert upload.dest.startswith("/opt/example/.upload/")
     assert upload.remote_temp_filename.startswith("/opt/example/.upload/")
-    assert upload.src.getvalue() == b"PAYLOAD_SECRET=s3cr3t-value\n"
-    steps = [shlex.split(part) for part in place.split(" && ")]
-    assert steps[0] == ["chown", "deploy:deploy", upload.dest] and steps[1] == ["chmod", "600", upload.dest]
-    assert steps[-1] == ["mv", "-f", upload.dest, "/opt/example/.env"]
+    (member, text), = archived(upload).items()
+    assert text == "PAYLOAD_SECRET=s3cr3t-value\n"
+    part = f"/opt/example/.upload/{member}"
+    steps = [shlex.split(step) for step in place.split(" && ")]
+    assert steps[0][:2] == ["tar", "-xf"] and steps[1] == ["rm", "-f", upload.dest]
+    assert steps[2] == ["chown", "deploy:deploy", part] and steps[3] == ["chmod", "600", part]
+    assert steps[-1] == ["mv", "-f", part, "/opt/example/.env"]
     assert all("s3cr3t-value" not in c for c in (mkdir, place))
 
 
@@ -347,7 +366,7 @@ def test_a_release_set_goes_in_place_whole_in_one_locked_command():
     assert files_in_place([compose, env, script], same) == []
     cmds = files_in_place([compose, env, script], {**same, compose.path: None})  # only the compose file differs
     uploads = [c for c in cmds if type(c).__name__ == "FileUploadCommand"]
-    assert len(uploads) == 2  # the .env too: the set goes whole
+    assert len(uploads) == 1 and sorted(archived(uploads[0]).values()) == ["A=1\n", "image: example:v2\n"]  # whole
     last = cmds[-1]
     assert last.startswith("( flock -w 120 9 && mv -f ") and last.endswith(") 9>/opt/example/next/.next.lock")
     assert last.count("mv -f") == 2 and "/opt/example/next/.env" in last
