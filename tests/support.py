@@ -444,12 +444,17 @@ class Traffic:
                 f"{self.longest_gap:.2f}s")
 
 
-def variant_image(base: str, ref: str, session: str) -> str:
+def variant_image(base: str, ref: str, session: str, cmd: str = "") -> str:
     """`ref`: the image `base` under another tag with a label of its own (another image id), built in a second:
-    the next version of a release test, where what is measured is the release and not a `next build`. Removed
-    with remove_variant (an explicit version's image stays on this machine otherwise)."""
+    the next version of a release test, where what is measured is the release and not a `next build`; with
+    `cmd`, its container runs `node -e CMD` instead (a version that fails in a chosen way). Labelled with the
+    session (tests/testbed/leftovers.sh finds it); removed with remove_variant (an explicit version's image stays
+    on this machine otherwise)."""
+    lines = [f"FROM {base}", f"LABEL vpskit.test.variant={ref}"]
+    if cmd:
+        lines.append(f'CMD ["node", "-e", "{cmd}"]')
     out = subprocess.run(["docker", "build", "--label", f"vpskit.testbed.session={session}", "-t", ref, "-"],
-                         input=f"FROM {base}\nLABEL vpskit.test.variant={ref}\n", text=True, capture_output=True,
+                         input="\n".join(lines) + "\n", text=True, capture_output=True,
                          env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return ref

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.sites import expected_retention
-from tests.support import free_port, http, multipart, popen_pyinfra, run_pyinfra, wait_until
+from tests.support import free_port, http, multipart, popen_pyinfra, run_pyinfra, variant_image, wait_until
 from tests.testbed.vps import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
@@ -170,14 +170,6 @@ def test_retention_over_a_simulated_calendar(site):
     assert set(survivors) - set(again)  # the second prune removed something: the window moved by a day
 
 
-def build_image(tag: str, dockerfile: str, session: str) -> None:
-    """An image built by the test itself, labelled with the session so tests/testbed/leftovers.sh finds it."""
-    out = subprocess.run(["docker", "build", "--label", f"vpskit.testbed.session={session}", "-t", tag, "-"],
-                         input=dockerfile, text=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"},
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-
-
 def server_images(site) -> set[str]:
     out = site["vps"].ssh("sudo docker image ls --format '{{.Repository}}:{{.Tag}}' example").stdout
     return set(out.split())
@@ -194,8 +186,7 @@ def test_update_to_a_version_that_never_gets_ready_rolls_back(site, testbed):
     before = snapshot(site)
     bad = "bad-ready"
     # The same app, but the server never starts listening: readiness can only fail.
-    build_image(f"example:{bad}", f"FROM example:{good}\nCMD [\"node\", \"-e\", \"setInterval(() => {{}}, 1000)\"]\n",
-                testbed)
+    variant_image(f"example:{good}", f"example:{bad}", testbed, "setInterval(() => {}, 1000)")
     seen, stop = [], threading.Event()
 
     def probe():
@@ -235,7 +226,7 @@ def failed_update_reported_fast(site, testbed, tag: str, command: str, reason: s
     within 30 s (health_timeout 300) with `reason` (a regex) and the container's `logged` line under it, and
     that the previous version serves again. Returns the seconds the wait took."""
     good = current_version(site)
-    build_image(f"example:{tag}", f"FROM example:{good}\nCMD [\"node\", \"-e\", \"{command}\"]\n", testbed)
+    variant_image(f"example:{good}", f"example:{tag}", testbed, command)
     try:
         out = pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", f"app_version={tag}",
                       "--data", "health_timeout=300", "--data", "backup_before_update=false")

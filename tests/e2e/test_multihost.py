@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.sites import CREDS, Site
-from tests.support import S3Server, Traffic, free_port, http, multipart, run_pyinfra, wait_until
+from tests.support import S3Server, Traffic, free_port, http, multipart, run_pyinfra, variant_image, wait_until
 from tests.testbed import vps as testbed_vps
 from tests.testbed.vps import docker
 from vpskit import images
@@ -137,9 +137,7 @@ def deploy(cluster, *extra: str, env: dict | None = None):
 
 def variant(tag: str, base_image: str, testbed: str) -> str:
     """A new version of the example (same code, one more label): what a rolling release ships."""
-    out = docker("build", "-q", "--label", f"vpskit.testbed.session={testbed}", "-t", f"{APP}:{tag}", "-",
-                 input=f"FROM {base_image}\nLABEL vpskit.test.variant={tag}\n")
-    assert out.returncode == 0, out.stderr
+    variant_image(base_image, f"{APP}:{tag}", testbed)
     VARIANTS.append(tag)  # removed with the cluster
     return tag
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Traffic, free_port, http, run_pyinfra, wait_until
+from tests.support import Traffic, free_port, http, run_pyinfra, variant_image, wait_until
 from tests.testbed.vps import docker
 from vpskit.settings import defaults
 
@@ -136,10 +136,7 @@ def test_each_domain_gets_a_certificate_and_http_redirects(sites, tmp_path):
 def test_an_update_of_one_app_costs_neither_app_a_request(sites, testbed):
     version = sites["version"]
     tag = "proxy-update"
-    out = subprocess.run(["docker", "build", "-q", "--label", f"vpskit.testbed.session={testbed}", "-t",
-                          f"shop:{tag}", "-"], input=f"FROM shop:{version}\nLABEL vpskit.test.variant={tag}\n",
-                         text=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
-    assert out.returncode == 0, out.stderr
+    variant_image(f"shop:{version}", f"shop:{tag}", testbed)
     try:
         with Traffic(sites["shop"]["base"], sites["shop"]["token"]) as shop, \
                 Traffic(sites["blog"]["base"], sites["blog"]["token"]) as blog:

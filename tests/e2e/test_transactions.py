@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.support import Traffic, free_port, http, multipart, popen_pyinfra, run_pyinfra, wait_until
+from tests.support import Traffic, free_port, http, multipart, popen_pyinfra, run_pyinfra, variant_image, wait_until
 from tests.testbed.vps import docker
 from vpskit.server.history import LogLine
 
@@ -113,13 +113,7 @@ def ready(site) -> bool:
 
 def variant(site, testbed, tag: str, cmd: str = "") -> str:
     """The running version's image under another tag (another image id: a label), optionally another command."""
-    lines = [f"FROM example:{site['first']}", f"LABEL vpskit.test.variant={tag}"]
-    if cmd:
-        lines.append(f'CMD ["node", "-e", "{cmd}"]')
-    out = subprocess.run(["docker", "build", "--label", f"vpskit.testbed.session={testbed}", "-t", f"example:{tag}",
-                          "-"], input="\n".join(lines) + "\n", text=True, capture_output=True,
-                         env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    variant_image(f"example:{site['first']}", f"example:{tag}", testbed, cmd)
     site["variants"].append(f"example:{tag}")
     return tag
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Traffic, free_port, http, popen_pyinfra, run_pyinfra, wait_until
+from tests.support import Traffic, free_port, http, popen_pyinfra, run_pyinfra, variant_image, wait_until
 from tests.testbed.vps import docker
 from vpskit.server.history import LogLine
 
@@ -56,13 +56,7 @@ def site(vps_factory, env_file, example_image):
 def variant(site, testbed, tag: str, cmd: str = "") -> str:
     """An image of the running version under another tag (a different image id: a label), optionally with
     another command; deployed with --data app_version=TAG."""
-    lines = [f"FROM example:{site['good']}", f"LABEL vpskit.test.variant={tag}"]
-    if cmd:
-        lines.append(f'CMD ["node", "-e", "{cmd}"]')
-    out = subprocess.run(["docker", "build", "--label", f"vpskit.testbed.session={testbed}", "-t", f"example:{tag}",
-                          "-"], input="\n".join(lines) + "\n", text=True, capture_output=True,
-                         env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    variant_image(f"example:{site['good']}", f"example:{tag}", testbed, cmd)
     site["variants"].append(tag)
     return tag
 
