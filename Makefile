@@ -39,7 +39,7 @@ e2e: install testbed
 test: install testbed lint
 	@$(BIN)/python tests/testbed/vps.py stale
 	@start=$$(date +%s); \
-	$(BIN)/pytest -n 3 --dist loadfile; status=$$?; \
+	$(BIN)/pytest -n 3 --dist loadfile --durations=25; status=$$?; \
 	bash tests/testbed/leftovers.sh || status=1; \
 	echo "make test: suite wall time $$(( $$(date +%s) - start )) s"; \
 	exit $$status
