@@ -6,6 +6,7 @@ from vpskit import steps
 settings = steps.plan()  # validated here, before any change is made
 steps.config_kept(settings)  # refuses a .env that would silently drop a variable the server has
 steps.database_password_kept(settings)  # refuses a POSTGRES_PASSWORD the database on the server does not accept
+steps.database_major_kept(settings)  # refuses a postgres_image of another major than the data on the server
 steps.memory_budget(settings)  # refuses limits that cannot fit the server's memory and swap during a release
 
 steps.log_plan(settings)

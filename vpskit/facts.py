@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
-from vpskit import baseline, commands, engine, memory, proxy
+from vpskit import baseline, commands, engine, memory, pgmajor, proxy
 
 
 class DockerImageId(FactBase):
@@ -152,6 +152,23 @@ class DatabaseRolePassword(FactBase):
 
     def default(self) -> str:
         return ""
+
+
+class DatabaseMajors(FactBase):
+    """(the PostgreSQL major of the app's data on the server, the major `ref` runs when the image is there): ""
+    for what is absent (no data yet, image not pulled yet: vpskit.pgmajor reads its tag then).
+
+    host.get_fact(DatabaseMajors, project="example", ref="postgres:17", _sudo=True) -> ("15", "")
+    """
+
+    def command(self, project: str, ref: str) -> str:
+        return pgmajor.state_command(project, ref)
+
+    def process(self, output) -> tuple[str, str]:
+        return pgmajor.parse_state(output)
+
+    def default(self) -> tuple[str, str]:
+        return "", ""
 
 
 class ReleaseHistory(FactBase):

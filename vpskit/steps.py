@@ -111,6 +111,22 @@ def database_password_kept(s: dict) -> None:
                    "says (change it in the database first, then deploy)")
 
 
+def database_major_kept(s: dict) -> None:
+    """Ends the run, nothing changed, when `postgres_image` is another PostgreSQL major than the data of the
+    database on the server: that server would refuse the data directory (vpskit.pgmajor)."""
+    from vpskit import pgmajor
+    from vpskit.facts import DatabaseMajors
+
+    if s["role"] == "app" or s["database_external"]:
+        return
+    data, env_major = host.get_fact(DatabaseMajors, project=s["app_name"], ref=s["postgres_image"], **SUDO)
+    image = pgmajor.image_major(s["postgres_image"], env_major)
+    if line := pgmajor.refusal(data, image, s["postgres_image"]):
+        tasks.fail(line)
+    if data and not image:
+        logger.warning(f"{host.print_prefix}{pgmajor.unknown(data, s['postgres_image'])}")
+
+
 def memory_budget(s: dict) -> None:
     """Ends the run, nothing changed, when the memory limits of everything on the server (this app's two app
     containers during a release, its db, the proxy, the other apps' containers) cannot fit its memory and swap;

@@ -3,7 +3,8 @@ deployed VPS: a secret rotated under traffic leaves the database alone; the data
 accident and rotates as documented; a rollback keeps today's secrets and goes back to the settings before; a
 database that cannot start is started again; a release process killed on the server is recorded as failed; a
 restore that fails after the app stopped starts it again on the data it had; a deploy waits for a running backup;
-tasks that only read change nothing; a .env that lacks a variable the server has is refused."""
+tasks that only read change nothing; a .env that lacks a variable the server has is refused; a postgres_image of
+another major than the data is refused."""
 
 from __future__ import annotations
 
@@ -230,6 +231,26 @@ def test_a_database_that_cannot_start_is_started_again_on_its_previous_settings(
     assert version(site) == before
 
 
+@pytest.mark.parametrize(("image", "said"), [
+    ("postgres:18", "postgres_image postgres:18 is PostgreSQL 18, but the database on the server holds PostgreSQL "
+                    "17 data, which 18 cannot open (the site would stay down)"),
+    ("postgres:16.4", "postgres_image postgres:16.4 is PostgreSQL 16, older than the PostgreSQL 17 data on the "
+                      "server"),
+])
+def test_another_postgres_major_is_refused_before_anything_changes(site, image, said):
+    """Issue 26, item 1: a postgres_image of another major than the data's (PG_VERSION in the database's volume)
+    would not open the data; the deploy says so in one line and changes nothing (no image shipped either)."""
+    files = sh(site, f"sha256sum {APP_DIR}/docker-compose.yml {APP_DIR}/.env")
+    db = db_container(site)
+    out = deploy(site, f"postgres_image={image}")
+    assert out.returncode != 0
+    assert said in out.stdout, out.stdout[-3000:]
+    assert "Traceback" not in out.stdout
+    assert sh(site, f"sha256sum {APP_DIR}/docker-compose.yml {APP_DIR}/.env") == files
+    assert db_container(site) == db and ready(site)
+    assert image not in sh(site, "docker images --format '{{.Repository}}:{{.Tag}}'")
+
+
 def test_a_release_killed_on_the_server_is_recorded_as_failed(site, testbed):
     """Review item 8: the release process dies without writing its result (SIGKILL): the deploy ends within
     seconds with one line, the release log records the attempt as failed, the site keeps serving, and the next
@@ -326,6 +347,24 @@ def test_a_failed_restore_leaves_the_app_serving_the_data_it_had(site, failure, 
     assert said in out.stdout, out.stdout[-3000:]
     assert psql(site, "select datallowconn from pg_database where datname = 'payload'") == "t"
     assert sh(site, f"ls -A {media} | grep '^.vpskit-' || true") == ""
+
+
+def test_a_backup_of_a_newer_postgres_major_is_refused_before_anything_changes(site):
+    """Issue 26, item 4: a backup whose manifest says a newer major than the server's (as one taken after an
+    upgrade, restored on a server still on the old major) is refused in one line before the safety backup."""
+    out = task(site, "tasks/backup.py")
+    assert out.returncode == 0, out.stdout[-3000:]
+    name = sh(site, f"ls {BACKUPS} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z$' | tail -1")
+    manifest = f"{BACKUPS}/{name}/manifest.json"
+    sh(site, f"sed -i 's/\"postgres_version\": \"17[.0-9]*\"/\"postgres_version\": \"18.1\"/' {manifest}")
+    assert '"postgres_version": "18.1"' in sh(site, f"cat {manifest}")
+    kept = sh(site, f"ls {BACKUPS}")
+    out = task(site, "tasks/restore.py", f"backup={name}")
+    assert out.returncode != 0
+    assert (f"backup {name} was taken from PostgreSQL 18, newer than this server's PostgreSQL 17, which cannot "
+            "restore it") in out.stdout, out.stdout[-3000:]
+    assert sh(site, f"ls {BACKUPS}") == kept  # no safety backup either
+    assert ready(site)
 
 
 def test_a_deploy_waits_for_a_running_backup(site, testbed):

@@ -13,7 +13,7 @@ import pytest
 from tests.unit.server_fakes import Container, FakeEffects, World
 from tests.unit.test_drill_space import backup
 from vpskit.server.effects import Result
-from vpskit.server.restore import Restore, swap_sql
+from vpskit.server.restore import Restore, newer_dump, swap_sql
 
 SAFETY = "20261206T101500Z"
 
@@ -22,9 +22,9 @@ class DbWorld(FakeEffects):
     """The recorded world with the database's answers, recording each SQL statement; `fail` holds substrings of
     commands (or statements) that fail."""
 
-    def __init__(self, w: World, fail: tuple[str, ...] = ()):
+    def __init__(self, w: World, fail: tuple[str, ...] = (), server: str = "17.6"):
         super().__init__(w)
-        self.fail, self.sql = fail, []
+        self.fail, self.sql, self.server = fail, [], server
 
     def run(self, *args, input=None, **kw):  # noqa: A002
         line = " ".join(args)
@@ -32,6 +32,8 @@ class DbWorld(FakeEffects):
         if args[1:2] == ("backup",):
             self.w.calls.append(args)
             return Result(0, f"{SAFETY}\n")
+        if "show server_version" in line:
+            return Result(0, f"{self.server}\n")
         if 'printf %s "$PGDATABASE"' in line:
             return Result(0, "payload")
         if "pg_stat_activity where datname" in line:
@@ -52,7 +54,8 @@ class DbWorld(FakeEffects):
         return super().run(*args, input=input, **kw)
 
 
-def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5) -> tuple[int, DbWorld]:
+def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5, taken_on: str = "17.6",
+            server: str = "17.6") -> tuple[int, DbWorld]:
     app, root = tmp_path / "example", tmp_path / "backups"
     app.mkdir(exist_ok=True)
     (app / ".env").write_text('POSTGRES_USER="payload"\n')
@@ -60,9 +63,10 @@ def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5) -> t
     if not root.exists():
         backup(root, {"a.png": b"a"})
         (root / "20261205T031500Z" / "manifest.json").write_text(  # not in SHA256SUMS: rewritten freely
-            '{"tables": {"public.posts": 3}, "media_files": 1, "app_version": "v1"}\n')
+            '{"tables": {"public.posts": 3}, "media_files": 1, "app_version": "v1", '
+            f'"postgres_version": "{taken_on}"}}\n')
     fx = DbWorld(World(containers=[Container("c1", "example-app-1", "app"), Container("c2", "example-db-1", "db")]),
-                 fail)
+                 fail, server)
     os.environ["VPSKIT_OFFSITE_CONF"] = str(tmp_path / "none.env")
     code = Restore(app, root, "latest", "local", fx, tmp_path / "bin", lock_wait=lock_wait).run()
     return code, fx
@@ -152,3 +156,30 @@ def test_a_held_app_lock_refuses_with_the_holder(tmp_path):
 def _no_conf():
     yield
     os.environ.pop("VPSKIT_OFFSITE_CONF", None)
+
+
+def test_a_backup_of_a_newer_major_is_refused_before_anything_changes(tmp_path):
+    code, fx = restore(tmp_path, taken_on="18.1", server="17.6")
+    assert code == 1
+    assert fx.w.said[-1] == ("vpskit restore: backup 20261205T031500Z was taken from PostgreSQL 18, newer than this "
+                             "server's PostgreSQL 17, which cannot restore it: restore it on a PostgreSQL 18 server "
+                             "(postgres_image); nothing was changed")
+    assert events(fx) == []  # not even the safety backup
+
+
+def test_a_backup_of_an_older_major_restores_into_a_newer_one(tmp_path):
+    code, fx = restore(tmp_path, taken_on="15.8", server="17.6")
+    assert code == 0, fx.w.said
+    assert "scratch restore" in events(fx)
+
+
+@pytest.mark.parametrize(("manifest", "server", "refused"), [
+    ('{"postgres_version": "17.6"}', "17.2", False),
+    ('{"postgres_version": "10.1"}', "9.6.24", True),
+    ('{"postgres_version": "9.6.24"}', "10.1", False),
+    ("{}", "17.6", False),  # a backup taken by an older vpskit says no version: pg_restore is the judge
+    ("not json", "17.6", False),
+    ('{"postgres_version": "18.0"}', "", False),  # the server did not say
+])
+def test_which_dumps_are_newer(manifest, server, refused):
+    assert bool(newer_dump(manifest, server, "b")) is refused

@@ -213,7 +213,7 @@ class Backup:
         (work / "SHA256SUMS").write_text("".join(
             f"{hashlib.sha256((work / n).read_bytes()).hexdigest()}  {n}\n" for n in ("db.dump", "media.tar",
                                                                                      "media.sha256")))
-        pg_version = (self.db.sh('psql -XAtc "show server_version"').out.split() or [""])[0]
+        pg_version = self.db.server_version()
         apps = self.d.ids("app", all_=False)
         app_image = (self.d.inspect(apps[0], "{{.Config.Image}}") or "") if apps else ""
         db_bytes, media_bytes = (work / "db.dump").stat().st_size, (work / "media.tar").stat().st_size

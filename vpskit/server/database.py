@@ -4,12 +4,28 @@ container. No secret is on a command line: libpq reads them from the environment
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .docker import Docker
 
 # The Payload migrations recorded in the database, in order (the client's fact asks the same: vpskit/commands.py).
 APPLIED_MIGRATIONS_SQL = "select name from payload_migrations order by id"
+
+
+def major(version: str) -> str:
+    """The PostgreSQL major of a version as `show server_version` or PG_VERSION says it ("" when none):
+    "17.6 (Debian 17.6-1.pgdg13+1)" -> "17", "9.6.24" -> "9.6" (before 10, a major had two numbers)."""
+    found = re.match(r"\s*(\d+)(?:\.(\d+))?", version)
+    if not found:
+        return ""
+    first, second = found.groups()
+    return f"{first}.{second}" if int(first) < 10 and second else first
+
+
+def major_key(major_: str) -> tuple[int, ...]:
+    """A major in a form that compares in release order (9.6 < 10 < 17)."""
+    return tuple(int(x) for x in major_.split(".") if x.isdigit())
 
 
 def env_value(env_text: str, name: str) -> str:
@@ -66,6 +82,10 @@ class Database:
         """The image with the database's client tools (pg_dump, pg_restore) for this stack."""
         r = self.d.compose("config", "--images", "dbclient" if self.external() else "db")
         return r.out.split()[0] if r.ok and r.out.split() else ""
+
+    def server_version(self) -> str:
+        """What the database server says its version is ("17.6"), "" when it does not answer."""
+        return (self.sh('psql -XAtc "show server_version"').out.split() or [""])[0]
 
     def applied_migrations(self) -> list[str]:
         """The migrations recorded, in order; nothing when there is no database (or table) yet."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import conf
 from .backup import rclone
 from .backups import NAME
-from .database import Database
+from .database import Database, major, major_key
 from .docker import Docker
 from .drill import bad_checksums
 from .effects import Effects
@@ -48,6 +48,21 @@ def manifest_facts(text: str) -> tuple[str, str]:
     except ValueError:
         return "?", "?"
     return str(m.get("media_files", "?")), str(m.get("app_version", "?"))
+
+
+def newer_dump(manifest_text: str, server_version: str, name: str) -> str:
+    """The refusal when the backup was taken from a newer PostgreSQL major than the server it would go into ("" when
+    not): an older pg_restore does not know a newer archive, nor an older server what a newer dump sets. A backup
+    of an older major restores into a newer one (pg_restore reads older archives)."""
+    try:
+        taken = major(str(json.loads(manifest_text).get("postgres_version", "")))
+    except ValueError:
+        return ""
+    here = major(server_version)
+    if not taken or not here or major_key(taken) <= major_key(here):
+        return ""
+    return (f"backup {name} was taken from PostgreSQL {taken}, newer than this server's PostgreSQL {here}, which "
+            f"cannot restore it: restore it on a PostgreSQL {taken} server (postgres_image); nothing was changed")
 
 
 class Restore:
@@ -168,6 +183,10 @@ class Restore:
             raise RestoreFailed(f"backup {name} is corrupt (checksum mismatch): nothing was changed")
         if not self.external and not self.d.ids("db", all_=False):
             raise RestoreFailed("the db service is not running: start the stack first")
+        server_version = self.db.server_version()
+        if refusal := newer_dump((src / "manifest.json").read_text() if (src / "manifest.json").exists() else "",
+                                 server_version, name):
+            raise RestoreFailed(refusal)
         if not self.fx.run(*self.db.argv("pg_restore --list"), stdin=src / "db.dump").ok:
             raise RestoreFailed(f"backup {name} has an unreadable dump: nothing was changed")
 
