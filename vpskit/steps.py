@@ -348,6 +348,7 @@ def artifacts(s: dict) -> None:
         ManagedFile(f"{app}/next/origin", f"{s['app_version']}\t{tasks.who()}\n", together="next"),
         ManagedFile(f"{app}/Dockerfile", s["rendered"]["Dockerfile"]),
         *tasks.script_files(s),
+        *tasks.maintenance_page(s),
         *s["offsite"].files(),
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in timer_units(s).items()],
     ]

@@ -143,6 +143,19 @@ def script_files(s: dict) -> list:
               for p in sorted(SERVER.glob("*.py")))]
 
 
+def maintenance_page(s: dict) -> list:
+    """{app_dir}/maintenance.html, what the proxy answers while the site is closed: the app's own maintenance.html
+    (in app_path) or vpskit's (templates/maintenance.html); none where vpskit's proxy is not in front."""
+    from vpskit.operations import ManagedFile
+    from vpskit.render import render
+
+    if s["role"] == "db" or not settings.bundled_proxy(s):
+        return []
+    own = ROOT / s["app_path"] / "maintenance.html"
+    text = own.read_text() if own.is_file() else render("maintenance.html", **s)
+    return [ManagedFile(f"{s['app_dir']}/maintenance.html", text)]
+
+
 def server_program(s: dict) -> str:
     """The server program's path on the server (files/vpskit-server, vpskit/server)."""
     return f"{s['app_dir']}/bin/vpskit-server"

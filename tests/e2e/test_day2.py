@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from tests.sites import expected_retention
-from tests.support import free_port, http, multipart, popen_pyinfra, run_pyinfra, variant_image, wait_until
+from tests.support import (
+    Traffic,
+    free_port,
+    http,
+    multipart,
+    popen_pyinfra,
+    run_pyinfra,
+    variant_image,
+    wait_until,
+)
 from tests.testbed.vps import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
@@ -112,9 +121,18 @@ def test_backup_restore_round_trip(site):
     assert http("DELETE", f"{site['base']}/api/media/{doc['id']}", headers=a).status == 200
     assert snapshot(site) != before
 
-    out = pyinfra(site["vps"], site["env_file"], "tasks/restore.py", "--data", f"backup={name}")
+    # A visitor during the restore (the home page): while the app is stopped for the swap, its proxy answers with
+    # the maintenance page (503) instead of a gateway error (issue 26, item 3).
+    with Traffic(site["base"], a["Authorization"].split()[1], path="/") as visitor:
+        out = pyinfra(site["vps"], site["env_file"], "tasks/restore.py", "--data", f"backup={name}")
     assert out.returncode == 0, out.stdout[-3000:]
+    assert "vpskit maintenance: example is closed" in out.stdout and "example is open again" in out.stdout
+    page = [e for e in visitor.get_errors if e.startswith("GET 503: b'<!doctype html>")]
+    print(f"\nvisitor during the restore: {visitor.summary()}; {len(page)} maintenance pages")
+    assert page and len(page) == len(visitor.get_errors), visitor.get_errors[:5]
     reopen(site)
+    for post in visitor.acknowledged:  # the visitor's own writes made after the restore opened the site again
+        http("DELETE", f"{site['base']}/api/posts/{post}", headers=auth(site))
     assert snapshot(site) == before
     assert len(backups(site["vps"])) == 2  # the safety backup taken before the restore
 

@@ -170,3 +170,33 @@ def test_nothing_changed_restarts_nothing_proxy_included(sites):
     assert "releasing" not in again.stdout and not [r for r in rows if r[-3:-2] == ["1"]], changed
     assert sites["vps"].ssh("sudo docker inspect -f '{{.Name}} {{.State.StartedAt}}' "
                             "$(sudo docker ps -q)").stdout == started
+
+
+def test_maintenance_closes_one_app_while_the_other_keeps_answering(sites):
+    """Issue 26, item 3: shop closed for maintenance answers 503 with Retry-After and the page on every path
+    (HTTPS and the published port) but its health routes; blog, behind the same proxy, answers throughout."""
+    shop, vps, env_file = sites["shop"]["base"], sites["vps"], sites["env_file"]
+    args = settings("shop", sites["directory"])
+    auth = {"Authorization": f"JWT {sites['shop']['token']}"}
+    with Traffic(sites["blog"]["base"], sites["blog"]["token"]) as beside:
+        closed = run_pyinfra(vps, env_file, "tasks/maintenance.py", *args, "--data", "on=true")
+        assert closed.returncode == 0, closed.stdout[-3000:]
+        assert "shop is closed: its proxy answers 503 with the maintenance page" in closed.stdout
+        page = http("GET", f"{shop}/posts/1")
+        assert page.status == 503, page.status
+        assert page.headers.get("Retry-After") == "30" and "Back soon" in page.body.decode()
+        assert http("POST", f"{shop}/api/posts", {"title": "while closed"}, headers=auth).status == 503
+        assert http("GET", f"{shop}/api/health").status == 200  # a monitor still sees the app
+        assert http("GET", f"{shop}/api/health/ready").status == 200
+        https = curl("-k", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+                     f"shop.test:{sites[443]}:127.0.0.1", f"https://shop.test:{sites[443]}/")
+        assert https.stdout == "503", https.stdout + https.stderr
+        again = run_pyinfra(vps, env_file, "tasks/maintenance.py", *args, "--data", "on=true")
+        assert again.returncode == 0 and "shop is already closed: nothing changed" in again.stdout, again.stdout[-2000:]
+        opened = run_pyinfra(vps, env_file, "tasks/maintenance.py", *args, "--data", "off=true")
+        assert opened.returncode == 0 and "shop is open again" in opened.stdout, opened.stdout[-2000:]
+        assert http("POST", f"{shop}/api/posts", {"title": "open again"}, headers=auth).status == 201
+    print(f"\nblog while shop was closed and opened: {beside.summary()}")
+    assert beside.failures == 0 and beside.failed_writes == 0, (beside.summary(), beside.errors[:5])
+    neither = run_pyinfra(vps, env_file, "tasks/maintenance.py", *args)
+    assert neither.returncode != 0 and "--data on=true closes the site for maintenance" in neither.stdout

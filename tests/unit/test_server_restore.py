@@ -13,6 +13,7 @@ import pytest
 from tests.unit.server_fakes import Container, FakeEffects, World
 from tests.unit.test_drill_space import backup
 from vpskit.server.effects import Result
+from vpskit.server.proxy import Proxy
 from vpskit.server.restore import Restore, newer_dump, swap_sql
 
 SAFETY = "20261206T101500Z"
@@ -55,7 +56,7 @@ class DbWorld(FakeEffects):
 
 
 def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5, taken_on: str = "17.6",
-            server: str = "17.6") -> tuple[int, DbWorld]:
+            server: str = "17.6", proxy: Path | None = None) -> tuple[int, DbWorld]:
     app, root = tmp_path / "example", tmp_path / "backups"
     app.mkdir(exist_ok=True)
     (app / ".env").write_text('POSTGRES_USER="payload"\n')
@@ -68,7 +69,9 @@ def restore(tmp_path: Path, fail: tuple[str, ...] = (), lock_wait: int = 5, take
     fx = DbWorld(World(containers=[Container("c1", "example-app-1", "app"), Container("c2", "example-db-1", "db")]),
                  fail, server)
     os.environ["VPSKIT_OFFSITE_CONF"] = str(tmp_path / "none.env")
-    code = Restore(app, root, "latest", "local", fx, tmp_path / "bin", lock_wait=lock_wait).run()
+    run = Restore(app, root, "latest", "local", fx, tmp_path / "bin", lock_wait=lock_wait)
+    run.proxy = Proxy(fx, proxy or tmp_path / "no-proxy")
+    code = run.run()
     return code, fx
 
 
@@ -183,3 +186,39 @@ def test_a_backup_of_an_older_major_restores_into_a_newer_one(tmp_path):
 ])
 def test_which_dumps_are_newer(manifest, server, refused):
     assert bool(newer_dump(manifest, server, "b")) is refused
+
+
+def closed_site(tmp_path: Path) -> Path:
+    """The app behind vpskit's proxy (its route live, its maintenance page in its folder): the proxy's folder."""
+    app, root = tmp_path / "example", tmp_path / "proxy"
+    app.mkdir(exist_ok=True)
+    route = "http://:3000 {\n\treverse_proxy @UPSTREAM@ example-app:3000\n}\n"
+    (app / "proxy-route.caddy").write_text(route)
+    (app / "maintenance.html").write_text("<h1>Back soon</h1>\n")
+    (root / "etc" / "sites").mkdir(parents=True)
+    (root / "etc" / "sites" / "example.caddy").write_text(route.replace("@UPSTREAM@", "example-app-1:3000"))
+    return root
+
+
+@pytest.mark.parametrize("fail", [(), ("RENAME TO",)], ids=["restored", "swap failed"])
+def test_the_site_shows_the_maintenance_page_while_the_app_is_stopped_and_opens_again(tmp_path, fail):
+    root = closed_site(tmp_path)
+    code, fx = restore(tmp_path, fail=fail, proxy=root)
+    assert code == (1 if fail else 0), fx.w.said
+    said = [line.split(":", 1)[1].strip() for line in fx.w.said if line.startswith("vpskit maintenance:")]
+    assert said[0].startswith("example is closed") and said[-1].startswith("example is open again")
+    closing = next(i for i, c in enumerate(fx.w.calls) if "reload" in c)
+    stopping = fx.w.calls.index(("app", "stop"))
+    assert closing < stopping  # closed before the app stops
+    assert not (root / "etc" / "maintenance" / "example.html").exists()
+    assert "vpskit_closed" not in (root / "etc" / "sites" / "example.caddy").read_text()
+
+
+def test_a_site_the_operator_closed_stays_closed_after_the_restore(tmp_path):
+    root = closed_site(tmp_path)
+    (root / "etc" / "maintenance").mkdir()
+    (root / "etc" / "maintenance" / "example.html").write_text("<h1>Closed by the operator</h1>\n")
+    code, fx = restore(tmp_path, proxy=root)
+    assert code == 0, fx.w.said
+    assert (root / "etc" / "maintenance" / "example.html").read_text() == "<h1>Closed by the operator</h1>\n"
+    assert not any(line.startswith("vpskit maintenance:") for line in fx.w.said)

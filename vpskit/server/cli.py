@@ -40,6 +40,8 @@
         --keep none: a restore's safety copy (neither pruned nor copied offsite). VPSKIT_BACKUP_TIME names it
         (tests), VPSKIT_OFFSITE_SOFT=1 makes a failed offsite copy a warning (a deploy's pre-update backup)
     vpskit-server offsite list --app-dir D      the app's snapshots in its offsite repository (restic)
+    vpskit-server proxy maintenance on|off --app-dir D
+        the app closed (its proxy answers 503, Retry-After and D/maintenance.html, /api/health excepted) or open
     vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first
@@ -64,6 +66,7 @@ from .healthcheck import HealthCheck
 from .history import dir_hash
 from .notify import main as notify_main
 from .offsite import Offsite, OffsiteFailed
+from .proxy import set_maintenance
 from .release import Releases, Run
 from .restore import Restore
 from .stack import healthy, states, wait_healthy
@@ -134,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--lock-wait", type=int, default=300)
     groups.add_parser("offsite").add_subparsers(dest="command", required=True).add_parser("list").add_argument(
         "--app-dir", required=True, type=Path)
+    closing = groups.add_parser("proxy").add_subparsers(dest="command", required=True).add_parser("maintenance")
+    closing.add_argument("state", choices=("on", "off"))
+    closing.add_argument("--app-dir", required=True, type=Path)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     backups.add_parser("size").add_argument("bytes", type=int)
     keep = backups.add_parser("keep")
@@ -168,6 +174,8 @@ def main(argv: list[str], program: Path) -> int:
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
     os.chdir(args.app_dir)  # compose reads the app's folder
+    if args.group == "proxy":
+        return set_maintenance(args.app_dir, args.state == "on", fx)
     if args.group == "drill":
         return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,
                      int(os.environ.get("VPSKIT_LOCK_WAIT", "300"))).run()

@@ -5,7 +5,9 @@ running configuration as it was."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from pathlib import Path
 
 from .effects import Effects
@@ -15,8 +17,45 @@ PROXY_DIR = Path("/opt/vpskit-proxy")
 CONTAINER = "vpskit-proxy"
 
 
-def route_text(template: str, upstream: str) -> str:
-    return template.replace("@UPSTREAM@", upstream)
+RETRY_AFTER = 30  # seconds a closed site asks clients to wait before trying again (Retry-After)
+
+
+def maintenance_lines(app: str) -> str:
+    """What a site block of a closed app starts with: every request but the health routes (so that a monitor
+    tells maintenance from down) gets 503, Retry-After and the app's maintenance page; Caddy's other errors (a
+    502 while the app is stopped) stay as they are."""
+    return ("\t@vpskit_closed not path /api/health /api/health/*\n"
+            "\terror @vpskit_closed 503\n"
+            "\thandle_errors {\n"
+            "\t\t@vpskit_page expression {http.error.status_code} == 503\n"
+            "\t\thandle @vpskit_page {\n"
+            f"\t\t\theader Retry-After {RETRY_AFTER}\n"
+            "\t\t\theader Cache-Control no-store\n"
+            "\t\t\troot * /etc/caddy/maintenance\n"
+            f"\t\t\trewrite * /{app}.html\n"
+            "\t\t\tfile_server\n"
+            "\t\t}\n"
+            "\t}\n")
+
+
+def route_text(template: str, upstream: str, closed: str = "") -> str:
+    """The app's route from its template, to `upstream`; with `closed` (the app's name), in maintenance: each
+    site block (a line that opens a block at the top level) starts with maintenance_lines."""
+    text = template.replace("@UPSTREAM@", upstream)
+    if not closed:
+        return text
+    out = []
+    for line in text.splitlines(keepends=True):
+        out.append(line)
+        if line.rstrip().endswith("{") and not line[:1].isspace() and not line.startswith("#"):
+            out.append(maintenance_lines(closed))
+    return "".join(out)
+
+
+def upstream_of(route: str) -> str:
+    """The serving container a live route names (its first upstream), "" when none."""
+    found = re.search(r"^\s*reverse_proxy\s+(\S+)", route, re.M)
+    return found.group(1) if found else ""
 
 
 def in_flight(upstreams_json: str, upstream: str) -> int:
@@ -41,33 +80,112 @@ class Proxy:
                 self.fx.say(line)
         return r.ok
 
+    def site(self, app: str) -> Path:
+        return self.root / "etc" / "sites" / f"{app}.caddy"
+
+    def page(self, app: str) -> Path:
+        """The app's maintenance page while it is closed; its presence is what says the app is closed."""
+        return self.root / "etc" / "maintenance" / f"{app}.html"
+
+    def closed(self, app: str) -> bool:
+        return self.page(app).exists()
+
     def route_to(self, template: str, app: str, upstream: str) -> bool:
-        """The app's route points at `upstream`, or stays as it was (then False, Caddy's reason in the log). Under
-        the proxy's lock, shared with the deploy's changes to its ports (vpskit/proxy.py)."""
-        sites = self.root / "etc" / "sites"
-        sites.mkdir(parents=True, exist_ok=True)
-        lock = Lock(self.root / ".lock", self.fx)
-        if lock.take(120, f"route of {app}", "the proxy's lock"):
-            self.fx.say("the proxy stayed locked by another deploy for 120s")
-            return False
-        try:
-            site = sites / f"{app}.caddy"
-            before = site.read_text() if site.exists() else None
-            tmp = site.with_name(site.name + ".new")
-            tmp.write_text(route_text(template, upstream))
-            tmp.replace(site)
-            if self.reload():
-                return True
-            if before is None:
-                site.unlink(missing_ok=True)
+        """The app's route points at `upstream` (closed still, when it was), or stays as it was (then False,
+        Caddy's reason in the log). Under the proxy's lock, shared with the deploy's changes to its ports
+        (vpskit/proxy.py)."""
+        with self.locked(f"route of {app}") as held:
+            return held and self.apply(app, route_text(template, upstream, app if self.closed(app) else ""))
+
+    def maintenance(self, app: str, template: str, page: str | None) -> str:
+        """Closes the app (`page`: its maintenance page's HTML) or opens it again (None): "" when done, else why
+        not (nothing changed then). The route keeps its upstream: a release in between keeps it closed."""
+        with self.locked(f"maintenance of {app}") as held:
+            if not held:
+                return "the proxy stayed locked by another deploy for 120s"
+            site = self.site(app)
+            upstream = upstream_of(site.read_text()) if site.exists() else ""
+            if not upstream:
+                return f"the proxy has no route of {app} here: deploy it first"
+            was = self.page(app).read_text() if self.closed(app) else None
+            if page is not None:
+                self.page(app).parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.page(app).with_name(f".{app}.html.new")
+                tmp.write_text(page)
+                tmp.chmod(0o644)
+                tmp.replace(self.page(app))
             else:
-                site.write_text(before)
-            self.reload()
-            return False
+                self.page(app).unlink(missing_ok=True)
+            if self.apply(app, route_text(template, upstream, app if page is not None else "")):
+                return ""
+            if was is None:
+                self.page(app).unlink(missing_ok=True)
+            else:
+                self.page(app).write_text(was)
+            return "the proxy refused the route (its reason above): nothing was changed"
+
+    @contextlib.contextmanager
+    def locked(self, what: str):
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = Lock(self.root / ".lock", self.fx)
+        if lock.take(120, what, "the proxy's lock"):
+            self.fx.say("the proxy stayed locked by another deploy for 120s")
+            yield False
+            return
+        try:
+            yield True
         finally:
             lock.release()
+
+    def apply(self, app: str, text: str) -> bool:
+        """The app's route file replaced and the proxy reloaded; put back as it was when Caddy refuses it."""
+        site = self.site(app)
+        site.parent.mkdir(parents=True, exist_ok=True)
+        before = site.read_text() if site.exists() else None
+        tmp = site.with_name(site.name + ".new")
+        tmp.write_text(text)
+        tmp.replace(site)
+        if self.reload():
+            return True
+        if before is None:
+            site.unlink(missing_ok=True)
+        else:
+            site.write_text(before)
+        self.reload()
+        return False
 
     def in_flight(self, upstream: str) -> int:
         r = self.fx.run("docker", "exec", CONTAINER, "wget", "-q", "-T", "5", "-O", "-",
                         "http://localhost:2019/reverse_proxy/upstreams")
         return in_flight(r.out if r.ok else "", upstream)
+
+
+def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = None) -> int:
+    """`vpskit-server proxy maintenance on|off`: the app closed with the maintenance page its deploy put in its
+    folder, or open again; says what it did and how to undo it. A second run with the same state changes
+    nothing."""
+    proxy = proxy or Proxy(fx)
+    app = app_dir.name
+    route = app_dir / "proxy-route.caddy"
+    if not route.exists() or not route.read_text().strip():
+        fx.say(f"vpskit maintenance: {app} is not behind vpskit's proxy here (proxy_network): close it in your own "
+               "proxy (503 with Retry-After for every path but /api/health)")
+        return 1
+    page_file = app_dir / "maintenance.html"
+    if on and not page_file.exists():
+        fx.say(f"vpskit maintenance: no maintenance page in {app_dir}: run deploy.py with this vpskit first")
+        return 1
+    page = page_file.read_text() if on else None
+    if proxy.closed(app) == on and (not on or proxy.page(app).read_text() == page):
+        fx.say(f"vpskit maintenance: {app} is already {'closed' if on else 'open'}: nothing changed")
+        return 0
+    if why := proxy.maintenance(app, route.read_text(), page):
+        fx.say(f"vpskit maintenance: {why}")
+        return 1
+    if on:
+        fx.say(f"vpskit maintenance: {app} is closed: its proxy answers 503 with the maintenance page "
+               f"(Retry-After {RETRY_AFTER}s) to every request but /api/health; open it again with "
+               "tasks/maintenance.py --data off=true")
+    else:
+        fx.say(f"vpskit maintenance: {app} is open again: its proxy routes every request to the app")
+    return 0

@@ -25,6 +25,7 @@ from .docker import Docker
 from .drill import bad_checksums
 from .effects import Effects
 from .locks import BACKUPS, Lock
+from .proxy import Proxy, set_maintenance
 from .stack import wait_healthy
 
 
@@ -79,6 +80,8 @@ class Restore:
         self.stopped = False  # the app was stopped for the swap
         self.safety = ""
         self.remote = ""
+        self.proxy = Proxy(fx)
+        self.closed_site = False  # closed by this restore (maintenance page): opened again whatever ends it
 
     def say(self, text: str) -> None:
         self.fx.say(f"vpskit restore: {text}")
@@ -148,6 +151,17 @@ class Restore:
             self.psql(f'DROP DATABASE IF EXISTS "{self.scratch_left}"')
         if self.unpacked:
             self.media("undo")
+        if self.closed_site:
+            set_maintenance(self.app_dir, False, self.fx, self.proxy)
+
+    def close_site(self) -> None:
+        """For the time the app is stopped, its proxy answers with the maintenance page (503, Retry-After) rather
+        than a gateway error: where vpskit's proxy is in front and the deploy left the page; a site the operator
+        closed stays closed after the restore."""
+        route, page = self.app_dir / "proxy-route.caddy", self.app_dir / "maintenance.html"
+        if not (route.exists() and route.read_text().strip() and page.exists()) or self.proxy.closed(self.app_dir.name):
+            return
+        self.closed_site = set_maintenance(self.app_dir, True, self.fx, self.proxy) == 0
 
     def source_folder(self) -> tuple[Path, str]:
         if self.source == "offsite":
@@ -245,6 +259,7 @@ class Restore:
 
         self.say("swapping the restored database and media in")
         if has_app:
+            self.close_site()
             self.compose("stop", "app")
             self.stopped = True
         if self.external:
