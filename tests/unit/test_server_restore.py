@@ -206,7 +206,8 @@ def test_the_site_shows_the_maintenance_page_while_the_app_is_stopped_and_opens_
     code, fx = restore(tmp_path, fail=fail, proxy=root)
     assert code == (1 if fail else 0), fx.w.said
     said = [line.split(":", 1)[1].strip() for line in fx.w.said if line.startswith("vpskit maintenance:")]
-    assert said[0].startswith("example is closed") and said[-1].startswith("example is open again")
+    assert said[0].startswith("example is closed") and said[0].endswith("until the restore ends")
+    assert said[-1].startswith("example is open again")
     closing = next(i for i, c in enumerate(fx.w.calls) if "reload" in c)
     stopping = fx.w.calls.index(("app", "stop"))
     assert closing < stopping  # closed before the app stops

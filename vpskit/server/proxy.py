@@ -160,10 +160,10 @@ class Proxy:
         return in_flight(r.out if r.ok else "", upstream)
 
 
-def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = None) -> int:
+def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = None, during: str = "") -> int:
     """`vpskit-server proxy maintenance on|off`: the app closed with the maintenance page its deploy put in its
-    folder, or open again; says what it did and how to undo it. A second run with the same state changes
-    nothing."""
+    folder, or open again; says what it did and how to undo it (`during`: the operation that opens it again
+    itself, named instead). A second run with the same state changes nothing."""
     proxy = proxy or Proxy(fx)
     app = app_dir.name
     route = app_dir / "proxy-route.caddy"
@@ -183,9 +183,9 @@ def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = 
         fx.say(f"vpskit maintenance: {why}")
         return 1
     if on:
+        until = f"until the {during} ends" if during else "open it again with tasks/maintenance.py --data off=true"
         fx.say(f"vpskit maintenance: {app} is closed: its proxy answers 503 with the maintenance page "
-               f"(Retry-After {RETRY_AFTER}s) to every request but /api/health; open it again with "
-               "tasks/maintenance.py --data off=true")
+               f"(Retry-After {RETRY_AFTER}s) to every request but /api/health; {until}")
     else:
         fx.say(f"vpskit maintenance: {app} is open again: its proxy routes every request to the app")
     return 0

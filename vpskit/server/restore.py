@@ -161,7 +161,7 @@ class Restore:
         route, page = self.app_dir / "proxy-route.caddy", self.app_dir / "maintenance.html"
         if not (route.exists() and route.read_text().strip() and page.exists()) or self.proxy.closed(self.app_dir.name):
             return
-        self.closed_site = set_maintenance(self.app_dir, True, self.fx, self.proxy) == 0
+        self.closed_site = set_maintenance(self.app_dir, True, self.fx, self.proxy, during="restore") == 0
 
     def source_folder(self) -> tuple[Path, str]:
         if self.source == "offsite":
