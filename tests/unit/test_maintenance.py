@@ -121,3 +121,24 @@ def test_vpskits_page_is_small_and_self_contained():
     assert page.startswith("<!doctype html>") and "shop.test is closed for a short maintenance" in page
     assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing fetched elsewhere
     assert len(page) < 2000
+
+
+def test_opening_keeps_the_page_until_the_route_no_longer_serves_it(box):
+    """Removed before the reload, the page would be missing for the requests the closed route still answers
+    (an empty 503, seen on the test bed); and a reload Caddy refuses leaves the site closed, page and all."""
+    app, proxy, fx, w = box
+    set_maintenance(app, True, fx, proxy)
+    seen = []
+    reload = proxy.reload
+
+    def reload_seeing_the_page() -> bool:
+        seen.append(proxy.page("shop").exists())
+        return reload()
+
+    proxy.reload = reload_seeing_the_page
+    w.reload_ok = False
+    assert set_maintenance(app, False, fx, proxy) == 1
+    assert proxy.closed("shop") and "error @vpskit_closed 503" in proxy.site("shop").read_text()
+    w.reload_ok = True
+    assert set_maintenance(app, False, fx, proxy) == 0
+    assert seen[-1] is True and not proxy.closed("shop")

@@ -107,22 +107,25 @@ class Proxy:
             upstream = upstream_of(site.read_text()) if site.exists() else ""
             if not upstream:
                 return f"the proxy has no route of {app} here: deploy it first"
-            was = self.page(app).read_text() if self.closed(app) else None
-            if page is not None:
-                self.page(app).parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.page(app).with_name(f".{app}.html.new")
-                tmp.write_text(page)
-                tmp.chmod(0o644)
-                tmp.replace(self.page(app))
-            else:
+            refused = "the proxy refused the route (its reason above): nothing was changed"
+            if page is None:  # the page goes once the route no longer serves it (not before: an empty 503)
+                if not self.apply(app, route_text(template, upstream)):
+                    return refused
                 self.page(app).unlink(missing_ok=True)
-            if self.apply(app, route_text(template, upstream, app if page is not None else "")):
+                return ""
+            was = self.page(app).read_text() if self.closed(app) else None
+            self.page(app).parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.page(app).with_name(f".{app}.html.new")
+            tmp.write_text(page)
+            tmp.chmod(0o644)
+            tmp.replace(self.page(app))
+            if self.apply(app, route_text(template, upstream, app)):
                 return ""
             if was is None:
                 self.page(app).unlink(missing_ok=True)
             else:
                 self.page(app).write_text(was)
-            return "the proxy refused the route (its reason above): nothing was changed"
+            return refused
 
     @contextlib.contextmanager
     def locked(self, what: str):
