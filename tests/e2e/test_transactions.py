@@ -367,6 +367,26 @@ def test_a_backup_of_a_newer_postgres_major_is_refused_before_anything_changes(s
     assert ready(site)
 
 
+def test_a_database_made_under_another_collation_version_fails_the_health_check_until_reindexed(site):
+    """Issue 26, item 5: a database whose recorded collation version is not the library's (what a new base image
+    under the same postgres_image tag causes; made here by recording an older version for an ICU database) fails
+    the health check with what to run; once that is run, the check passes again."""
+    psql(site, "CREATE DATABASE tx_icu LOCALE_PROVIDER icu ICU_LOCALE 'en' TEMPLATE template0")
+    try:
+        psql(site, "UPDATE pg_database SET datcollversion = '1.0' WHERE datname = 'tx_icu'")
+        out = task(site, "tasks/health.py")
+        assert out.returncode != 0
+        assert re.search(r"FAIL collation: database tx_icu was made with collation version 1\.0, the image's library "
+                         r"now has [0-9.]+: its text indexes may give wrong answers until rebuilt: REINDEX DATABASE "
+                         r"tx_icu; ALTER DATABASE tx_icu REFRESH COLLATION VERSION", out.stdout), out.stdout[-3000:]
+        psql(site, "REINDEX DATABASE tx_icu", db="tx_icu")  # the fix, as the line says
+        psql(site, "ALTER DATABASE tx_icu REFRESH COLLATION VERSION", db="tx_icu")
+        out = task(site, "tasks/health.py")
+        assert "ok   collation: every database's collation version is the library's" in out.stdout, out.stdout[-3000:]
+    finally:
+        psql(site, "DROP DATABASE IF EXISTS tx_icu")
+
+
 def test_a_deploy_waits_for_a_running_backup(site, testbed):
     """Review item 11: the pre-update backup of a deploy waits (bounded, saying so) for a backup that holds the
     backups' lock, instead of failing at once."""

@@ -34,3 +34,16 @@ def test_a_failing_route_gives_its_reason():
     assert reason_of('{"status":"not ready","reason":"the database lacks 1 table(s)"}') == \
         "the database lacks 1 table(s)"
     assert reason_of("<html>") == ""
+
+
+def test_a_database_made_under_another_collation_version_fails_with_what_to_run():
+    from vpskit.server.healthcheck import collation
+
+    assert collation("payload 2.36 2.36\npostgres 2.36 2.36\n") == (
+        "ok", "every database's collation version is the library's")
+    assert collation("") == ("ok", "every database's collation version is the library's")
+    kind, detail = collation("payload 2.36 2.41\npostgres 2.36 2.41\ntemplate1 2.41 2.41\n")
+    assert kind == "FAIL"
+    assert detail == ("database payload was made with collation version 2.36, the image's library now has 2.41 (and 1 "
+                      "more database(s)): its text indexes may give wrong answers until rebuilt: REINDEX DATABASE "
+                      "payload; ALTER DATABASE payload REFRESH COLLATION VERSION (docs/TROUBLESHOOTING.md #57)")

@@ -124,6 +124,26 @@ def offsite_age(last_line: str | None, now: int, max_seconds: int) -> tuple[str,
                     "read its error")
 
 
+# Each database's collation version as recorded when it was made, and the one the C library (or ICU) in the
+# running image has (PostgreSQL 15+; an older server refuses the query, and nothing is said).
+COLLATION_SQL = ("select datname || ' ' || datcollversion || ' ' || pg_database_collation_actual_version(oid) "
+                 "from pg_database where datallowconn and datcollversion is not null "
+                 "and pg_database_collation_actual_version(oid) is not null")
+
+
+def collation(rows: str) -> tuple[str, str]:
+    """FAIL when a database was made under another collation version than the image's library has now (a new
+    base image under the same postgres_image tag): its text indexes may give wrong answers until rebuilt."""
+    changed = [r.split() for r in rows.splitlines() if len(r.split()) == 3 and r.split()[1] != r.split()[2]]
+    if not changed:
+        return "ok", "every database's collation version is the library's"
+    name, made, now = changed[0]
+    more = f" (and {len(changed) - 1} more database(s))" if len(changed) > 1 else ""
+    return "FAIL", (f"database {name} was made with collation version {made}, the image's library now has {now}{more}: "
+                    f"its text indexes may give wrong answers until rebuilt: REINDEX DATABASE {name}; ALTER DATABASE "
+                    f"{name} REFRESH COLLATION VERSION (docs/TROUBLESHOOTING.md #57)")
+
+
 def reason_of(body: str) -> str:
     m = re.search(r'"reason":"([^"]*)"', body)
     return m.group(1) if m else ""
@@ -186,6 +206,11 @@ class HealthCheck:
                 r.add("ok", "database", f"{db.where()} answers")
             else:
                 r.add("FAIL", "database", f"{db.where()} does not answer from this server")
+        if "db" in services and self.d.ids("db", all_=False):
+            rows = Database(self.d, self.app_dir).sh(f'psql -XAt -d postgres -c "{COLLATION_SQL}"')
+            if rows.ok:
+                kind, detail = collation(rows.out)
+                r.add(kind, "collation", detail)
         if "db" in services or external:  # backups are taken where the database is (or the app, for an external)
             names = [p.name for p in self.backup_dir.iterdir()] if self.backup_dir.is_dir() else []
             kind, detail = backup_age(names, dt.datetime.now(dt.UTC), self.max_backup_hours, str(self.backup_dir))
