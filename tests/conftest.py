@@ -12,7 +12,7 @@ import pytest
 from tests.support import build_once, remove_session_leftovers
 from tests.testbed import vps as testbed_vps
 
-REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:17", "registry:2", "vpskit-testbed/s3",
+REQUIRED_IMAGES = ["caddy:2", "node:22-bookworm-slim", "postgres:15", "postgres:17", "registry:2", "vpskit-testbed/s3",
                    testbed_vps.IMAGE, testbed_vps.IMAGE_DOCKER]
 SESSION = f"pytest-{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent

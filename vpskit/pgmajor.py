@@ -41,7 +41,8 @@ def refusal(data: str, image: str, ref: str, where: str = "the server") -> str:
     if major_key(image) > major_key(data):
         return (f"postgres_image {ref} is PostgreSQL {image}, but the database on {where} holds PostgreSQL {data} "
                 f"data, which {image} cannot open (the site would stay down): set postgres_image back to a "
-                f"PostgreSQL {data} image, and upgrade the data first (docs/TROUBLESHOOTING.md #55)")
+                f"PostgreSQL {data} image, or move the data to {image} first with `pyinfra inventory.py "
+                f"tasks/upgrade_postgres.py` (docs/TROUBLESHOOTING.md #55)")
     return (f"postgres_image {ref} is PostgreSQL {image}, older than the PostgreSQL {data} data on {where}, "
             f"which it cannot open: set postgres_image back to a PostgreSQL {data} image "
             "(docs/TROUBLESHOOTING.md #55)")

@@ -85,12 +85,14 @@ base_image() { # base_image SUITE TAG
   rm -rf "$root"
 }
 
-built_image() { # built_image DIR TAG [build args...]: rebuilt when DIR or an image it starts FROM changed
+built_image() { # built_image DIR TAG [build args...]: rebuilt when DIR, its build args or an image it starts FROM
+  # changed (a FROM ${BASE} is the image the BASE=... build arg names)
   local dir=$1 tag=$2; shift 2
   local from hash
-  from="$(awk 'toupper($1) == "FROM" { print $2 }' "$dir/Dockerfile" | sort -u \
+  from="$( { awk 'toupper($1) == "FROM" && $2 !~ /^\$/ { print $2 }' "$dir/Dockerfile"
+             printf '%s\n' "$@" | sed -n 's/^BASE=//p'; } | sort -u \
     | xargs -r docker image inspect -f '{{.Id}}' 2>/dev/null || true)"
-  hash="$( (dir_hash "$dir"; echo "$from") | sha256sum | cut -c1-16)"
+  hash="$( (dir_hash "$dir"; echo "$from"; echo "$*") | sha256sum | cut -c1-16)"
   if image_current "$tag" "$hash"; then log "$tag: cached"; return; fi
   log "$tag: building"
   DOCKER_BUILDKIT=0 docker build -q --label "vpskit.testbed.hash=$hash" -t "$tag" "$@" "$dir" >"$CACHE/build.log" 2>&1 \
@@ -133,7 +135,8 @@ main() {
   toolchain
   built_image "$HERE/images/node" node:22-bookworm-slim
   built_image "$HERE/images/node" node:24-bookworm-slim --build-arg NODE_MAJOR=24
-  built_image "$HERE/images/postgres" postgres:17
+  built_image "$HERE/images/postgres" postgres:17 --build-arg BASE=debian:trixie-slim --build-arg PG_MAJOR=17
+  built_image "$HERE/images/postgres" postgres:15 --build-arg BASE=debian:bookworm-slim --build-arg PG_MAJOR=15
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie --target fresh
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie-docker --target docker-ready
   built_image "$HERE/images/caddy" caddy:2

@@ -40,6 +40,10 @@
         --keep none: a restore's safety copy (neither pruned nor copied offsite). VPSKIT_BACKUP_TIME names it
         (tests), VPSKIT_OFFSITE_SOFT=1 makes a failed offsite copy a warning (a deploy's pre-update backup)
     vpskit-server offsite list --app-dir D      the app's snapshots in its offsite repository (restic)
+    vpskit-server pg upgrade|rollback|drop-old --app-dir D --backups ROOT [--to IMAGE] [--lock-wait S]
+                     [--health-timeout S]
+        a PostgreSQL major upgrade of the app's database to IMAGE (the old data kept aside), the return to that
+        data, or its removal (vpskit/server/pgupgrade.py)
     vpskit-server proxy maintenance on|off --app-dir D
         the app closed (its proxy answers 503, Retry-After and D/maintenance.html, /api/health excepted) or open
     vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
@@ -66,6 +70,7 @@ from .healthcheck import HealthCheck
 from .history import dir_hash
 from .notify import main as notify_main
 from .offsite import Offsite, OffsiteFailed
+from .pgupgrade import Upgrade
 from .proxy import set_maintenance
 from .release import Releases, Run
 from .restore import Restore
@@ -112,6 +117,13 @@ def parser() -> argparse.ArgumentParser:
     db = groups.add_parser("db").add_subparsers(dest="command", required=True)
     for name in ("where", "external", "image", "migrations"):
         db.add_parser(name).add_argument("--app-dir", required=True, type=Path)
+    pg = groups.add_parser("pg")
+    pg.add_argument("command", choices=("upgrade", "rollback", "drop-old"))
+    pg.add_argument("--app-dir", required=True, type=Path)
+    pg.add_argument("--backups", required=True, type=Path)
+    pg.add_argument("--to", default="")
+    pg.add_argument("--lock-wait", type=int, default=300)
+    pg.add_argument("--health-timeout", type=int, default=180)
     drill = groups.add_parser("drill")
     drill.add_argument("--app-dir", required=True, type=Path)
     drill.add_argument("--backups", required=True, type=Path)
@@ -174,6 +186,9 @@ def main(argv: list[str], program: Path) -> int:
         fx.say(f"vpskit: no app at {args.app_dir}: deploy first")
         return 1
     os.chdir(args.app_dir)  # compose reads the app's folder
+    if args.group == "pg":
+        run = Upgrade(args.app_dir, args.backups, args.to, fx, program.parent, args.lock_wait, args.health_timeout)
+        return {"upgrade": run.run, "rollback": run.rollback, "drop-old": run.drop_old}[args.command]()
     if args.group == "proxy":
         return set_maintenance(args.app_dir, args.state == "on", fx)
     if args.group == "drill":
