@@ -191,6 +191,8 @@ class Upgrade:
             self.stopped = True
         else:  # a db server: the app servers' sessions end, and no new one starts until the switch
             self.blocked = self.connections(False)
+            if not self.blocked:
+                raise UpgradeFailed("the database could not be closed to new sessions (above): nothing was changed")
         self.prepare(data, target)
         self.switch(old_image, data, target)
         seconds = int(self.fx.clock() - closed_at)
@@ -350,12 +352,14 @@ class Upgrade:
         compose = compose_file.read_text()
         self.say(f"back to PostgreSQL {state.from_major} ({state.from_image}): what was written since the upgrade at "
                  f"{state.at} is not in that data")
+        newer = self.volume(f"-{state.to_major}")
+        if self.mountpoint(newer) is not None:
+            raise UpgradeFailed(f"the volume {newer} (kept by an earlier rollback) is still there: remove it first "
+                                f"(sudo docker volume rm {newer}); nothing was changed")
         has_app = "app" in self.d.services()
         if has_app:
             self.close_site()
         self.d.compose("stop", *(["app"] if has_app else []), "db")
-        newer = self.volume(f"-{state.to_major}")
-        self.fx.run("docker", "volume", "rm", newer)  # a copy kept by an earlier rollback
         self.swap(newer, state.aside(self.project))
         compose_file.write_text(with_db_image(compose, state.from_image))
         ok = self.d.up("db", *(["app"] if has_app else [])) and wait_healthy(self.fx, self.health_timeout, "upgrade")
