@@ -21,9 +21,7 @@ except settings.SettingsError as err:
     tasks.fail(str(err))
 if rollback and drop_old:
     tasks.fail("rollback=true and drop_old=true exclude each other: say one")
-if s["database_external"]:
-    tasks.fail("the database is external (DATABASE_URL): its provider upgrades PostgreSQL; nothing to do here")
-if s["role"] == "app":
+if s["role"] == "app":  # an external database (DATABASE_URL) is refused by the server program, which reads it
     tasks.skipped("the database is on the db server")
 else:
     tasks.scripts(s)
