@@ -25,6 +25,7 @@ if s["role"] == "app":  # an external database (DATABASE_URL) is refused by the 
     tasks.skipped("the database is on the db server")
 else:
     tasks.scripts(s)
+    tasks.push(s, "Maintenance page", tasks.maintenance_page(s))  # what the site shows while it is closed
     command, what = "upgrade", f"Upgrade PostgreSQL to {image}"
     if rollback:
         command, what = "rollback", "Go back to the PostgreSQL data the upgrade kept"

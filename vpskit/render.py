@@ -7,6 +7,8 @@ from typing import Any
 
 import jinja2
 
+from vpskit.pgmajor import image_major
+from vpskit.server.database import data_mount
 from vpskit.settings import bundled_proxy
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -39,4 +41,6 @@ def render(name: str, **context: Any) -> str:
     context.setdefault("build_with_database", False)  # a throwaway PostgreSQL beside the build (steps.plan)
     context.setdefault("backup_server", context.get("role", "all") != "app")  # takes the backups (steps.plan)
     context.setdefault("health_start_interval", False)  # the Engine takes healthcheck.start_interval (steps.plan)
+    if "postgres_image" in context:  # where the db volume goes: its place moved with PostgreSQL 18's images
+        context.setdefault("db_data_mount", data_mount(image_major(context["postgres_image"])))
     return _env().get_template(name).render(**context)

@@ -28,15 +28,23 @@ def compose(image: str = "postgres:15") -> str:
 
 def test_the_db_image_changes_and_nothing_else():
     before = compose("postgres:15")
-    after = with_db_image(before, "postgres:17")
+    after = with_db_image(before, "postgres:17", "17")
     assert db_image(before) == "postgres:15" and db_image(after) == "postgres:17"
     assert after == compose("postgres:17")
     assert "image: example:abc123" in after  # the app's image stays
 
 
+def test_from_18_the_volume_goes_where_the_official_image_wants_it():
+    """PostgreSQL 18's images keep PGDATA in /var/lib/postgresql/18/docker and refuse a volume at the old place."""
+    after = with_db_image(compose("postgres:17"), "postgres:18", "18")
+    assert "      - db-data:/var/lib/postgresql\n" in after and after == compose("postgres:18")
+    assert "      - db-data:/var/lib/postgresql/data\n" in with_db_image(after, "postgres:17", "17")
+    assert "      - db-data:/var/lib/postgresql/data\n" in compose("postgres:latest")  # unknown: the old place
+
+
 def test_a_compose_file_without_a_db_service_is_refused():
-    with pytest.raises(UpgradeFailed, match="no db service image to change: nothing was changed"):
-        with_db_image("services:\n  app:\n    image: example:v1\n", "postgres:17")
+    with pytest.raises(UpgradeFailed, match="no db service image or volume to change: nothing was changed"):
+        with_db_image("services:\n  app:\n    image: example:v1\n", "postgres:17", "17")
 
 
 @pytest.mark.parametrize(("data", "target", "said"), [

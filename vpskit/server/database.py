@@ -23,6 +23,13 @@ def major(version: str) -> str:
     return f"{first}.{second}" if int(first) < 10 and second else first
 
 
+def data_mount(major_: str) -> str:
+    """Where the database's volume is mounted in the db container: the official image keeps PGDATA in
+    /var/lib/postgresql/data up to 17, and from 18 in /var/lib/postgresql/MAJOR/docker under a volume mounted at
+    /var/lib/postgresql (it refuses to start with a volume at the old place). An unknown major keeps the old place."""
+    return "/var/lib/postgresql" if major_ and major_key(major_) >= (18,) else "/var/lib/postgresql/data"
+
+
 def major_key(major_: str) -> tuple[int, ...]:
     """A major in a form that compares in release order (9.6 < 10 < 17)."""
     return tuple(int(x) for x in major_.split(".") if x.isdigit())

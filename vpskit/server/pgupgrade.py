@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backup import copy_rows, human_size
-from .database import Database, env_value, major, major_key
+from .database import Database, data_mount, env_value, major, major_key
 from .docker import Docker
 from .drill import TABLE, row_mismatches
 from .effects import Effects
@@ -64,12 +64,13 @@ def refusal(data: str, target: str, image: str) -> str:
     return ""
 
 
-def with_db_image(compose: str, image: str) -> str:
+def with_db_image(compose: str, image: str, major_: str) -> str:
     """The compose file with its db service's image replaced (the service as templates/docker-compose.yml writes
-    it: `  db:` then `    image: ...`)."""
+    it: `  db:` then `    image: ...`), and its volume where that major's image wants it (database.data_mount)."""
     text, n = re.subn(r"(?m)^(  db:\n    image: ).*$", lambda m: m.group(1) + image, compose, count=1)
-    if n != 1:
-        raise UpgradeFailed("the compose file has no db service image to change: nothing was changed")
+    text, mounts = re.subn(r"(?m)^(      - db-data:)\S+$", lambda v: v.group(1) + data_mount(major_), text, count=1)
+    if n != 1 or mounts != 1:
+        raise UpgradeFailed("the compose file has no db service image or volume to change: nothing was changed")
     return text
 
 
@@ -172,7 +173,7 @@ class Upgrade:
         compose_file = self.app_dir / "docker-compose.yml"
         compose = compose_file.read_text()
         old_image = db_image(compose)
-        with_db_image(compose, self.image)  # refuses a compose file it cannot change, before anything changes
+        with_db_image(compose, self.image, target)  # refuses a compose file it cannot change, before any change
 
         self.say(f"from PostgreSQL {data} ({old_image}) to {target} ({self.image}); a backup first")
         made = self.fx.run(str(self.bin / "vpskit-server"), "backup", "--app-dir", str(self.app_dir), "--backups",
@@ -230,7 +231,7 @@ class Upgrade:
         self.fx.run("docker", "rm", "-f", "-v", self.temp)
         self.fx.run("docker", "volume", "rm", self.volume("-next"))
         started = self.fx.run("docker", "run", "-d", "--name", self.temp, "--network", "none", "-v",
-                              f"{self.volume('-next')}:/var/lib/postgresql/data", "-e", "POSTGRES_USER", "-e",
+                              f"{self.volume('-next')}:{data_mount(target)}", "-e", "POSTGRES_USER", "-e",
                               "POSTGRES_PASSWORD", "-e", "POSTGRES_DB", self.image,
                               env={**os.environ, "POSTGRES_USER": user, "POSTGRES_DB": db,
                                    "POSTGRES_PASSWORD": env_value(env, "POSTGRES_PASSWORD")})
@@ -312,7 +313,7 @@ class Upgrade:
         except OSError as err:
             self.d.up("db")
             self.back(f"moving the data folders failed ({err})")
-        compose_file.write_text(with_db_image(compose, self.image))
+        compose_file.write_text(with_db_image(compose, self.image, target))
         if self.d.up("db", *(["app"] if self.stopped else [])) and wait_healthy(self.fx, self.health_timeout,
                                                                                 "upgrade"):
             self.stopped = self.blocked = False  # the new database accepts connections (not carried by the dump)
@@ -361,7 +362,7 @@ class Upgrade:
             self.close_site()
         self.d.compose("stop", *(["app"] if has_app else []), "db")
         self.swap(newer, state.aside(self.project))
-        compose_file.write_text(with_db_image(compose, state.from_image))
+        compose_file.write_text(with_db_image(compose, state.from_image, state.from_major))
         ok = self.d.up("db", *(["app"] if has_app else [])) and wait_healthy(self.fx, self.health_timeout, "upgrade")
         self.state_file.unlink()
         if not ok:
