@@ -186,7 +186,9 @@ def files_in_place(files: list[ManagedFile], staging: str, user: str = "root", r
         yield commands.private_dir(staging, user)
         yield FileUploadCommand(BytesIO(_tar({name: f.content for name, f in parts.items()})), archive,
                                 remote_temp_filename=f"{staging}/{run}.part")
-        steps = [f"tar -xf {archive} -C {staging} --no-same-owner", f"rm -f {archive}"]
+        # -m: the files are dated now, not 1970 (the archive's): another deploy's private_dir removes what is older
+        # than an hour in this folder, and this run's release set is moved into place by a later command.
+        steps = [f"tar -xmf {archive} -C {staging} --no-same-owner", f"rm -f {archive}"]
         for name, f in parts.items():
             part = f"{staging}/{name}"
             steps.append(f"chown {f.user}:{f.group} {part} && chmod {f.mode} {part} && "

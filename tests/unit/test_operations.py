@@ -236,7 +236,7 @@ def test_files_in_place_uploads_only_what_differs():
     # The two files that differ travel in one archive, placed by one command.
     assert type(cmds[1]).__name__ == "FileUploadCommand"
     assert sorted(archived(cmds[1]).values()) == ["SECRET=x\n", "print()\n"]
-    assert cmds[2].startswith(f"tar -xf {cmds[1].dest} -C /opt/example/.upload --no-same-owner && rm -f ")
+    assert cmds[2].startswith(f"tar -xmf {cmds[1].dest} -C /opt/example/.upload --no-same-owner && rm -f ")
     assert "chown deploy:deploy" in cmds[2] and "chmod 600" in cmds[2] and cmds[2].endswith("/opt/example/bin/new.py")
     assert cmds[2].count("mv -f ") == 2
     assert cmds[3] == "chown root:root /opt/example/bin/x.sh && chmod 755 /opt/example/bin/x.sh"
@@ -262,7 +262,7 @@ def test_a_secret_is_never_readable_by_other_users_on_its_way():
     assert text == "PAYLOAD_SECRET=s3cr3t-value\n"
     part = f"/opt/example/.upload/{member}"
     steps = [shlex.split(step) for step in place.split(" && ")]
-    assert steps[0][:2] == ["tar", "-xf"] and steps[1] == ["rm", "-f", upload.dest]
+    assert steps[0][:2] == ["tar", "-xmf"] and steps[1] == ["rm", "-f", upload.dest]
     assert steps[2] == ["chown", "deploy:deploy", part] and steps[3] == ["chmod", "600", part]
     assert steps[-1] == ["mv", "-f", part, "/opt/example/.env"]
     assert all("s3cr3t-value" not in c for c in (mkdir, place))
@@ -371,3 +371,20 @@ def test_a_release_set_goes_in_place_whole_in_one_locked_command():
     assert last.startswith("( flock -w 120 9 && mv -f ") and last.endswith(") 9>/opt/example/next/.next.lock")
     assert last.count("mv -f") == 2 and "/opt/example/next/.env" in last
     assert not any("mv -f" in c for c in cmds[:-1] if isinstance(c, str))
+
+
+def test_unpacked_uploads_are_dated_now_so_another_deploys_cleanup_leaves_them(tmp_path):
+    """Two deploys at once share the upload folder, and each run's private_dir removes what is older than an hour
+    there; the archive's members are dated 1970, so unpacked without -m they went at once under the other
+    deploy's release set, moved into place by a later command (seen: `mv: cannot stat ...new`)."""
+    import subprocess
+    import time
+
+    from vpskit.operations import _tar
+
+    (tmp_path / "a.tar").write_bytes(_tar({"run-0.new": "x"}))
+    subprocess.run(["tar", "-xmf", str(tmp_path / "a.tar"), "-C", str(tmp_path), "--no-same-owner"], check=True)
+    assert time.time() - (tmp_path / "run-0.new").stat().st_mtime < 60
+    cleanup = commands.private_dir(str(tmp_path), "root").split(" && ")[-1]
+    subprocess.run(["sh", "-c", cleanup], check=True)
+    assert (tmp_path / "run-0.new").exists()
