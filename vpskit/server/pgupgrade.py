@@ -28,7 +28,7 @@ from .docker import Docker
 from .drill import TABLE, row_mismatches
 from .effects import Effects
 from .locks import BACKUPS, Lock
-from .proxy import Proxy, set_maintenance
+from .proxy import Proxy, close_for, set_maintenance
 from .stack import wait_healthy
 
 VOLUME = "db-data"  # the database's volume in templates/docker-compose.yml (vpskit/pgmajor.py says the same)
@@ -206,9 +206,7 @@ class Upgrade:
                  f"drop_old=true; the backup from before is {backup}")
 
     def close_site(self) -> None:
-        route, page = self.app_dir / "proxy-route.caddy", self.app_dir / "maintenance.html"
-        if route.exists() and route.read_text().strip() and page.exists() and not self.proxy.closed(self.project):
-            self.closed_site = set_maintenance(self.app_dir, True, self.fx, self.proxy, during="upgrade") == 0
+        self.closed_site = close_for(self.app_dir, self.fx, self.proxy, "upgrade")
 
     def prepare(self, data: str, target: str) -> None:
         """The dump of the old major restored into a new server of the target major, rows compared: the old

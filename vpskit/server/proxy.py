@@ -192,3 +192,12 @@ def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = 
     else:
         fx.say(f"vpskit maintenance: {app} is open again: its proxy routes every request to the app")
     return 0
+
+
+def close_for(app_dir: Path, fx: Effects, proxy: Proxy, during: str) -> bool:
+    """Closes the app for the time of `during` (a restore, an upgrade), where vpskit's proxy is in front and the
+    deploy left the page; a site the operator closed stays as it is. True when this closed it (to open it again)."""
+    route, page = app_dir / "proxy-route.caddy", app_dir / "maintenance.html"
+    if not (route.exists() and route.read_text().strip() and page.exists()) or proxy.closed(app_dir.name):
+        return False
+    return set_maintenance(app_dir, True, fx, proxy, during=during) == 0

@@ -25,7 +25,7 @@ from .docker import Docker
 from .drill import bad_checksums
 from .effects import Effects
 from .locks import BACKUPS, Lock
-from .proxy import Proxy, set_maintenance
+from .proxy import Proxy, close_for, set_maintenance
 from .stack import wait_healthy
 
 
@@ -155,13 +155,8 @@ class Restore:
             set_maintenance(self.app_dir, False, self.fx, self.proxy)
 
     def close_site(self) -> None:
-        """For the time the app is stopped, its proxy answers with the maintenance page (503, Retry-After) rather
-        than a gateway error: where vpskit's proxy is in front and the deploy left the page; a site the operator
-        closed stays closed after the restore."""
-        route, page = self.app_dir / "proxy-route.caddy", self.app_dir / "maintenance.html"
-        if not (route.exists() and route.read_text().strip() and page.exists()) or self.proxy.closed(self.app_dir.name):
-            return
-        self.closed_site = set_maintenance(self.app_dir, True, self.fx, self.proxy, during="restore") == 0
+        """The maintenance page while the app is stopped, rather than a gateway error."""
+        self.closed_site = close_for(self.app_dir, self.fx, self.proxy, "restore")
 
     def source_folder(self) -> tuple[Path, str]:
         if self.source == "offsite":
