@@ -202,6 +202,17 @@ def test_a_restore_that_fails_leaves_the_managed_database_as_it_was(cluster, tok
     assert titles(cluster["a"], token) == before == titles(cluster["b"], token)
 
 
+def test_a_postgresql_upgrade_is_refused_in_one_line_with_nothing_changed(cluster, token):
+    """Issue 26: the provider upgrades a managed database; the task says so and touches neither server."""
+    files = f"sudo sha256sum /opt/{APP}/docker-compose.yml /opt/{APP}/.env; sudo docker ps -q --no-trunc | sort"
+    before = {v: cluster[v].ssh(files).stdout for v in ("a", "b")}
+    out = run(cluster, "tasks/upgrade_postgres.py", "--data", "to=postgres:18")
+    assert out.returncode != 0
+    refusal = "vpskit: the database is external (DATABASE_URL): its provider upgrades it; nothing was changed"
+    assert [ln for ln in out.stdout.splitlines() if "upgrades it" in ln] == [refusal], out.stdout[-3000:]
+    assert {v: cluster[v].ssh(files).stdout for v in ("a", "b")} == before
+
+
 def test_a_deploy_with_nothing_changed_changes_nothing(cluster):
     import re
 

@@ -81,6 +81,8 @@ def cluster(vps_factory, testbed, tmp_path_factory, example_image):
            "VPSKIT_SSH_KEY": str(a.key), "VPSKIT_SSH_KNOWN_HOSTS": str(known),
            "VPSKIT_PUBLISH_HOST": "0.0.0.0", "VPSKIT_BACKUP_SCHEDULE": "", "VPSKIT_HEALTH_SCHEDULE": "",
            "VPSKIT_DRILL_SCHEDULE": "", "VPSKIT_MEDIA_BUCKET": BUCKET,
+           # The test bed's PostgreSQL 15 stand-in: the db server's major upgrade to 17 is a case of this module.
+           "VPSKIT_POSTGRES_IMAGE": "postgres:15",
            # By address: the app containers inside a test VPS do not resolve the test network's names.
            "VPSKIT_MEDIA_ENDPOINT": f"http://{address(s3, net)}:5000"}
     started = time.monotonic()
@@ -530,6 +532,66 @@ def test_backup_and_restore_run_on_the_db_server(cluster):
     db = f"[127.0.0.1:{cluster['db'].port}]"
     assert [ln for ln in lines if db in ln and "ok   backup: last" in ln]
     assert not [ln for ln in lines if db in ln and "/api/health" in ln]
+
+
+def db_major(cluster) -> str:
+    """The db server's database: its image and the major of the data it serves."""
+    psql = f"cd /opt/{APP} && sudo docker compose exec -T db psql -XAt -U payload -d payload -c 'show server_version'"
+    image = cluster["db"].ssh(f"cd /opt/{APP} && sudo docker inspect -f '{{{{.Config.Image}}}}' "
+                              "$(sudo docker compose ps -q db)").stdout.strip()
+    return f"{image} {cluster['db'].ssh(psql).stdout.strip().split('.')[0]}"
+
+
+def test_the_db_servers_postgresql_upgrade_shows_the_app_servers_maintenance_page_and_keeps_every_post(cluster):
+    """Issue 26 on several servers: the db server goes from 15 to 17 while the app servers show the maintenance
+    page; a visitor of an app server sees that page and nothing else, every acknowledged write is kept, the
+    app servers open again by themselves, ready on 17."""
+    auth = {"Authorization": f"JWT {cluster['token']}"}
+    base = cluster["base"]
+
+    def posts() -> dict:
+        r = http("GET", f"{base}/api/posts?limit=5000&depth=0", headers=auth, timeout=20)
+        assert r.status == 200, r.body[:300]
+        return {d["id"]: d["title"] for d in r.json()["docs"]}
+
+    before = set(posts().values())
+    assert before and db_major(cluster) == "postgres:15 15"
+    local = free_port()
+    tunnel = cluster["a"].forward(3000, local)  # a visitor of app server A itself
+    direct = f"http://127.0.0.1:{local}"
+    try:
+        wait_until(lambda: http("GET", f"{direct}/api/health", timeout=3).status == 200, 30, "the tunnel")
+        env = {**cluster["env"], "VPSKIT_POSTGRES_IMAGE": "postgres:17"}  # the operator's new setting
+        started = time.monotonic()
+        with Traffic(direct, cluster["token"], path="/") as visitor:
+            out = run_pyinfra(cluster["a"], cluster["env_file"], "tasks/upgrade_postgres.py", env=env, timeout=900)
+        took = time.monotonic() - started
+    finally:
+        tunnel.terminate()
+    assert out.returncode == 0, out.stdout[-5000:]
+    cluster["env"]["VPSKIT_POSTGRES_IMAGE"] = "postgres:17"  # the later cases deploy with it, as the operator would
+    page = [e for e in visitor.get_errors if e.startswith("GET 503: b'<!doctype html>")]
+    print(f"\ndb server's upgrade 15 -> 17: {took:.0f}s in all; app server A's visitor saw the maintenance page for "
+          f"about {len(page) / 25:.1f}s ({visitor.summary()})\n"
+          + "\n".join(ln for ln in out.stdout.splitlines() if "vpskit upgrade:" in ln or "vpskit maintenance:" in ln))
+    assert page and len(page) == len(visitor.get_errors), [e for e in visitor.get_errors if e not in page][:5]
+    for server in ("a", "b"):
+        prefix = f"[127.0.0.1:{cluster[server].port}]"
+        said = [ln for ln in out.stdout.splitlines() if ln.startswith(prefix) and "vpskit maintenance:" in ln]
+        assert any("is closed: its proxy answers 503" in ln for ln in said), said
+        assert any("is open again" in ln for ln in said), said
+        assert on_server(cluster[server], "/api/health/ready")["status"] == "ready"
+        assert cluster[server].ssh(f"sudo test -e /opt/{APP}/.closed-for || echo open").stdout.strip() == "open"
+    assert db_major(cluster) == "postgres:17 17"
+    assert cluster["db"].ssh(f"sudo docker volume ls -q | grep '^{APP}_db-data' || true").stdout.split() == \
+        [f"{APP}_db-data", f"{APP}_db-data-15"]
+    after = posts()
+    assert before <= set(after.values()), sorted(before - set(after.values()))[:5]
+    missing = [i for i in visitor.acknowledged if i not in after]  # each write the site acknowledged is there
+    assert visitor.acknowledged and not missing, missing[:5]
+    written = f"written on 17 {time.time():.0f}"
+    assert http("POST", f"{base}/api/posts", {"title": written}, headers=auth).status == 201
+    assert written in posts().values()
 
 
 def test_an_app_that_leaves_its_migrations_to_vpskit_has_them_applied_once_by_the_db_server(cluster, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from tests.unit.server_fakes import FakeEffects, World
 from vpskit import settings
 from vpskit.render import render
-from vpskit.server.proxy import Proxy, route_text, set_maintenance, upstream_of
+from vpskit.server.proxy import Proxy, close_during, open_after, route_text, set_maintenance, upstream_of
 
 PAGE = "<h1>Back soon</h1>\n"
 
@@ -142,3 +142,52 @@ def test_opening_keeps_the_page_until_the_route_no_longer_serves_it(box):
     w.reload_ok = True
     assert set_maintenance(app, False, fx, proxy) == 0
     assert seen[-1] is True and not proxy.closed("shop")
+
+
+def serving(w: World, ready: bool = True):
+    w.project = "shop"
+    return w.add("app", ready=ready)  # shop-app-1, the route's upstream
+
+
+def test_closed_for_an_operation_elsewhere_it_opens_again_after_it_and_only_then(box):
+    app, proxy, fx, w = box
+    serving(w)
+    during = "PostgreSQL upgrade on the db server"
+    assert open_after(app, fx, during, proxy) == 0  # not closed for it: nothing opened, nothing reloaded
+    assert w.said[-1] == f"vpskit maintenance: shop was not closed for the {during}: left as it is"
+    assert close_during(app, fx, during, proxy) == 0
+    assert proxy.closed("shop") and (app / ".closed-for").read_text() == during + "\n"
+    assert w.said[-1].endswith(f"until the {during} ends")
+    assert open_after(app, fx, during, proxy) == 0
+    assert not proxy.closed("shop") and not (app / ".closed-for").exists() and reloads(w) == 2
+
+
+def test_it_stays_closed_while_the_app_does_not_answer_ready(box):
+    app, proxy, fx, w = box
+    c = serving(w, ready=False)
+    close_during(app, fx, "upgrade", proxy)
+    assert open_after(app, fx, "upgrade", proxy, wait=10) == 1
+    assert proxy.closed("shop") and w.time >= 10
+    assert w.said[-1].startswith("vpskit maintenance: shop does not answer ready 10s after the upgrade: it stays "
+                                 "closed")
+    c.ready = True
+    assert open_after(app, fx, "upgrade", proxy) == 0 and not proxy.closed("shop")
+
+
+def test_a_site_the_operator_closed_stays_closed_after_an_operation_elsewhere(box):
+    app, proxy, fx, w = box
+    set_maintenance(app, True, fx, proxy)
+    assert close_during(app, fx, "upgrade", proxy) == 0
+    assert w.said[-1] == ("vpskit maintenance: shop is closed already (by tasks/maintenance.py): it stays closed "
+                          "after the upgrade")
+    assert open_after(app, fx, "upgrade", proxy) == 0
+    assert proxy.closed("shop") and reloads(w) == 1
+
+
+def test_opening_by_hand_forgets_an_operations_closing(box):
+    app, proxy, fx, w = box
+    close_during(app, fx, "upgrade", proxy)
+    assert set_maintenance(app, False, fx, proxy) == 0
+    assert not (app / ".closed-for").exists()
+    set_maintenance(app, True, fx, proxy)  # closed by the operator later: the upgrade's end does not open it
+    assert open_after(app, fx, "upgrade", proxy) == 0 and proxy.closed("shop")

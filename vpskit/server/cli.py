@@ -44,8 +44,9 @@
                      [--health-timeout S]
         a PostgreSQL major upgrade of the app's database to IMAGE (the old data kept aside), the return to that
         data, or its removal (vpskit/server/pgupgrade.py)
-    vpskit-server proxy maintenance on|off --app-dir D
-        the app closed (its proxy answers 503, Retry-After and D/maintenance.html, /api/health excepted) or open
+    vpskit-server proxy maintenance on|off --app-dir D [--during WHAT]
+        the app closed (its proxy answers 503, Retry-After and D/maintenance.html, /api/health excepted) or open;
+        --during: for an operation on another server, opened again only if this closed it
     vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first
@@ -71,7 +72,7 @@ from .history import dir_hash
 from .notify import main as notify_main
 from .offsite import Offsite, OffsiteFailed
 from .pgupgrade import Upgrade
-from .proxy import set_maintenance
+from .proxy import close_during, open_after, set_maintenance
 from .release import Releases, Run
 from .restore import Restore
 from .stack import healthy, states, wait_healthy
@@ -152,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     closing = groups.add_parser("proxy").add_subparsers(dest="command", required=True).add_parser("maintenance")
     closing.add_argument("state", choices=("on", "off"))
     closing.add_argument("--app-dir", required=True, type=Path)
+    closing.add_argument("--during", default="")
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     backups.add_parser("size").add_argument("bytes", type=int)
     keep = backups.add_parser("keep")
@@ -190,6 +192,8 @@ def main(argv: list[str], program: Path) -> int:
         run = Upgrade(args.app_dir, args.backups, args.to, fx, program.parent, args.lock_wait, args.health_timeout)
         return {"upgrade": run.run, "rollback": run.rollback, "drop-old": run.drop_old}[args.command]()
     if args.group == "proxy":
+        if args.during:
+            return (close_during if args.state == "on" else open_after)(args.app_dir, fx, args.during)
         return set_maintenance(args.app_dir, args.state == "on", fx)
     if args.group == "drill":
         return Drill(args.app_dir, args.backups, args.which, args.source, fx, program.parent,

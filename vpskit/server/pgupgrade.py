@@ -31,6 +31,8 @@ from .locks import BACKUPS, Lock
 from .proxy import Proxy, close_for, set_maintenance
 from .stack import wait_healthy
 
+MANAGED = "the database is external (DATABASE_URL): its provider upgrades it; nothing was changed"
+ELSEWHERE = "PostgreSQL upgrade on the db server"  # what app servers say they are closed for meanwhile
 VOLUME = "db-data"  # the database's volume in templates/docker-compose.yml (vpskit/pgmajor.py says the same)
 
 
@@ -155,8 +157,7 @@ class Upgrade:
     def upgrade(self) -> None:
         """PostgreSQL major upgrade"""
         if self.db.external():
-            raise UpgradeFailed("the database is external (DATABASE_URL): its provider upgrades it; nothing was "
-                                "changed")
+            raise UpgradeFailed(MANAGED)
         data = self.data_major()
         version = self.fx.run("docker", "run", "--rm", "--network", "none", "--entrypoint", "postgres", self.image,
                               "--version")

@@ -17,6 +17,7 @@ PROXY_DIR = Path("/opt/vpskit-proxy")
 CONTAINER = "vpskit-proxy"
 
 
+CLOSED_FOR = ".closed-for"  # in the app's folder: the site was closed for an operation on another server (its name)
 RETRY_AFTER = 30  # seconds a closed site asks clients to wait before trying again (Retry-After)
 
 
@@ -157,6 +158,10 @@ class Proxy:
         self.reload()
         return False
 
+    def answers(self, url: str) -> bool:
+        """Whether `url` answers 2xx asked from the proxy's container (as the proxy reaches the app)."""
+        return self.fx.run("docker", "exec", CONTAINER, "wget", "-q", "-T", "5", "-O", "/dev/null", url).ok
+
     def in_flight(self, upstream: str) -> int:
         r = self.fx.run("docker", "exec", CONTAINER, "wget", "-q", "-T", "5", "-O", "-",
                         "http://localhost:2019/reverse_proxy/upstreams")
@@ -185,6 +190,8 @@ def set_maintenance(app_dir: Path, on: bool, fx: Effects, proxy: Proxy | None = 
     if why := proxy.maintenance(app, route.read_text(), page):
         fx.say(f"vpskit maintenance: {why}")
         return 1
+    if not on:
+        (app_dir / CLOSED_FOR).unlink(missing_ok=True)  # opened: no operation elsewhere opens it again
     if on:
         until = f"until the {during} ends" if during else "open it again with tasks/maintenance.py --data off=true"
         fx.say(f"vpskit maintenance: {app} is closed: its proxy answers 503 with the maintenance page "
@@ -201,3 +208,39 @@ def close_for(app_dir: Path, fx: Effects, proxy: Proxy, during: str) -> bool:
     if not (route.exists() and route.read_text().strip() and page.exists()) or proxy.closed(app_dir.name):
         return False
     return set_maintenance(app_dir, True, fx, proxy, during=during) == 0
+
+
+def close_during(app_dir: Path, fx: Effects, during: str, proxy: Proxy | None = None) -> int:
+    """`vpskit-server proxy maintenance on --during WHAT`: the site closed for an operation on another server (the
+    db server's PostgreSQL upgrade), remembered in the app's folder so that `open_after` opens only what this
+    closed; a site the operator closed, or not behind vpskit's proxy, is left as it is (said)."""
+    proxy = proxy or Proxy(fx)
+    if close_for(app_dir, fx, proxy, during):
+        (app_dir / CLOSED_FOR).write_text(during + "\n")
+        return 0
+    if proxy.closed(app_dir.name):
+        fx.say(f"vpskit maintenance: {app_dir.name} is closed already (by tasks/maintenance.py): it stays closed "
+               f"after the {during}")
+        return 0
+    fx.say(f"vpskit maintenance: {app_dir.name} cannot be closed here (not behind vpskit's proxy, or no "
+           f"maintenance page: deploy first): it keeps answering during the {during}")
+    return 0
+
+
+def open_after(app_dir: Path, fx: Effects, during: str, proxy: Proxy | None = None, wait: int = 90) -> int:
+    """`vpskit-server proxy maintenance off --during WHAT`: the site opened again when `close_during` closed it,
+    once the app answers ready (its database back): until then visitors keep the page rather than errors."""
+    proxy, app = proxy or Proxy(fx), app_dir.name
+    if not (app_dir / CLOSED_FOR).exists():
+        fx.say(f"vpskit maintenance: {app} was not closed for the {during}: left as it is")
+        return 0
+    live = proxy.site(app)
+    upstream = upstream_of(live.read_text()) if live.exists() else ""
+    start = fx.clock()
+    while upstream and not proxy.answers(f"http://{upstream}/api/health/ready"):
+        if fx.clock() - start >= wait:
+            fx.say(f"vpskit maintenance: {app} does not answer ready {wait}s after the {during}: it stays closed; "
+                   "its log: tasks/logs.py; open it anyway with tasks/maintenance.py --data off=true")
+            return 1
+        fx.sleep(2)
+    return set_maintenance(app_dir, False, fx, proxy)

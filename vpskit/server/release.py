@@ -355,8 +355,7 @@ class Run:
     def ready_once(self) -> bool:
         url = f"http://{self.new}:{self.port}/api/health/ready"
         if self.route().strip():  # through the bundled proxy's network, as the proxy will reach it
-            return self.fx.run("docker", "exec", "vpskit-proxy", "wget", "-q", "-T", "5", "-O", "/dev/null",
-                               url).ok
+            return self.proxy.answers(url)
         return self.ready_answer().startswith("200 ")
 
     def ready_answer(self) -> str:
