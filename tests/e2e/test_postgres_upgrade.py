@@ -1,8 +1,8 @@
 """PostgreSQL major upgrades (issue 26) on one VPS whose site runs on PostgreSQL 15 (the test bed's stand-in from
 Debian 12) with posts and media: a deploy that names 17 is refused before anything changes; an upgrade whose
 restore fails leaves 15 serving; the upgrade to 17 under a visitor shows the maintenance page for the window and
-nothing else, and keeps every post, media file and migration; rollback=true returns to 15 with the data as it was;
-after another upgrade, drop_old=true removes the old data."""
+nothing else, and keeps every post, media file, migration, extension and role; rollback=true returns to 15 with
+the data as it was; after another upgrade, drop_old=true removes the old data."""
 
 from __future__ import annotations
 
@@ -120,7 +120,14 @@ def test_an_upgrade_whose_restore_fails_leaves_15_serving(site):
     assert http("GET", f"{site['base']}/", timeout=5).status == 200  # open again
 
 
+PSQL = f"cd {APP_DIR} && docker compose exec -T db psql -XAt -v ON_ERROR_STOP=1 -U payload -d payload -c "
+
+
 def test_the_upgrade_shows_the_maintenance_page_for_its_window_and_keeps_everything(site):
+    # What an operator may have added by hand: an extension, and a role of their own that reads the posts.
+    sh(site, PSQL + "'create extension if not exists pg_trgm'")
+    sh(site, PSQL + "\"create role reporting login password 'report-pw'\"")
+    sh(site, PSQL + "'grant select on posts to reporting'")
     before = content(site)
     start = time.monotonic()
     with Traffic(site["base"], auth(site)["Authorization"].split()[1], path="/") as visitor:
@@ -136,6 +143,12 @@ def test_the_upgrade_shows_the_maintenance_page_for_its_window_and_keeps_everyth
     assert db_major(site) == "postgres:17 17"
     assert content(site) == before
     assert volumes(site) == ["example_db-data", "example_db-data-15"]
+    # The extension and the role came along: the role logs in with its password and reads the posts.
+    assert sh(site, PSQL + "\"select extname from pg_extension where extname = 'pg_trgm'\"") == "pg_trgm"  # noqa: S608
+    assert sh(site, PSQL + "\"select similarity('payload', 'payloads') > 0.5\"") == "t"
+    report = sh(site, f"cd {APP_DIR} && docker compose exec -T db psql -XAt "  # noqa: S608
+                      "postgresql://reporting:report-pw@127.0.0.1/payload -c 'select count(*) from posts'")
+    assert int(report) >= len(before["posts"]) > 0  # the visitor's own posts besides
     add(site, "written on 17", "on17.bin")
     site["on17"] = content(site)
     # The deploy with postgres_image = postgres:17 is no longer refused.

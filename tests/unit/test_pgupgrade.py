@@ -82,6 +82,7 @@ def test_the_major_an_image_runs(line, major):
 class PgFx:
     def __init__(self, tmp: Path, fail: tuple[str, ...] = ()):
         self.vols, self.fail, self.calls, self.said, self.t = tmp / "volumes", fail, [], [], 0.0
+        self.db_size = 8 * 1048576
 
     def vol(self, name: str) -> Path:
         return self.vols / name / "_data"
@@ -110,6 +111,10 @@ class PgFx:
         if args[:3] == ("docker", "volume", "rm"):
             shutil.rmtree(self.vols / args[-1], ignore_errors=True)
             return Result(0)
+        if args[:2] == ("docker", "info"):  # where Docker keeps its volumes: on the backups' disk here
+            return Result(0, f"{self.vols.parent}\n")
+        if "pg_database_size" in line:
+            return Result(0, f"{self.db_size}\n")
         if args[-1] == "--version":
             return Result(0, "postgres (PostgreSQL) 17.6 (Debian 17.6-1)\n")
         if args[1:2] == ("backup",):
@@ -183,6 +188,20 @@ def test_a_restore_that_fails_leaves_the_old_database_serving_untouched(box):
     assert not fx.vol("example_db-data-next").exists()  # the new server's volume went
     assert (app / "docker-compose.yml").read_text() == before
     assert any("compose start app" in c for c in fx.calls) and not any("compose stop db" in c for c in fx.calls)
+
+
+def test_without_room_for_the_dump_and_the_copy_nothing_is_closed_or_changed(box, monkeypatch):
+    from vpskit.server import drill
+
+    app, make, _ = box
+    monkeypatch.setattr(drill, "free_mb", lambda path: 100)
+    up, fx = make()
+    fx.db_size = 60 * 1048576  # two copies of 60 MB and a fifth more: 146 MB
+    assert up.run() == 1
+    assert fx.said[-1].startswith("vpskit upgrade: not enough disk space for the upgrade: 100 MB free in ")
+    assert "need about 146 MB; nothing was changed (backup 20261207T030000Z was taken)" in fx.said[-1]
+    assert not any("compose stop" in c or "proxy" in c for c in fx.calls)
+    assert major_in(fx, "example_db-data") == "15" and not up.proxy.closed("example")
 
 
 def test_an_app_not_ready_on_the_new_major_gets_the_old_data_and_image_back(box):

@@ -87,13 +87,27 @@ class Room:
 
 def room(live_db: int, media: int, data_dir: str, root: str, same_disk: bool, data_free: int,
          root_free: int) -> Room:
-    """The disk the drill's scratch copies need: the database's copy where Docker keeps its data, the media
-    unpacked beside the backups; both together when they share a disk."""
+    """The disk scratch copies need: the database's copy where Docker keeps its data, `media` bytes beside the
+    backups (the drill's media unpacked, the upgrade's dump); both together when they share a disk."""
     if same_disk:
         return Room(mb(live_db) + mb(media), root_free, f"{root} and {data_dir} (one disk)")
     if data_free < mb(live_db):
         return Room(mb(live_db), data_free, data_dir)
     return Room(mb(media), root_free, root)
+
+
+def database_size(db: Database) -> int:
+    """The live database's size in bytes (0 when it cannot be read)."""
+    live = db.sh('psql -XAt -c "select pg_database_size(current_database())"').out.strip()
+    return int(live) if live.isdigit() else 0
+
+
+def disk_room(fx: Effects, root: Path, db_bytes: int, beside: int) -> Room:
+    """The room a copy of the database needs where Docker keeps its volumes, and `beside` bytes in `root`."""
+    data_dir = fx.run("docker", "info", "-f", "{{.DockerRootDir}}").out.strip() or "/var/lib/docker"
+    exists = os.path.exists(data_dir)
+    same = os.stat(data_dir).st_dev == os.stat(root).st_dev if exists else True
+    return room(db_bytes, beside, data_dir, str(root), same, free_mb(data_dir) if exists else 0, free_mb(str(root)))
 
 
 def free_mb(path: str) -> int:
@@ -217,11 +231,7 @@ class Drill:
     def drill(self, scratch: Scratch) -> None:
         start = self.fx.clock()
         name, src, where = self.source_folder()
-        live = self.db.sh('psql -XAt -c "select pg_database_size(current_database())"').out.strip()
-        data_dir = self.fx.run("docker", "info", "-f", "{{.DockerRootDir}}").out.strip() or "/var/lib/docker"
-        same = os.stat(data_dir).st_dev == os.stat(self.root).st_dev if os.path.exists(data_dir) else True
-        need = room(int(live or 0), (src / "media.tar").stat().st_size, data_dir, str(self.root), same,
-                    free_mb(data_dir) if os.path.exists(data_dir) else 0, free_mb(str(self.root)))
+        need = disk_room(self.fx, self.root, database_size(self.db), (src / "media.tar").stat().st_size)
         if not need.enough:
             raise DrillFailed(
                 f"not enough disk space for the drill: {need.free} MB free in {need.where}, its scratch copies need "

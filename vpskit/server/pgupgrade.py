@@ -25,7 +25,7 @@ from pathlib import Path
 from .backup import copy_rows, human_size
 from .database import Database, data_mount, env_value, major, major_key
 from .docker import Docker
-from .drill import TABLE, row_mismatches
+from .drill import TABLE, database_size, disk_room, row_mismatches
 from .effects import Effects
 from .locks import BACKUPS, Lock
 from .proxy import Proxy, close_for, set_maintenance
@@ -184,6 +184,13 @@ class Upgrade:
             raise UpgradeFailed("the backup failed (above): nothing was changed")
         backup = made.out.strip().splitlines()[-1]
         self.say(f"backup {backup} taken")
+        size = database_size(self.db)
+        need = disk_room(self.fx, self.root, size, size)  # the dump (at most the database's size) and the copy
+        if not need.enough:
+            raise UpgradeFailed(f"not enough disk space for the upgrade: {need.free} MB free in {need.where}, its dump "
+                                f"and the new major's copy of the database need about {need.need} MB; nothing was "
+                                f"changed (backup {backup} was taken); free space (older backups, docker image "
+                                "prune) and run it again")
 
         has_app = "app" in self.d.services()
         closed_at = self.fx.clock()
