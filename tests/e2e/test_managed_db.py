@@ -209,7 +209,7 @@ def test_a_postgresql_upgrade_is_refused_in_one_line_with_nothing_changed(cluste
     out = run(cluster, "tasks/upgrade_postgres.py", "--data", "to=postgres:18")
     assert out.returncode != 0
     refusal = "vpskit: the database is external (DATABASE_URL): its provider upgrades it; nothing was changed"
-    assert [ln for ln in out.stdout.splitlines() if "upgrades it" in ln] == [refusal], out.stdout[-3000:]
+    assert {ln.strip() for ln in out.stdout.splitlines() if "upgrades it" in ln} == {refusal}, out.stdout[-3000:]
     assert {v: cluster[v].ssh(files).stdout for v in ("a", "b")} == before
 
 

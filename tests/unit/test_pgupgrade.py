@@ -83,6 +83,7 @@ class PgFx:
     def __init__(self, tmp: Path, fail: tuple[str, ...] = ()):
         self.vols, self.fail, self.calls, self.said, self.t = tmp / "volumes", fail, [], [], 0.0
         self.db_size = 8 * 1048576
+        self.services = "app\ndb\n"  # "db\n": a db server
 
     def vol(self, name: str) -> Path:
         return self.vols / name / "_data"
@@ -120,7 +121,7 @@ class PgFx:
         if args[1:2] == ("backup",):
             return Result(0, "20261207T030000Z\n")
         if args[2:4] == ("config", "--services"):
-            return Result(0, "app\ndb\n")
+            return Result(0, self.services)
         if args[:3] == ("docker", "run", "-d"):  # the new server initialises its volume
             self.vol("example_db-data-next").mkdir(parents=True, exist_ok=True)
             (self.vol("example_db-data-next") / "PG_VERSION").write_text("17\n")
@@ -188,6 +189,36 @@ def test_a_restore_that_fails_leaves_the_old_database_serving_untouched(box):
     assert not fx.vol("example_db-data-next").exists()  # the new server's volume went
     assert (app / "docker-compose.yml").read_text() == before
     assert any("compose start app" in c for c in fx.calls) and not any("compose stop db" in c for c in fx.calls)
+
+
+def test_a_db_server_is_closed_to_the_app_servers_until_the_switch_and_its_kept_data_keeps_its_rules(box):
+    app, make, _ = box
+    up, fx = make()
+    fx.services = "db\n"
+    assert up.run() == 0, fx.said
+
+    def at(part: str, start: int = 0) -> int:
+        return next(i for i, c in enumerate(fx.calls) if i >= start and part in c)
+
+    closing = at("host all all all reject")
+    assert "pg_terminate_backend" in fx.calls[closing] and "client_addr is not null" in fx.calls[closing]
+    # Closed before the dump; the old data's own rules put back, without a reload, before it stops and is kept.
+    opening = at(pgupgrade.HBA_OPEN)
+    assert at(" backup ") < closing < at("pg_dump -Fc") < opening < at("compose stop db")
+    assert "pg_reload_conf" not in fx.calls[opening]
+    assert not any("compose stop app" in c for c in fx.calls)
+    assert sum(pgupgrade.HBA_OPEN in c for c in fx.calls) == 1  # nothing left to open at the end
+
+
+def test_a_db_server_whose_restore_fails_is_opened_to_the_app_servers_again(box):
+    app, make, _ = box
+    up, fx = make(fail=("pg_restore -U",))
+    fx.services = "db\n"
+    assert up.run() == 1
+    assert fx.said[-1].endswith("the old database is unchanged and serves the app")
+    opened = [c for c in fx.calls if pgupgrade.HBA_OPEN in c]
+    assert len(opened) == 1 and "pg_reload_conf" in opened[0]
+    assert not any("compose stop db" in c for c in fx.calls)
 
 
 def test_without_room_for_the_dump_and_the_copy_nothing_is_closed_or_changed(box, monkeypatch):

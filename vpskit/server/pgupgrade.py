@@ -34,6 +34,16 @@ from .stack import wait_healthy
 MANAGED = "the database is external (DATABASE_URL): its provider upgrades it; nothing was changed"
 ELSEWHERE = "PostgreSQL upgrade on the db server"  # what app servers say they are closed for meanwhile
 VOLUME = "db-data"  # the database's volume in templates/docker-compose.yml (vpskit/pgmajor.py says the same)
+# A db server's PostgreSQL closed to its network clients (the app servers) for the upgrade: a first line of
+# pg_hba.conf that rejects every TCP connection, its own file kept beside it to put back (a left-over copy from an
+# interrupted run is the original, so it is not copied over), and the sessions over the network ended.
+HBA_FILE = 'f=$(psql -XAt -d postgres -c "show hba_file") && '
+HBA_RELOAD = ' && psql -XAtq -d postgres -c "select pg_reload_conf()" >/dev/null'
+HBA_CLOSE = (HBA_FILE + '{ [ -f "$f.vpskit-open" ] || cp -p "$f" "$f.vpskit-open"; } && '  # noqa: S608 - constant
+             '{ echo "host all all all reject"; cat "$f.vpskit-open"; } > "$f"' + HBA_RELOAD +
+             ' && psql -XAtq -d postgres -c "select count(pg_terminate_backend(pid)) from pg_stat_activity '
+             'where client_addr is not null" >/dev/null')
+HBA_OPEN = HBA_FILE + '{ [ ! -f "$f.vpskit-open" ] || { cat "$f.vpskit-open" > "$f" && rm "$f.vpskit-open"; }; }'
 
 
 class UpgradeFailed(Exception):
@@ -199,9 +209,9 @@ class Upgrade:
             self.d.compose("stop", "app")
             self.stopped = True
         else:  # a db server: the app servers' sessions end, and no new one starts until the switch
-            self.blocked = self.connections(False)
-            if not self.blocked:
-                raise UpgradeFailed("the database could not be closed to new sessions (above): nothing was changed")
+            self.blocked = True  # whatever the script did, putting the rules back is safe (see cleanup)
+            if not self.network_closed(True):
+                self.back("the database could not be closed to the app servers (above)")
         self.prepare(data, target)
         self.switch(old_image, data, target)
         seconds = int(self.fx.clock() - closed_at)
@@ -273,20 +283,16 @@ class Upgrade:
         self.fx.run("docker", "rm", self.temp)
         self.temp_made = False
 
-    def connections(self, allowed: bool) -> bool:
-        """The app's database accepts connections again, or no longer (its sessions ended)."""
-        name = env_value(self.db.env(), "POSTGRES_DB")
-        sql = [f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}']
-        if not allowed:
-            sql.append(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "  # noqa: S608
-                       "AND pid <> pg_backend_pid()")
-        args = [a for q in sql for a in ("-c", q)]
-        return self.fx.run(*self.db.argv('psql -X -q -v ON_ERROR_STOP=1 -d postgres "$@"', *args)).ok
+    def network_closed(self, closed: bool, reload: bool = True) -> bool:
+        """The database server closed to its network clients (its access rules' first line rejects them, the app
+        servers' sessions end), or open again; the dump and the restore here use its local socket."""
+        script = HBA_CLOSE if closed else HBA_OPEN + (HBA_RELOAD if reload else "")
+        return self.fx.run(*self.db.argv(script)).ok
 
     def back(self, why: str) -> None:
         """A failure before the switch: the old database was not touched; the app starts again on it."""
         if self.blocked:
-            self.blocked = not self.connections(True)
+            self.blocked = not self.network_closed(False)
         if self.stopped:
             self.say("starting the app again on the old database")
             ok = self.d.compose("start", "app").ok and wait_healthy(self.fx, self.health_timeout, "upgrade")
@@ -313,6 +319,10 @@ class Upgrade:
         compose_file = self.app_dir / "docker-compose.yml"
         compose = compose_file.read_text()
         self.say(f"switching the database to PostgreSQL {target}")
+        if self.blocked:  # the old data's own rules back in its folder (kept, for a rollback) before it stops
+            if not self.network_closed(False, reload=False):
+                self.back("putting the database's access rules back failed (above)")
+            self.blocked = False  # the rejecting rule lives on in the running server only, until it stops now
         self.d.compose("stop", "db")
         try:
             self.swap(self.volume(f"-{data}"), self.volume("-next"))
@@ -322,14 +332,12 @@ class Upgrade:
         compose_file.write_text(with_db_image(compose, self.image, target))
         if self.d.up("db", *(["app"] if self.stopped else [])) and wait_healthy(self.fx, self.health_timeout,
                                                                                 "upgrade"):
-            self.stopped = self.blocked = False  # the new database accepts connections (not carried by the dump)
+            self.stopped = False
             return
         self.say(f"PostgreSQL {target} with the app did not become healthy: putting PostgreSQL {data} back")
         self.d.compose("stop", *(["app"] if self.stopped else []), "db")
         self.swap(self.volume(f"-{target}-failed"), self.volume(f"-{data}"))
         compose_file.write_text(compose)
-        if self.blocked:
-            self.blocked = not self.connections(True)
         if self.d.up("db", *(["app"] if self.stopped else [])) and wait_healthy(self.fx, self.health_timeout,
                                                                                 "upgrade"):
             self.stopped = False
@@ -395,7 +403,7 @@ class Upgrade:
 
     def cleanup(self) -> None:
         if self.blocked:
-            self.connections(True)
+            self.network_closed(False)
         if self.temp_made:
             self.fx.run("docker", "rm", "-f", self.temp)
             self.fx.run("docker", "volume", "rm", self.volume("-next"))
