@@ -3,8 +3,10 @@ changes) and this program exclude each other on the same files."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .effects import Effects
@@ -63,3 +65,23 @@ class Lock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = -1
+
+
+@contextlib.contextmanager
+def app_and_backups(app_dir: Path, root: Path, fx: Effects, seconds: int, what: str) -> Iterator[str]:
+    """The app's lock, then its backups' (a restore or an upgrade changes the database the backups read, and
+    takes a backup itself): "" while both are held, else the one-line refusal (neither is held then). The backups'
+    folder is made, private, once the app's lock is held."""
+    app_lock, backups_lock = Lock(app_dir / ".vpskit.lock", fx), Lock(root / ".lock", fx)
+    try:
+        refusal = app_lock.take(seconds, what)
+        if not refusal:
+            root.mkdir(parents=True, exist_ok=True)
+            os.chmod(root, 0o700)
+            if backups_lock.take(seconds, what, BACKUPS):
+                refusal = (f"another backup or restore is running (lock {root}/.lock): try again when it ends "
+                           f"(waited {seconds}s)")
+        yield refusal
+    finally:
+        backups_lock.release()
+        app_lock.release()

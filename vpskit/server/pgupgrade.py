@@ -27,7 +27,7 @@ from .database import Database, data_mount, env_value, major, major_key
 from .docker import Docker
 from .drill import TABLE, database_size, disk_room, row_mismatches
 from .effects import Effects
-from .locks import BACKUPS, Lock
+from .locks import app_and_backups
 from .proxy import Proxy, close_for, set_maintenance
 from .stack import wait_healthy
 
@@ -142,23 +142,18 @@ class Upgrade:
         return ""
 
     def locked(self, what) -> int:
-        app_lock, backups_lock = Lock(self.app_dir / ".vpskit.lock", self.fx), Lock(self.root / ".lock", self.fx)
-        try:
-            refusal_ = app_lock.take(self.lock_wait, what.__doc__.split("\n", 1)[0])
-            if refusal_:
-                raise UpgradeFailed(refusal_)
-            self.root.mkdir(parents=True, exist_ok=True)
-            if backups_lock.take(self.lock_wait, "PostgreSQL upgrade", BACKUPS):
-                raise UpgradeFailed(f"a backup or restore is running (lock {self.root}/.lock): try again when it ends")
-            what()
-            return 0
-        except UpgradeFailed as failed:
-            self.say(str(failed))
-            return 1
-        finally:
-            self.cleanup()
-            backups_lock.release()
-            app_lock.release()
+        with app_and_backups(self.app_dir, self.root, self.fx, self.lock_wait,
+                             what.__doc__.split("\n", 1)[0]) as refusal:
+            try:
+                if refusal:
+                    raise UpgradeFailed(refusal)
+                what()
+                return 0
+            except UpgradeFailed as failed:
+                self.say(str(failed))
+                return 1
+            finally:
+                self.cleanup()
 
     # --- the upgrade
     def run(self) -> int:

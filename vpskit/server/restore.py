@@ -24,7 +24,7 @@ from .database import Database, major, major_key
 from .docker import Docker
 from .drill import bad_checksums
 from .effects import Effects
-from .locks import BACKUPS, Lock
+from .locks import app_and_backups
 from .proxy import Proxy, close_for, set_maintenance
 from .stack import wait_healthy
 
@@ -121,25 +121,17 @@ class Restore:
 
     # --- the restore
     def run(self) -> int:
-        app_lock, backups_lock = Lock(self.app_dir / ".vpskit.lock", self.fx), Lock(self.root / ".lock", self.fx)
-        try:
-            refusal = app_lock.take(self.lock_wait, f"restore of {self.name}")
-            if refusal:
-                raise RestoreFailed(refusal)
-            self.root.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.root, 0o700)
-            if backups_lock.take(self.lock_wait, f"restore of {self.name}", BACKUPS):
-                raise RestoreFailed(f"another backup or restore is running (lock {self.root}/.lock): try again when it "
-                                    f"ends (waited {self.lock_wait}s)")
-            self.restore()
-            return 0
-        except RestoreFailed as failed:
-            self.say(str(failed))
-            return 1
-        finally:
-            self.cleanup()
-            backups_lock.release()
-            app_lock.release()
+        with app_and_backups(self.app_dir, self.root, self.fx, self.lock_wait, f"restore of {self.name}") as refusal:
+            try:
+                if refusal:
+                    raise RestoreFailed(refusal)
+                self.restore()
+                return 0
+            except RestoreFailed as failed:
+                self.say(str(failed))
+                return 1
+            finally:
+                self.cleanup()
 
     def cleanup(self) -> None:
         """What this restore leaves behind goes whatever ends it: fetched and unpacked files, an unused scratch
