@@ -457,12 +457,17 @@ def report(command: str, failure: str = "failed", follow: bool = False):
     yield FunctionCommand(_report, (command, failure, follow), {})
 
 
+def failure_line(failure: str, lines: list[str]) -> str:
+    """What a failed report says: its last line after `failure`, which that line may already start with."""
+    last = (lines or ["no output"])[-1]
+    return last if last.startswith(f"{failure}:") else f"{failure}: {last}"
+
+
 def _report(state, host, command: str, failure: str, follow: bool) -> bool:
     ok, out = host.run_shell_command(command, _sudo=True, print_output=follow)
     if not follow:
         for line in out.stdout_lines:
             logger.info(f"{host.print_prefix}{line}")
     if not ok:
-        last = (out.stdout_lines or out.stderr_lines or ["no output"])[-1]
-        logger.error(f"{host.print_prefix}{failure}: {last}")
+        logger.error(f"{host.print_prefix}{failure_line(failure, out.stdout_lines or out.stderr_lines)}")
     return ok

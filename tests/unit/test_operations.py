@@ -388,3 +388,11 @@ def test_unpacked_uploads_are_dated_now_so_another_deploys_cleanup_leaves_them(t
     cleanup = commands.private_dir(str(tmp_path), "root").split(" && ")[-1]
     subprocess.run(["sh", "-c", cleanup], check=True)
     assert (tmp_path / "run-0.new").exists()
+
+
+def test_a_failed_report_says_its_last_line_once_prefixed():
+    from vpskit.operations import failure_line
+
+    assert failure_line("vpskit upgrade", ["x", "vpskit upgrade: the dump failed"]) == "vpskit upgrade: the dump failed"
+    assert failure_line("vpskit logs", ["no such service"]) == "vpskit logs: no such service"
+    assert failure_line("vpskit health", []) == "vpskit health: no output"
