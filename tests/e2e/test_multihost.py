@@ -36,7 +36,7 @@ def address(vps, net: str) -> str:
                   vps.name).stdout.strip()
 
 
-CHECK_INTERVAL, CHECK_TIMEOUT, CLIENT_TIMEOUT = 1, 5, 5  # the balancer's readiness checks; Traffic's GET limit
+CHECK_INTERVAL, CHECK_TIMEOUT, CLIENT_TIMEOUT = 1, 10, 5  # the balancer's readiness checks; Traffic's GET limit
 LOAD_SLACK = 6  # seconds the balancer's failover may take beyond its bound on a loaded test machine (the bed
 # runs at ~90 % of both cores: once a POST got the balancer's 503 at 15.1 s, its check of the surviving server late)
 
@@ -44,9 +44,10 @@ LOAD_SLACK = 6  # seconds the balancer's failover may take beyond its bound on a
 def balancer_config(upstreams: list[str]) -> str:
     """Round robin over the app servers, each checked on its readiness route every second; a request whose
     server cannot be reached within 1 s is tried on the other (what a cloud load balancer does). A check gets
-    5 s, more than readiness's own 4 s database limit: this Caddy (2.6) takes a server out on one failed
+    10 s, well over readiness's own 4 s database limit: this Caddy (2.6) takes a server out on one failed
     check, with no threshold, and answers a POST 503 at once while both are out, so a check must fail only
-    when readiness does (a 3 s limit took both out under a full run's load). No idle connection is reused:
+    when readiness does (a 3 s limit took both out under a full run's load, and 5 s the surviving server once,
+    20.9 s after the loss, with three test modules running). No idle connection is reused:
     an app server's proxy closes its idle ones when it switches versions (docs: section 9)."""
     return (":80 {\n\treverse_proxy " + " ".join(f"{u}:3000" for u in upstreams) + " {\n"
             "\t\tlb_policy round_robin\n\t\tlb_try_duration 10s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 10s\n"
@@ -577,7 +578,7 @@ def test_the_db_servers_postgresql_upgrade_shows_the_app_servers_maintenance_pag
     assert page and len(page) == len(visitor.get_errors), [e for e in visitor.get_errors if e not in page][:5]
     for server in ("a", "b"):
         prefix = f"[127.0.0.1:{cluster[server].port}]"
-        said = [ln for ln in out.stdout.splitlines() if ln.startswith(prefix) and "vpskit maintenance:" in ln]
+        said = [ln for ln in out.stdout.splitlines() if prefix in ln and "vpskit maintenance:" in ln]
         assert any("is closed: its proxy answers 503" in ln for ln in said), said
         assert any("is open again" in ln for ln in said), said
         assert on_server(cluster[server], "/api/health/ready")["status"] == "ready"
@@ -650,7 +651,7 @@ def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):
         time.sleep(3)  # traffic on both servers first
         lost_at = time.monotonic()
         docker("stop", "-t", "0", cluster["b"].name)
-        wait_until(lambda: time.monotonic() - lost_at > 25, 35, "25 s of traffic after the loss")
+        wait_until(lambda: time.monotonic() - lost_at > 32, 42, "32 s of traffic after the loss")
     failure_times = [t for t in traffic.failure_times if t >= lost_at]
     failover = (max(failure_times) - lost_at) if failure_times else 0.0
     # The balancer's failover time: a lost server that still accepts connections while its container goes
@@ -663,4 +664,4 @@ def test_the_balancer_keeps_serving_when_an_app_server_is_lost(cluster):
     print(f"\none app server lost: {traffic.summary()}; failures within {failover:.1f}s of the loss "
           f"(the balancer's failover bound: {bound}s)")
     assert not after, (traffic.errors[:5], explain(cluster, traffic))
-    assert traffic.answers and max(traffic.answers) > lost_at + 20
+    assert traffic.answers and max(traffic.answers) > lost_at + 28
