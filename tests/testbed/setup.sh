@@ -137,6 +137,8 @@ main() {
   built_image "$HERE/images/node" node:24-bookworm-slim --build-arg NODE_MAJOR=24
   built_image "$HERE/images/postgres" postgres:17 --build-arg BASE=debian:trixie-slim --build-arg PG_MAJOR=17
   built_image "$HERE/images/postgres" postgres:15 --build-arg BASE=debian:bookworm-slim --build-arg PG_MAJOR=15
+  built_image "$HERE/images/postgres" postgres:18 --build-arg PG_MAJOR=18 --build-arg PG_APT=sid \
+    --build-arg PGDATA=/var/lib/postgresql/18/docker --build-arg VOLUME_AT=/var/lib/postgresql
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie --target fresh
   built_image "$HERE/images/vps" vpskit-testbed/vps:trixie-docker --target docker-ready
   built_image "$HERE/images/caddy" caddy:2

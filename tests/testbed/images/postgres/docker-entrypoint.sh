@@ -2,6 +2,12 @@
 # Minimal re-implementation of the official postgres image's entrypoint contract.
 set -Eeuo pipefail
 
+# As the official image from 18: its data is not at /var/lib/postgresql/data any more, so a volume there is refused.
+if [ "$PGDATA" != /var/lib/postgresql/data ] && mountpoint -q /var/lib/postgresql/data; then
+  echo "Error: in 18+, the data is in $PGDATA under a volume at /var/lib/postgresql, not at /var/lib/postgresql/data" >&2
+  exit 1
+fi
+
 if [ "${1:-}" = "postgres" ] && [ "$(id -u)" = "0" ]; then
   mkdir -p "$PGDATA"
   chown -R postgres:postgres "$PGDATA" /var/run/postgresql
