@@ -2,7 +2,8 @@
 Debian 12) with posts and media: a deploy that names 17 is refused before anything changes; an upgrade whose
 restore fails leaves 15 serving; the upgrade to 17 under a visitor shows the maintenance page for the window and
 nothing else, and keeps every post, media file, migration, extension and role; rollback=true returns to 15 with
-the data as it was; after another upgrade, drop_old=true removes the old data."""
+the data as it was; after another upgrade, drop_old=true removes the old data; 17 to 18 moves the data where
+18 keeps it."""
 
 from __future__ import annotations
 
@@ -180,3 +181,25 @@ def test_drop_old_removes_the_data_an_upgrade_kept(site):
     assert db_major(site) == "postgres:17 17"
     out = task(site, "tasks/upgrade_postgres.py", "--data", "rollback=true")
     assert out.returncode != 0 and "no PostgreSQL upgrade of this app to go back from" in out.stdout
+
+
+def test_an_upgrade_to_18_moves_the_data_where_18_keeps_it(site):
+    """From 18 the official image keeps its data in /var/lib/postgresql/18/docker under a volume at
+    /var/lib/postgresql, and refuses a volume at the old place (the test bed's 18 does the same)."""
+    before = content(site)
+    out = run_pyinfra(site["vps"], site["env_file"], "tasks/upgrade_postgres.py", "--data",
+                      "postgres_image=postgres:18", env=ENV, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:]
+    print("\nupgrade 17 -> 18:\n" + "\n".join(ln for ln in out.stdout.splitlines() if "vpskit upgrade:" in ln))
+    assert db_major(site) == "postgres:18 18"
+    assert content(site) == before
+    mounts = sh(site, f"grep -E '^      - db-data:' {APP_DIR}/docker-compose.yml")
+    assert mounts == "      - db-data:/var/lib/postgresql", mounts
+    assert sh(site, PSQL + "'show data_directory'") == "/var/lib/postgresql/18/docker"
+    assert sh(site, PSQL + "'show data_checksums'") == "on"  # 18's initdb turns them on
+    # The deploy with postgres_image = postgres:18 writes the same db service: the database is left running.
+    db = sh(site, f"cd {APP_DIR} && docker compose ps -q db")
+    again = run_pyinfra(site["vps"], site["env_file"], "deploy.py", "--data", "postgres_image=postgres:18", env=ENV)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert sh(site, f"cd {APP_DIR} && docker compose ps -q db") == db
+    add(site, "written on 18", "on18.bin")
