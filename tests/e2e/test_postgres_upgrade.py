@@ -194,7 +194,7 @@ def test_an_upgrade_to_18_moves_the_data_where_18_keeps_it(site):
     assert db_major(site) == "postgres:18 18"
     assert content(site) == before
     mounts = sh(site, f"grep -E '^      - db-data:' {APP_DIR}/docker-compose.yml")
-    assert mounts == "      - db-data:/var/lib/postgresql", mounts
+    assert mounts == "- db-data:/var/lib/postgresql", mounts  # one mount, where 18 wants it
     assert sh(site, PSQL + "'show data_directory'") == "/var/lib/postgresql/18/docker"
     assert sh(site, PSQL + "'show data_checksums'") == "on"  # 18's initdb turns them on
     # The deploy with postgres_image = postgres:18 writes the same db service: the database is left running.
