@@ -68,7 +68,13 @@ def serving(site) -> str:
         if "tunnel" not in site or site["tunnel"].poll() is not None:
             local = free_port()
             site["tunnel"], site["base"] = site["vps"].forward(3000, local), f"http://127.0.0.1:{local}"
-        return http("GET", f"{site['base']}/api/health", timeout=3).status == 200
+        try:
+            return http("GET", f"{site['base']}/api/health", timeout=3).status == 200
+        except OSError:
+            # A tunnel opened while sshd was still taking its reload (forwarding allowed again) stays up and
+            # refuses every connection: another one, next time (run 18 waited 60 s on one such).
+            site.pop("tunnel").terminate()
+            raise
 
     wait_until(answers, 60, "the tunnel")
     return http("GET", f"{site['base']}/api/health").json()["version"]
