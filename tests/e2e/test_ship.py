@@ -70,10 +70,12 @@ def serving(site) -> str:
             site["tunnel"], site["base"] = site["vps"].forward(3000, local), f"http://127.0.0.1:{local}"
         try:
             return http("GET", f"{site['base']}/api/health", timeout=3).status == 200
-        except OSError:
-            # A tunnel opened while sshd was still taking its reload (forwarding allowed again) stays up and
-            # refuses every connection: another one, next time (run 18 waited 60 s on one such).
-            site.pop("tunnel").terminate()
+        except OSError as err:
+            # A tunnel opened while sshd was still taking its reload (forwarding allowed again) listens but
+            # resets every connection: another one, next time (run 18 waited 60 s on one such). A refused
+            # connection is a tunnel not listening yet: wait for it.
+            if isinstance(err, ConnectionResetError) or isinstance(getattr(err, "reason", None), ConnectionResetError):
+                site.pop("tunnel").terminate()
             raise
 
     wait_until(answers, 60, "the tunnel")
