@@ -32,6 +32,7 @@ acme_ca = ""  # ACME directory URL; empty = Let's Encrypt (a test server such as
 acme_ca_root = ""  # path on the server of the ACME server's root certificate, for a private ACME server only
 public_url = ""  # URL printed when the deploy ends; empty = derived from domain / publish_host / publish_port
 traefik_labels = False  # add Traefik router labels for `domain` (needs proxy_network and domain)
+max_body_size = "auto"  # largest request the proxy passes (413 above): auto = the app's upload limit + 1m, else 50m
 
 # --- Images
 node_image = ""  # base image the app builds and runs on; "" = node:<major>-bookworm-slim, the Node the app asks for

@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 
+from vpskit import body_limit
 from vpskit.pgmajor import image_major
 from vpskit.server.database import data_mount
 from vpskit.settings import bundled_proxy
@@ -43,4 +44,8 @@ def render(name: str, **context: Any) -> str:
     context.setdefault("health_start_interval", False)  # the Engine takes healthcheck.start_interval (steps.plan)
     if "postgres_image" in context:  # where the db volume goes: its place moved with PostgreSQL 18's images
         context.setdefault("db_data_mount", data_mount(image_major(context["postgres_image"])))
+    if "max_body_size" in context and "max_body_bytes" not in context:  # the proxy's 413 above it
+        app = context.get("app")
+        context["max_body_bytes"] = body_limit.limit(context["max_body_size"], getattr(app, "upload_limit", 0))
+        context["max_body_said"] = body_limit.said(context["max_body_bytes"])
     return _env().get_template(name).render(**context)

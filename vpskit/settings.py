@@ -140,6 +140,8 @@ CHECKS = {
     "acme_ca_root": _str(_ABS, "use an absolute path on the server, such as /etc/vpskit/acme-root.pem", empty=True),
     "public_url": _str(re.compile(r"^https?://[^\s]+$"), "use a full URL such as https://example.com", empty=True),
     "traefik_labels": _bool,
+    "max_body_size": _str(re.compile(r"^(auto|[0-9]+[kmg])$"), "use auto (the app's upload limit) or a size such as "
+                          "100m or 1g"),
     "node_image": _str(_IMAGE, "use an image reference such as node:22-bookworm-slim, or \"\" to pick the one the "
                              "app asks for", empty=True),
     "postgres_image": _str(_IMAGE, "use an image reference such as postgres:17"),

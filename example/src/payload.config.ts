@@ -26,6 +26,11 @@ export default buildConfig({
   secret: process.env.PAYLOAD_SECRET || '',
   // The site's public address (vpskit sets it from `domain` or `public_url`): absolute links point there.
   serverURL: process.env.PAYLOAD_PUBLIC_SERVER_URL || '',
+  // The largest file an upload may carry. Payload keeps an upload in memory while it handles it, so a bound keeps a
+  // 448 MB app container alive; vpskit's proxy reads it and answers 413 above it and 1 MB for the form.
+  upload: {
+    limits: { fileSize: 8_000_000 },
+  },
   // No start-up telemetry from servers: Payload otherwise reports to its own host at every boot.
   telemetry: false,
   typescript: {
