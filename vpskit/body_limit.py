@@ -38,6 +38,11 @@ def limit(setting: str, upload: int) -> int:
     return upload + ENVELOPE if upload else DEFAULT
 
 
+def message(size: int) -> str:
+    """What a too large request is answered (in Payload's error format: {"errors": [{"message": ...}]})."""
+    return f"Too large: this site takes requests up to {said(size)} (max_body_size)"
+
+
 def said(size: int) -> str:
     """A limit as the 413 message and the deploy say it: "6 MB", "1.5 MB", "512 kB"."""
     if size >= MB:

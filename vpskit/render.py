@@ -48,4 +48,5 @@ def render(name: str, **context: Any) -> str:
         app = context.get("app")
         context["max_body_bytes"] = body_limit.limit(context["max_body_size"], getattr(app, "upload_limit", 0))
         context["max_body_said"] = body_limit.said(context["max_body_bytes"])
+        context["max_body_message"] = body_limit.message(context["max_body_bytes"])
     return _env().get_template(name).render(**context)
