@@ -45,8 +45,10 @@ def site(vps_factory, env_file, example_image, testbed, tmp_path_factory):
 def build_version(site, version: str) -> str:
     """shipt:VERSION by vpskit's build: the example image plus one small layer of its own."""
     ref = f"{APP}:{version}"
-    dockerfile = (f"FROM {site['good']}\nLABEL vpskit.testbed.session={site['testbed']}\n"
-                  f"RUN echo {version} > /tmp/shipt-version\n")
+    # A static file of its own (a build's new chunk): a page of this version asks for it.
+    dockerfile = (f"FROM {site['good']}\nLABEL vpskit.testbed.session={site['testbed']}\nUSER root\n"
+                  f"RUN echo {version} > /tmp/shipt-version && mkdir -p /app/.next/static/shipt "
+                  f"&& echo 'window.shipt = \"{version}\"' > /app/.next/static/shipt/{version}.js\nUSER 1000:1000\n")
     images.LocalBuild(ref, site["context"], dockerfile).run()
     site["built"].append(ref)
     return ref
@@ -82,6 +84,12 @@ def serving(site) -> str:
     return http("GET", f"{site['base']}/api/health").json()["version"]
 
 
+def chunk(site, version: str) -> tuple[int, str]:
+    """What the site answers for a static file only `version` has (through the server's proxy)."""
+    r = http("GET", f"{site['base']}/_next/static/shipt/{version}.js", timeout=5)
+    return r.status, r.body.decode().strip()
+
+
 def shipped(out: str, ref: str) -> tuple[int, int, float]:
     found = [m for m in SHIPPED.finditer(out) if m.group(1) == ref]
     assert found, out[-3000:]
@@ -113,9 +121,14 @@ def test_the_first_layers_pull_after_whole_images_pays_once_then_only_changes_tr
     assert serving(site) == "v2"
     sent, skipped, mb = shipped(first.stdout, f"{APP}:v2")
     assert skipped == 0 and sent >= 8, (sent, skipped)
+    # Issue 27, item 3: v1's own script, asked for by a page loaded before the switch, still loads on v2.
+    assert chunk(site, "v1") == (200, 'window.shipt = "v1"') and chunk(site, "v2")[0] == 200
     build_version(site, "v3")
     second = deploy(site, "v3")
     assert serving(site) == "v3"
+    # keep_images=2: v1's release was pruned, and its static files with it; v2's stay.
+    assert chunk(site, "v1")[0] == 404 and chunk(site, "v2") == (200, 'window.shipt = "v2"')
+    assert "removed 1 static files only releases no longer kept had" in second.stdout, second.stdout[-3000:]
     sent3, skipped3, mb3 = shipped(second.stdout, f"{APP}:v3")
     assert (sent3, skipped3) == (1, sent - 1), (sent3, skipped3)  # the version's own layer only
     assert mb3 < 1.0, mb3

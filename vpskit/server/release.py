@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import history
+from . import assets, history
 from .database import Database
 from .docker import Docker, container_failure
 from .effects import Effects
@@ -223,6 +223,7 @@ class Run:
             return
         self.start_new()
         self.wait_ready()
+        self.publish_assets()
         self.switch()
         self.drain_old()
         self.docker_verdict()
@@ -394,6 +395,14 @@ class Run:
         self.fail(f"{why}: version {self.p.version} was not released; there was no earlier release serving")
 
     # --- switch, drain, stop
+    def publish_assets(self) -> None:
+        """The new version's /_next/static beside the kept versions', served by the proxy (vpskit/server/assets.py):
+        pages loaded before the switch keep loading their scripts."""
+        if not self.route().strip():
+            return
+        if why := assets.publish(self.fx, self.new, self.lay.app, self.p.version, self.proxy.root):
+            self.say(f"static files of {self.p.version} not kept beside the others: {why}; the app serves its own")
+
     def switch(self) -> None:
         if self.route().strip():
             if not self.proxy.route_to(self.route(), self.lay.app, f"{self.new}:{self.port}"):
@@ -473,6 +482,9 @@ class Run:
                 for ext in ("yml", "env", "caddy", "migrations"):
                     (lay.releases / f"{e.number}.{ext}").unlink(missing_ok=True)
         entries = [e for e in entries if e.number in kept]
+        if self.route().strip() and (removed := assets.prune(self.lay.app, {e.version for e in entries},
+                                                             self.proxy.root)):
+            self.say(f"removed {removed} static files only releases no longer kept had")
         tmp = lay.releases / "index.new"
         tmp.write_text("".join(e.line() for e in entries))
         tmp.replace(lay.releases / "index")
