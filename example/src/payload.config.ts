@@ -29,7 +29,7 @@ export default buildConfig({
   // The largest file an upload may carry. Payload keeps an upload in memory while it handles it, so a bound keeps a
   // 448 MB app container alive; vpskit's proxy reads it and answers 413 above it and 1 MB for the form.
   upload: {
-    limits: { fileSize: 8_000_000 },
+    limits: { fileSize: 24 * 1024 * 1024 },
   },
   // No start-up telemetry from servers: Payload otherwise reports to its own host at every boot.
   telemetry: false,

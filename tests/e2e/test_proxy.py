@@ -203,14 +203,14 @@ def test_maintenance_closes_one_app_while_the_other_keeps_answering(sites):
 
 
 def test_an_upload_over_the_apps_limit_gets_413_with_a_message_and_one_under_it_succeeds(sites, tmp_path):
-    """Issue 27, item 4: the example sets Payload's upload.limits.fileSize to 8,000,000 bytes; the proxy passes
-    requests up to that and 1 MB for the form (8.6 MB) and answers a larger one 413 with a message in Payload's
+    """Issue 27, item 4: the example sets Payload's upload.limits.fileSize to 24 MB; the proxy passes requests up
+    to that and 1 MB for the form (25 MB) and answers a larger one 413 with a message in Payload's
     error format, over HTTPS (HTTP/2, as a browser uploads from the admin) and on the published port."""
     import json
 
     token, port = sites["shop"]["token"], sites[443]
     big, small = tmp_path / "big.bin", tmp_path / "small.bin"
-    big.write_bytes(os.urandom(10 * 1024 * 1024))
+    big.write_bytes(os.urandom(30 * 1024 * 1024))
     small.write_bytes(os.urandom(6 * 1024 * 1024))
 
     def upload(path: Path, *where: str) -> tuple[str, str]:
@@ -220,7 +220,7 @@ def test_an_upload_over_the_apps_limit_gets_413_with_a_message_and_one_under_it_
         return code, body
 
     https = ("-k", "--http2", "--resolve", f"shop.test:{port}:127.0.0.1", f"https://shop.test:{port}/api/media")
-    message = {"errors": [{"message": "Too large: this site takes requests up to 8.6 MB (max_body_size)"}]}
+    message = {"errors": [{"message": "Too large: this site takes requests up to 25 MB (max_body_size)"}]}
     for where in (https, (f"{sites['shop']['base']}/api/media",)):
         code, body = upload(big, *where)
         assert code == "413" and json.loads(body) == message, (code, body[:300])

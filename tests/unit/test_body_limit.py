@@ -51,5 +51,5 @@ def test_a_size_that_is_not_one_is_refused_in_one_line():
 
 def test_the_examples_own_limit_sets_its_proxys():
     s = ctx()
-    assert s["app"].upload_limit == 8_000_000
-    assert "up to 8.6 MB (max_body_size)" in render("proxy-route.caddy", **s)
+    assert s["app"].upload_limit == 24 * MB
+    assert "up to 25 MB (max_body_size)" in render("proxy-route.caddy", **s)
