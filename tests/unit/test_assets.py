@@ -72,3 +72,10 @@ def test_the_route_serves_kept_static_files_first_in_each_site_block():
     assert route.count('header Cache-Control "public, max-age=31536000, immutable"\n\t\tfile_server') == 2
     # The app answers what the folder does not have: the static handle comes before the app's reverse_proxy.
     assert route.index("@vpskit_static_kept") < route.index("reverse_proxy @UPSTREAM@")
+
+
+def test_a_folder_that_cannot_be_written_is_said_and_a_prune_there_fails_nothing(tmp_path):
+    missing = tmp_path / "no-proxy-here"
+    why = assets.publish(CopyFx({"c1": V1}), "c1", "shop", "v1", missing)
+    assert why.startswith("they could not be written (")
+    assert assets.prune("shop", {"v1"}, missing) == 0

@@ -38,6 +38,13 @@ def unlisted(lists: dict[str, set[str]], kept: set[str]) -> set[str]:
 def publish(fx: Effects, container: str, app: str, version: str, root: Path = PROXY_DIR) -> str:
     """`container`'s static files added to the app's folder (existing ones left as they are) and listed for
     `version`: "" when done, else why not (the release goes on: the app itself still answers its own files)."""
+    try:
+        return _publish(fx, container, app, version, root)
+    except OSError as err:
+        return f"they could not be written ({err})"
+
+
+def _publish(fx: Effects, container: str, app: str, version: str, root: Path) -> str:
     top = folder(app, root)
     static = top / "_next" / "static"
     with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -58,7 +65,15 @@ def publish(fx: Effects, container: str, app: str, version: str, root: Path = PR
 
 
 def prune(app: str, kept: set[str], root: Path = PROXY_DIR) -> int:
-    """The files of versions no longer kept go (those a kept version lists stay); the number removed."""
+    """The files of versions no longer kept go (those a kept version lists stay); the number removed. It never
+    fails a release that has switched already: what cannot be removed stays until the next prune."""
+    try:
+        return _prune(app, kept, root)
+    except OSError:
+        return 0
+
+
+def _prune(app: str, kept: set[str], root: Path) -> int:
     top = folder(app, root)
     lists_dir = top / LISTS
     if not lists_dir.is_dir():
