@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpskit import body_limit, node_version
+from vpskit import body_limit, jobs, node_version
 from vpskit.node_version import NodeWant
 from vpskit.settings import SettingsError
 
@@ -80,6 +80,7 @@ class AppInfo:
     migrations_dir: str = "src/migrations"  # Payload's migrationDir, with its index.ts
     build_reads: tuple[str, ...] = ()  # files that read Payload while `next build` renders them (build_reads())
     upload_limit: int = 0  # Payload's upload.limits.fileSize in bytes (0: none set), for the proxy's body limit
+    jobs: jobs.Jobs = jobs.Jobs()  # what it asks of Payload's jobs queue (vpskit/jobs.py)
 
     @property
     def migrated_by_vpskit(self) -> bool:
@@ -280,4 +281,4 @@ def inspect(app_path: Path, config: Path, wanted_package_manager: str = "", app_
 
     return AppInfo(pm, extra, names, prod, upload_dirs(app_path), node_version.read(app_path),
                    rel(app_dir or app_path / "src" / "app"), rel(config), rel(folder), build_reads(app_path, app_dir),
-                   body_limit.upload_limit(config.read_text()))
+                   body_limit.upload_limit(config.read_text()), jobs.read(app_path, config, _code))

@@ -22,6 +22,7 @@ from vpskit import (
     engine,
     envfile,
     images,
+    jobs,
     media,
     migrate_runner,
     node_version,
@@ -45,6 +46,7 @@ from vpskit.operations import (
 from vpskit.operations import firewall as ufw
 from vpskit.render import render
 from vpskit.server import history
+from vpskit.server import jobs as jobs_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SUDO = {"_sudo": True}
@@ -58,7 +60,12 @@ def _plan(data_items: tuple, engine_found: tuple = ()) -> dict:
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
     node_version.settle(s)  # refused here when node_image cannot give the Node the app asks for
-    s["build_files"] = migrate_runner.build_files(s["app"])  # the runner and its route, added to the context
+    info = s["app"]
+    jobs.check(info.jobs, s["jobs_worker"], info.config)  # an app that runs jobs itself in every container: refused
+    s["jobs_by_worker"] = jobs.worker_wanted(info.jobs, s["jobs_worker"]) and s["role"] != "db"
+    # The migration runner and its route, and the jobs worker's route, added to the build's context.
+    s["build_files"] = migrate_runner.build_files(info) + jobs.build_files(info.app_dir, info.config,
+                                                                            s["jobs_by_worker"])
     decision = build_database.decide(s["build_database"], s["app"], s["build_on"])
     s["build_with_database"], s["build_database_why"] = decision.use, decision.why
     s["version_derived"] = not s["app_version"]
@@ -177,7 +184,9 @@ def plan() -> dict:
     s = _plan(tuple((k, host.data.get(k)) for k in keys), tuple(sorted(found.items())))
     if s["role"] == "app":  # an inventory.py listing its servers by hand is checked here
         media.several_app_servers_check(len(host.inventory.get_group("app_servers", [])), s)
-    return s
+    # One jobs worker per app: on its only server, or the first app server (_plan is shared by the app servers).
+    apps = [h.name for h in host.inventory.get_group("app_servers", [])]
+    return {**s, "jobs_worker_here": s["jobs_by_worker"] and (s["role"] == "all" or not apps or apps[0] == host.name)}
 
 
 def docker_engine(s: dict) -> None:
@@ -351,6 +360,7 @@ def artifacts(s: dict) -> None:
         *tasks.maintenance_page(s),
         *s["offsite"].files(),
         *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in timer_units(s).items()],
+        *[ManagedFile(f"/etc/systemd/system/{name}", text) for name, text in worker_units(s).items()],
     ]
     return tasks.push(s, "App files, .env (mode 600), scripts and units", managed)  # offsite.env too (root, 600)
 
@@ -385,6 +395,18 @@ def timer_units(s: dict) -> dict[str, str]:
                                   f"OnCalendar={s[key]}\nPersistent=true\nRandomizedDelaySec={delay}\n\n"
                                   "[Install]\nWantedBy=timers.target\n")
     return units
+
+
+def worker_units(s: dict) -> dict[str, str]:
+    """The jobs worker's systemd service, on the server that runs it (vpskit/server/jobs.py). It stops only between
+    two requests to the app: a job in flight gets as long as a request may take."""
+    if not s.get("jobs_worker_here"):
+        return {}
+    unit = f"vpskit-jobs-{s['app_name']}.service"
+    command = f"{s['app_dir']}/bin/vpskit-server jobs run --app-dir {s['app_dir']} --interval {s['jobs_interval']}"
+    return {unit: (f"[Unit]\nDescription=Payload jobs worker of {s['app_name']} (vpskit)\nAfter=docker.service\n\n"
+                   f"[Service]\nExecStart={command}\nRestart=always\nRestartSec=5\n"
+                   f"TimeoutStopSec={jobs_server.REQUEST_LIMIT}\n\n[Install]\nWantedBy=multi-user.target\n")}
 
 
 def offsite_tools(s: dict) -> None:
@@ -514,6 +536,18 @@ def timers(s: dict, pushed) -> None:
             systemd.service(name=f"{what} timer enabled", service=unit, running=True, enabled=True, **SUDO)
         else:
             systemd.service(name=f"No {kind} timer", service=unit, running=False, enabled=False, **SUDO)
+
+
+def jobs_worker(s: dict, pushed) -> None:
+    """The jobs worker running where it runs (restarted when its files changed), stopped and disabled elsewhere."""
+    unit = f"vpskit-jobs-{s['app_name']}.service"
+    if s.get("jobs_worker_here"):
+        systemd.service(name="Jobs worker running (Payload's jobs queue)", service=unit, running=True, enabled=True,
+                        **SUDO)
+        systemd.service(name="Jobs worker restarted with its new files", service=unit, restarted=True,
+                        _if=pushed.did_change, **SUDO)
+    else:
+        systemd.service(name="No jobs worker", service=unit, running=False, enabled=False, **SUDO)
 
 
 def log_plan(s: dict) -> None:

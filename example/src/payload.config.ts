@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { Media } from './collections/Media'
 import { Posts } from './collections/Posts'
 import { Users } from './collections/Users'
+import { publishPost } from './jobs/publishPost'
 import { mediaStorage } from './lib/mediaStorage'
 import { attachPoolErrorHandler } from './lib/poolErrors'
 import { migrations } from './migrations'
@@ -23,6 +24,11 @@ export default buildConfig({
   },
   collections: [Users, Posts, Media],
   editor: lexicalEditor(),
+  // Payload's jobs queue (scheduled publishing). Nothing here runs the jobs: on a server, vpskit runs one worker
+  // for them (docs/DOCKER-DEPLOYMENT.md, "Running Payload on several instances"); locally, `pnpm payload jobs:run`.
+  jobs: {
+    tasks: [publishPost],
+  },
   secret: process.env.PAYLOAD_SECRET || '',
   // The site's public address (vpskit sets it from `domain` or `public_url`): absolute links point there.
   serverURL: process.env.PAYLOAD_PUBLIC_SERVER_URL || '',

@@ -45,7 +45,8 @@ def test_npm_is_read_from_the_example():
     info = app_check.check(EXAMPLE)
     assert str(info.package_manager) == "npm (package-lock.json)" and info.package_manager.setup == ""
     assert info.package_manager.install == "npm ci --no-audit --no-fund && npm cache clean --force"
-    assert info.migrations == ("20261128_202135_initial", "20261129_235109_media_storage_columns")
+    assert info.migrations == ("20261128_202135_initial", "20261129_235109_media_storage_columns",
+                               "20261207_112320_jobs_queue")
     assert info.prod_migrations
     assert not info.migrated_by_vpskit  # the example applies its own at boot
     assert info.upload_dirs == ()  # its Media collection writes to MEDIA_DIR
@@ -92,10 +93,10 @@ def test_two_lock_files_ask_which_and_the_setting_answers(app):
 def test_migrations_without_prod_migrations_are_vpskit_s_job(app):
     config = app / "src" / "payload.config.ts"
     config.write_text(config.read_text().replace("prodMigrations: migrations,", ""))
-    (app / "src" / "migrations" / "20261201_000000_more.ts").write_text("export async function up() {}\n")
+    (app / "src" / "migrations" / "20261231_000000_more.ts").write_text("export async function up() {}\n")
     info = app_check.check(app)
     assert info.migrations == ("20261128_202135_initial", "20261129_235109_media_storage_columns",
-                               "20261201_000000_more")
+                               "20261207_112320_jobs_queue", "20261231_000000_more")
     assert not info.prod_migrations and info.migrated_by_vpskit
     assert info.context("example", "v2")["migrate_image"] == "example:v2"  # the runner is the app's own image
     # A comment does not count as the setting.

@@ -47,6 +47,9 @@
     vpskit-server proxy maintenance on|off --app-dir D [--during WHAT]
         the app closed (its proxy answers 503, Retry-After and D/maintenance.html, /api/health excepted) or open;
         --during: for an operation on another server, opened again only if this closed it
+    vpskit-server jobs run --app-dir D [--interval S]
+        the app's jobs worker (the systemd service vpskit-jobs-<app>): every S seconds, one request to the app
+        container serving in D to run Payload's due jobs and schedules (vpskit/server/jobs.py)
     vpskit-server backups size BYTES      a size as the messages say it ("12 kB", "3.4 MB")
     vpskit-server backups keep NOW DAILY WEEKLY MONTHLY < names
         of the backup names on stdin, those the retention policy keeps, newest first
@@ -69,6 +72,7 @@ from .drill import Drill
 from .effects import Effects
 from .healthcheck import HealthCheck
 from .history import dir_hash
+from .jobs import Worker
 from .notify import main as notify_main
 from .offsite import Offsite, OffsiteFailed
 from .pgupgrade import Upgrade
@@ -154,6 +158,9 @@ def parser() -> argparse.ArgumentParser:
     closing.add_argument("state", choices=("on", "off"))
     closing.add_argument("--app-dir", required=True, type=Path)
     closing.add_argument("--during", default="")
+    worker = groups.add_parser("jobs").add_subparsers(dest="command", required=True).add_parser("run")
+    worker.add_argument("--app-dir", required=True, type=Path)
+    worker.add_argument("--interval", type=float, default=10.0)
     backups = groups.add_parser("backups").add_subparsers(dest="command", required=True)
     backups.add_parser("size").add_argument("bytes", type=int)
     keep = backups.add_parser("keep")
@@ -191,6 +198,8 @@ def main(argv: list[str], program: Path) -> int:
     if args.group == "pg":
         run = Upgrade(args.app_dir, args.backups, args.to, fx, program.parent, args.lock_wait, args.health_timeout)
         return {"upgrade": run.run, "rollback": run.rollback, "drop-old": run.drop_old}[args.command]()
+    if args.group == "jobs":
+        return Worker(args.app_dir, fx, max(args.interval, 1.0)).run()
     if args.group == "proxy":
         if args.during:
             return (close_during if args.state == "on" else open_after)(args.app_dir, fx, args.during)

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import jobs
 from .effects import Effects
 from .history import now_utc
 
@@ -81,7 +82,11 @@ def app_and_backups(app_dir: Path, root: Path, fx: Effects, seconds: int, what: 
             if backups_lock.take(seconds, what, BACKUPS):
                 refusal = (f"another backup or restore is running (lock {root}/.lock): try again when it ends "
                            f"(waited {seconds}s)")
-        yield refusal
+        if refusal:
+            yield refusal
+        else:  # and no job runs in the app meanwhile (the jobs worker waits: vpskit/server/jobs.py)
+            with jobs.quiet(app_dir, fx, seconds, what):
+                yield ""
     finally:
         backups_lock.release()
         app_lock.release()

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import assets, history
+from . import assets, history, jobs
 from .database import Database
 from .docker import Docker, container_failure
 from .effects import Effects
@@ -429,7 +429,9 @@ class Run:
                 self.fx.sleep(1)
                 waited += 1
             self.fx.sleep(self.p.drain)
-        self.fx.run("docker", "stop", "-t", "30", self.live)
+        # The jobs worker's request to the old container (jobs running there) ends before it stops.
+        with jobs.quiet(self.lay.app_dir, self.fx, self.p.timeout, f"stopping {self.live}"):
+            self.fx.run("docker", "stop", "-t", "30", self.live)
         self.d.remove(self.live)
         self.say(f"stopped {self.live} ({self.previous or 'its version'}) after draining")
 

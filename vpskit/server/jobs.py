@@ -1,0 +1,234 @@
+"""The jobs worker of an app: one loop, on one server (the only server, or the first app server), that asks the
+app container serving there to run Payload's due jobs and schedules (the route vpskit adds to the build,
+templates/vpskit-jobs-route.ts), every `interval` seconds, one request at a time.
+
+Why it cannot run a job twice: it is the only thing that asks (the app's containers do not run jobs themselves,
+vpskit/jobs.py), and it never asks again before the last answer came. Why a release never cuts a job off: each
+request is made holding LOCK, and a release takes LOCK before it stops the container it replaced (release.py's
+drain), as do a restore, an upgrade and tasks/stop.py; the worker skips a round while someone else holds it.
+
+Runs as the systemd service vpskit-jobs-<app> (steps.jobs_worker); `vpskit-server jobs run --app-dir D`.
+What it saw last is in D/jobs.json, for tasks/health.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .database import env_value
+from .effects import Effects
+from .history import now_utc
+
+LOCK = ".jobs.lock"  # in the app's folder: held for each request to the app, and by whatever stops its container
+STATE = "jobs.json"  # in the app's folder: the last round (Round), for tasks/health.py
+PATH = "/api/vpskit-jobs"
+REQUEST_LIMIT = 3600  # seconds one round may take (its jobs run inside it)
+
+
+def token(payload_secret: str) -> str:
+    """What the route expects in x-vpskit-jobs: HMAC-SHA256 of "vpskit-jobs" keyed by the app's PAYLOAD_SECRET."""
+    return hmac.new(payload_secret.encode(), b"vpskit-jobs", hashlib.sha256).hexdigest()
+
+
+def unquote(value: str) -> str:
+    """A value as render.dotenv_quote wrote it, back (\\\\, \\" and \\$ unescaped)."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            i += 1
+        out.append(value[i])
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One request to the app: when, whether it answered, and what it did."""
+
+    at: str
+    ok: bool
+    ran: int = 0
+    failed: int = 0
+    queued: int = 0
+    waiting: int = 0
+    oldest: str = ""  # createdAt of the oldest job not completed ("" = none)
+    error: str = ""  # why the request failed (ok False), or "jobs are not enabled in the app's config"
+
+    @classmethod
+    def of_answer(cls, at: str, status: int, body: str) -> Round:
+        if status != 200:
+            return cls(at, False, error=f"{PATH} answered {status}" + (
+                " (an image built without vpskit's jobs route?)" if status == 404 else ""))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return cls(at, False, error=f"{PATH} answered 200 with no JSON")
+        if not data.get("enabled"):
+            return cls(at, True, error="jobs are not enabled in the app's config")
+        return cls(at, True, int(data.get("ran", 0)), int(data.get("failed", 0)), int(data.get("queued", 0)),
+                   int(data.get("waiting", 0)), str(data.get("oldest") or ""))
+
+    def said(self) -> str:
+        """One line for the worker's journal and tasks/health.py."""
+        if not self.ok:
+            return f"could not ask the app at {self.at}: {self.error}"
+        if self.error:
+            return self.error
+        parts = [f"ran {self.ran} job(s)" + (f", {self.failed} failed" if self.failed else "")]
+        if self.queued:
+            parts.append(f"queued {self.queued} from schedules")
+        parts.append(f"{self.waiting} waiting" + (f" (oldest since {self.oldest})" if self.waiting else ""))
+        return f"{self.at}: " + "; ".join(parts)
+
+    def worth_saying(self, before: Round | None) -> bool:
+        """Said in the journal: a round that did something, and every change between working and failing."""
+        return bool(self.ran or self.queued or before is None or before.ok != self.ok or before.error != self.error)
+
+
+def read_state(app_dir: Path) -> Round | None:
+    try:
+        return Round(**json.loads((app_dir / STATE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def held(app_dir: Path, wait: bool) -> Iterator[bool]:
+    """LOCK: True once held (with `wait`, as long as it takes), False when someone else holds it."""
+    fd = os.open(app_dir / LOCK, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases it
+
+
+class Worker:
+    def __init__(self, app_dir: Path, fx: Effects, interval: float):
+        self.app_dir, self.fx, self.interval = app_dir, fx, interval
+        self.stopping = False
+        self.last: Round | None = read_state(app_dir)
+        self._address: tuple[str, str] = ("", "")  # (container, http://ip:port)
+
+    def serving(self) -> str:
+        try:
+            return (self.app_dir / "releases" / ".serving").read_text().strip()
+        except OSError:
+            return ""
+
+    def address(self, container: str) -> str:
+        """http://IP:PORT of the container (its first network's address), looked up once per container."""
+        if self._address[0] != container:
+            r = self.fx.run("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+                            "{{range .Config.Env}}{{println .}}{{end}}", container)
+            words = r.out.split("\n", 1) if r.ok else ["", ""]
+            ips = words[0].split()
+            port = next((ln[5:] for ln in (words[1] if len(words) > 1 else "").splitlines()
+                         if ln.startswith("PORT=")), "3000")
+            if not ips:
+                return ""
+            self._address = (container, f"http://{ips[0]}:{port}")
+        return self._address[1]
+
+    def secret(self) -> str:
+        try:
+            return unquote(env_value((self.app_dir / ".env").read_text(), "PAYLOAD_SECRET"))
+        except OSError:
+            return ""
+
+    def ask(self, url: str, secret: str) -> tuple[int, str]:
+        req = urllib.request.Request(url + PATH, data=b"", method="POST",  # noqa: S310 - http://IP:PORT of the app
+                                     headers={"x-vpskit-jobs": token(secret)})
+        try:
+            with urllib.request.urlopen(req, timeout=REQUEST_LIMIT) as res:  # noqa: S310 - the app's own container
+                return res.status, res.read(65536).decode(errors="replace")
+        except urllib.error.HTTPError as err:
+            return err.code, ""
+        except (OSError, ValueError) as err:
+            return 0, str(getattr(err, "reason", err))
+
+    def round(self) -> Round | None:
+        """One request, holding LOCK; None when there was nothing to ask or someone else holds LOCK."""
+        with held(self.app_dir, wait=False) as mine:
+            container = self.serving() if mine else ""  # read holding LOCK: never a container being stopped
+            if not container:
+                return None
+            url = self.address(container)
+            if not url:
+                return Round(now_utc(), False, error=f"the serving container {container} has no address (stopped?)")
+            status, body = self.ask(url, self.secret())
+        if status == 0:
+            self._address = ("", "")  # looked up again next time (the container may have been recreated)
+            return Round(now_utc(), False, error=f"no answer from {container} ({body})")
+        return Round.of_answer(now_utc(), status, body)
+
+    def record(self, r: Round) -> None:
+        if r.worth_saying(self.last):
+            self.fx.say(f"vpskit jobs: {r.said()}")
+        tmp = self.app_dir / (STATE + ".new")
+        tmp.write_text(json.dumps(asdict(r)) + "\n")
+        tmp.replace(self.app_dir / STATE)
+        self.last = r
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self.fx.say(f"vpskit jobs: asking the app serving in {self.app_dir} every {self.interval:g}s")
+        while not self.stopping:
+            r = self.round()
+            if r is not None:
+                self.record(r)
+            slept = 0.0
+            while slept < self.interval and not self.stopping:
+                self.fx.sleep(0.5)
+                slept += 0.5
+        self.fx.say("vpskit jobs: stopped (no request in flight)")
+        return 0
+
+
+@contextlib.contextmanager
+def quiet(app_dir: Path, fx: Effects, seconds: int, what: str) -> Iterator[bool]:
+    """LOCK held while `what` stops or replaces the app's container: the worker's request in flight (its jobs)
+    ends first, and no new one starts meanwhile. Waited for up to `seconds`, saying so every 10 s; True once held,
+    False when the wait ran out (`what` goes on: a job that long is cut off, and said)."""
+    if not (app_dir / LOCK).exists():  # no worker here: nothing to wait for
+        yield True
+        return
+    fd = os.open(app_dir / LOCK, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        start, said = fx.clock(), -10
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_ = True
+                break
+            except BlockingIOError:
+                pass
+            waited = int(fx.clock() - start)
+            if waited >= seconds:
+                fx.say(f"vpskit: the jobs worker's request (jobs running in the app) still runs after {seconds}s: "
+                       f"{what} goes on, and may cut a job off")
+                held_ = False
+                break
+            if waited - said >= 10:
+                fx.say(f"vpskit: waiting for the jobs running in the app to finish before {what} ({waited}s of "
+                       f"{seconds}s)")
+                said = waited
+            fx.sleep(0.5)
+        yield held_
+    finally:
+        os.close(fd)
