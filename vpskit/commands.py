@@ -162,7 +162,11 @@ def stop(app_dir: str, app_name: str, lock_wait: int, args: tuple[str, ...], don
     compose = f"docker compose {' '.join(q(a) for a in args)}"
     failed = (f"vpskit stop: {compose} failed (exit $rc, its output above): {app_name} may be partly stopped; "
               "run this again, or see docker compose ps on the server")
-    locked = (f"cd {d} && {{ flock -w {int(lock_wait)} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; "
+    # The jobs worker's request in flight (jobs running in the app) ends first; none starts meanwhile.
+    jobs = q(f"{app_dir}/.jobs.lock")
+    quiet = (f"if [ -e {jobs} ]; then exec 9>>{jobs}; flock -w {int(lock_wait)} 9 || echo \"vpskit stop: jobs still "
+             f"run in the app after {int(lock_wait)}s: stopping it anyway (a job in flight is cut off)\" >&2; fi; ")
+    locked = (f"cd {d} && {{ flock -w {int(lock_wait)} 8 || {{ echo \"{busy}\" >&2; exit 1; }}; {quiet}"
               f"was={serving}; out=$({compose} 2>&1); rc=$?; "
               "printf '%s\\n' \"$out\" | grep -v -e ' Stopping$' -e ' Removing$' -e '^$'; "
               f"if [ \"$rc\" != 0 ]; then echo \"{failed}\" >&2; exit \"$rc\"; fi; "

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import conf
+from . import conf, jobs
 from .backups import NAME, when
 from .database import Database
 from .docker import Docker
@@ -165,6 +165,7 @@ class HealthCheck:
         self.record = os.environ.get("VPSKIT_HEALTH_RECORD", "")
         self.repair = bool(os.environ.get("VPSKIT_HEALTH_REPAIR"))
         self.state = Path(os.environ.get("VPSKIT_STATE", f"/var/lib/vpskit/{app_dir.name}"))
+        self.units = Path(os.environ.get("VPSKIT_UNITS", "/etc/systemd/system"))
         self.report = Report()
 
     def run(self) -> int:
@@ -194,6 +195,11 @@ class HealthCheck:
                     r.add("ok", path, "200")
                 else:
                     r.add("FAIL", path, f"HTTP {code}" + (f": {why}" if why else ""))
+        worker = jobs.unit(self.app_dir.name)
+        if (self.units / f"{worker}.service").exists():  # this server runs the app's jobs worker
+            active = self.fx.run("systemctl", "is-active", worker).out.strip()
+            kind, detail = jobs.health(active, jobs.read_state(self.app_dir), self.app_dir.name)
+            r.add(kind, "jobs", detail)
         kind, detail = self._disk()
         r.add(kind, "disk", detail)
         meminfo = kv(self._read(self.proc / "meminfo"))

@@ -232,3 +232,22 @@ def quiet(app_dir: Path, fx: Effects, seconds: int, what: str) -> Iterator[bool]
         yield held_
     finally:
         os.close(fd)
+
+
+def unit(app: str) -> str:
+    return f"vpskit-jobs-{app}"
+
+
+def health(active: str, last: Round | None, app: str) -> tuple[str, str]:
+    """tasks/health.py's line for the jobs worker: (ok|warn|FAIL, detail), from `systemctl is-active` of its unit
+    and its last round."""
+    if active != "active":
+        return "FAIL", (f"the worker ({unit(app)}) is {active or 'unknown'}: queued jobs wait; see "
+                        f"journalctl -u {unit(app)}, and run deploy.py to start it again")
+    if last is None:
+        return "warn", "the worker runs but has not asked the app yet"
+    if not last.ok:
+        return "FAIL", f"the worker {last.said()}"
+    if last.error:
+        return "warn", last.error
+    return "ok", f"the worker's last round {last.said()}"
