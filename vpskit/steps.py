@@ -542,10 +542,11 @@ def jobs_worker(s: dict, pushed) -> None:
     """The jobs worker running where it runs (restarted when its files changed), stopped and disabled elsewhere."""
     unit = f"vpskit-jobs-{s['app_name']}.service"
     if s.get("jobs_worker_here"):
-        systemd.service(name="Jobs worker running (Payload's jobs queue)", service=unit, running=True, enabled=True,
-                        **SUDO)
+        # Restarted first (when running), so a first deploy starts it once.
         systemd.service(name="Jobs worker restarted with its new files", service=unit, restarted=True,
                         _if=pushed.did_change, **SUDO)
+        systemd.service(name="Jobs worker running (Payload's jobs queue)", service=unit, running=True, enabled=True,
+                        **SUDO)
     else:
         systemd.service(name="No jobs worker", service=unit, running=False, enabled=False, **SUDO)
 

@@ -6,8 +6,13 @@ test_day2 (an update that adds a migration)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
+import shlex
 import subprocess
+import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -56,7 +61,7 @@ def build_version(site, version: str) -> str:
 
 def deploy(site, version: str) -> subprocess.CompletedProcess:
     args = ["--data", f"app_name={APP}", "--data", f"app_version={version}", "--data", "backup_before_update=false",
-            "--data", "keep_images=2"]
+            "--data", "keep_images=2", "--data", "jobs_interval=2"]
     out = run_pyinfra(site["vps"], site["env_file"], "deploy.py", *args)
     assert out.returncode == 0, out.stdout[-4000:]
     return out
@@ -114,18 +119,84 @@ def test_a_server_refusing_port_forwarding_gets_the_whole_image_and_says_why(sit
     assert serving(site) == "v1"
 
 
-def test_the_first_layers_pull_after_whole_images_pays_once_then_only_changes_travel(site):
+def test_the_first_layers_pull_after_whole_images_pays_once(site):
     # Layers that came by `docker load` carry no registry digests: the first pull sends them all again.
     build_version(site, "v2")
     first = deploy(site, "v2")
     assert serving(site) == "v2"
     sent, skipped, mb = shipped(first.stdout, f"{APP}:v2")
     assert skipped == 0 and sent >= 8, (sent, skipped)
+    site["first_pull"] = (sent, mb)
     # Issue 27, item 3: v1's own script, asked for by a page loaded before the switch, still loads on v2.
     assert chunk(site, "v1") == (200, 'window.shipt = "v1"') and chunk(site, "v2")[0] == 200
+
+
+def sql(site, query: str) -> str:
+    out = site["vps"].ssh(f"cd /opt/{APP} && sudo docker compose exec -T db psql -XAt -U payload -d payload "
+                          f"-c {shlex.quote(query)}")
+    return out.stdout.strip()
+
+
+def job(site, job_id: int, columns: str) -> str:
+    """Columns of one row of Payload's jobs table, as psql prints them (t/f, |-separated)."""
+    return sql(site, f"select {columns} from payload_jobs where id = {int(job_id)}")  # noqa: S608 - the test's own
+
+
+def last_round(site) -> float:
+    """When the jobs worker last asked the app (epoch seconds; 0 before its first round)."""
+    out = site["vps"].ssh(f"sudo cat /opt/{APP}/jobs.json", check=False).stdout
+    at = json.loads(out)["at"] if out.strip() else ""
+    return dt.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp() if at else 0.0
+
+
+def schedule(site, title: str, at: float | None = None, seconds: int = 0) -> int:
+    """A post to be published at `at` (epoch seconds; now when None) by the example's publishPost job."""
+    body = {"title": title, "seconds": seconds}
+    if at is not None:
+        body["at"] = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
+    r = http("POST", f"{site['base']}/api/posts/schedule", body, {"Authorization": f"JWT {site['token']}"})
+    assert r.status == 201, (r.status, r.body[:300])
+    return r.json()["job"]
+
+
+def published(site, title: str) -> list[str]:
+    """Who published each post titled `title` (one entry per post: a job run twice makes two)."""
+    r = http("GET", f"{site['base']}/api/posts?where[title][equals]={urllib.parse.quote(title)}&depth=0&limit=10")
+    return [d.get("publishedBy") or "" for d in r.json()["docs"]]
+
+
+def test_a_scheduled_post_is_published_once_and_a_release_lets_a_running_job_finish(site):
+    """Issue 27, item 1: the example's publishPost job, run by vpskit's one worker through the serving container."""
+    creds = {"email": "jobs@example.com", "password": "jobs-password-123"}
+    assert http("POST", f"{site['base']}/api/users/first-register", creds).status in (200, 201)
+    site["token"] = http("POST", f"{site['base']}/api/users/login", creds).json()["token"]
+    at = time.time() + 4
+    schedule(site, "at a time", at=at)
+    assert published(site, "at a time") == []  # not before its time
+    wait_until(lambda: published(site, "at a time"), 60, "the scheduled post")
+    late = time.time() - at
+    # Exactly once: the worker's rounds of the next 6 s (jobs_interval = 2 here) add nothing.
+    wait_until(lambda: last_round(site) >= time.time() + 6, 30, "three more rounds of the worker")
+    assert published(site, "at a time") == ["job v2"]
+    print(f"\nscheduled post published {late:.1f}s after its time (the worker asks every 2 s)")
+    # A job that takes 45 s, running when v3 is released: v2's container is stopped only once it finished.
     build_version(site, "v3")
-    second = deploy(site, "v3")
+    slow = schedule(site, "slow", seconds=45)
+    wait_until(lambda: job(site, slow, "processing") == "t", 30, "the slow job to start")
+    out = deploy(site, "v3")
+    site["v3_out"] = out
     assert serving(site) == "v3"
+    assert "waiting for the jobs running in the app to finish before stopping" in out.stdout, out.stdout[-3000:]
+    assert published(site, "slow") == ["job v2"]  # completed, once, where it started
+    assert job(site, slow, "completed_at is not null, has_error") == "t|f"
+    schedule(site, "after the release")
+    wait_until(lambda: published(site, "after the release"), 60, "the next job")
+    assert published(site, "after the release") == ["job v3"]  # the next job: the new version's
+
+
+def test_then_only_the_changed_layer_travels_and_pruned_static_files_go(site):
+    sent, mb = site["first_pull"]
+    second = site["v3_out"]
     # keep_images=2: v1's release was pruned, and its static files with it; v2's stay.
     assert chunk(site, "v1")[0] == 404 and chunk(site, "v2") == (200, 'window.shipt = "v2"')
     assert "removed 1 static files only releases no longer kept had" in second.stdout, second.stdout[-3000:]
