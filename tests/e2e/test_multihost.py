@@ -6,13 +6,16 @@ brought back), one app server lost, and a deploy with nothing changed. One clust
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import json
 import os
 import re
 import shlex
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -131,8 +134,6 @@ def explain(cluster, traffic) -> str:
 
 def on_server(vps, path: str, port: int = 3000) -> dict:
     """What the app server itself answers (curl on the server, to its published port)."""
-    import json
-
     return json.loads(vps.ssh(f"curl -fsS -m 5 http://127.0.0.1:{port}{path}").stdout)
 
 
@@ -171,6 +172,42 @@ def test_what_one_app_server_writes_the_other_reads(cluster):
     assert created.returncode == 0, created.stderr
     found = on_server(cluster["b"], "/api/posts?limit=100")
     assert title in [d["title"] for d in found["docs"]]
+
+
+def test_a_post_scheduled_through_either_app_server_is_published_once_by_the_one_worker(cluster):
+    """Issue 27, item 1: one jobs worker for the app, on the first app server, whichever server queued the job."""
+    at = time.time() + 3
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    titles = {x: f"scheduled through {x} {at:.0f}" for x in ("a", "b")}
+    for x, title in titles.items():  # queued from inside each app server, on its own app
+        body = shlex.quote(json.dumps({"title": title, "at": when}))
+        out = cluster[x].ssh(f"curl -fsS -m 10 -H 'Content-Type: application/json' -H 'Authorization: JWT "
+                             f"{cluster['token']}' -d {body} http://127.0.0.1:3000/api/posts/schedule", check=False)
+        assert out.returncode == 0, out.stderr
+
+    def by_whom(title: str) -> list[str]:
+        found = on_server(cluster["b"], f"/api/posts?where%5Btitle%5D%5Bequals%5D={urllib.parse.quote(title)}&depth=0")
+        return [d.get("publishedBy") or "" for d in found["docs"]]
+
+    wait_until(lambda: all(by_whom(t) for t in titles.values()), 60, "both scheduled posts")
+    late = time.time() - at
+    # One more round of the worker (every 10 s) after both were published adds nothing.
+    done = time.time()
+
+    def last_round() -> float:
+        out = cluster["a"].ssh(f"sudo cat /opt/{APP}/jobs.json", check=False).stdout
+        stamp = json.loads(out)["at"] if out.strip() else ""
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) if stamp else 0.0
+
+    wait_until(lambda: last_round() > done + 1, 30, "the worker's next round")
+    assert [by_whom(t) for t in titles.values()] == [[f"job {cluster['version']}"]] * 2
+    print(f"\ntwo posts scheduled through two app servers: published once each, {late:.1f}s after their time")
+    # The one worker is app server A's; B's app container leaves the jobs to it.
+    worker = f"vpskit-jobs-{APP}"
+    assert cluster["a"].ssh(f"systemctl is-active {worker}", check=False).stdout.strip() == "active"
+    assert cluster["b"].ssh(f"systemctl is-active {worker}", check=False).stdout.strip() != "active"
+    env = cluster["b"].ssh(f"sudo docker exec {APP}-app-1 printenv VPSKIT_JOBS_WORKER", check=False).stdout
+    assert env.strip() == "1"
 
 
 def bucket_keys(cluster) -> list[str]:
