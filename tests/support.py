@@ -307,15 +307,15 @@ def app_build(app_path: Path, app_name: str):
     the same rendered Dockerfile, so the same image and tag (a deploy then finds it and ships it)."""
     from dataclasses import astuple
 
-    from vpskit import app_check, build_database, images, migrate_runner, node_version, settings
+    from vpskit import app_check, build_database, images, node_version, settings
     from vpskit.render import render
-    from vpskit.steps import build_line, recipe_of
+    from vpskit.steps import build_files, build_line, recipe_of
 
     s = settings.load({"app_name": app_name, "app_path": str(app_path)})
     info = app_check.check(app_path)
     s["app"] = info
     node_version.settle(s)
-    s["build_files"] = migrate_runner.build_files(info)
+    s["build_files"] = build_files(s)
     s["build_with_database"], s["build_database_why"] = astuple(build_database.decide(s["build_database"], info))
     version = images.version(app_path, recipe=recipe_of(s))
     s.update(app_image=f"{app_name}:{version}", app_version=version, **info.context(app_name, version))

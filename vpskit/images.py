@@ -79,7 +79,7 @@ def version(app_path: Path, explicit: str = "", recipe: str = "") -> str:
 def recipe(dockerfile: str, base_image: str, extra: tuple[tuple[str, bytes], ...] = ()) -> str:
     """What goes into the image besides the app's sources: the rendered Dockerfile (with the version left
     out: it is rendered with a placeholder), the entrypoint, the files vpskit adds to the context (`extra`:
-    migrate_runner.build_files), and the id of the base image this machine builds on, so a new node_image, or
+    steps.build_files), and the id of the base image this machine builds on, so a new node_image, or
     the same tag pulled again with a new id, makes a new version."""
     digest = hashlib.sha256(dockerfile.encode() + b"\0" + ENTRYPOINT.read_bytes() + b"\0")
     for name, data in extra:
@@ -132,7 +132,7 @@ class LocalBuild:
 
     + target: the Dockerfile stage to build ("" = the runtime image)
     + package_manager: shown in the progress line (which lock file the build installs from)
-    + extra: files vpskit adds to the context, (path, content) pairs (migrate_runner.build_files)
+    + extra: files vpskit adds to the context, (path, content) pairs (steps.build_files)
     """
 
     ref: str

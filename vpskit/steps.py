@@ -60,12 +60,8 @@ def _plan(data_items: tuple, engine_found: tuple = ()) -> dict:
     s["app"] = app_check.check(app_path, s["package_manager"])
     s["app_path_abs"] = app_path
     node_version.settle(s)  # refused here when node_image cannot give the Node the app asks for
-    info = s["app"]
-    jobs.check(info.jobs, s["jobs_worker"], info.config)  # an app that runs jobs itself in every container: refused
-    s["jobs_by_worker"] = jobs.worker_wanted(info.jobs, s["jobs_worker"]) and s["role"] != "db"
-    # The migration runner and its route, and the jobs worker's route, added to the build's context.
-    s["build_files"] = migrate_runner.build_files(info) + jobs.build_files(info.app_dir, info.config,
-                                                                            s["jobs_by_worker"])
+    jobs.check(s["app"].jobs, s["jobs_worker"], s["app"].config)  # an app running jobs in every container: refused
+    s["build_files"] = build_files(s)
     decision = build_database.decide(s["build_database"], s["app"], s["build_on"])
     s["build_with_database"], s["build_database_why"] = decision.use, decision.why
     s["version_derived"] = not s["app_version"]
@@ -150,6 +146,15 @@ def memory_budget(s: dict) -> None:
     if level == "refuse":
         tasks.fail(line)
     (logger.warning if level == "warn" else logger.info)(f"{host.print_prefix}{line}")
+
+
+def build_files(s: dict) -> tuple[tuple[str, bytes], ...]:
+    """What vpskit adds to the app's build context: the migration runner (and its route when vpskit applies the
+    migrations), and the jobs worker's route when vpskit's worker runs the app's jobs. The same for every server
+    of the app (the image and its version are). Sets s["jobs_by_worker"]."""
+    info = s["app"]
+    s["jobs_by_worker"] = jobs.worker_wanted(info.jobs, s["jobs_worker"])
+    return migrate_runner.build_files(info) + jobs.build_files(info.app_dir, info.config, s["jobs_by_worker"])
 
 
 def recipe_of(s: dict) -> str:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.test_deploy import results
 from tests.support import free_port, http, multipart, run_pyinfra, wait_until
-from vpskit import app_info, build_database, images, migrate_runner, node_version, settings
+from vpskit import app_info, build_database, images, node_version, settings, steps
 from vpskit.render import render
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,7 +70,7 @@ def create_first_migration(app: Path, testbed: str) -> list[str]:
     s.update(app_image=f"{APP}:deps", app_version="deps", **info.context(APP, "deps"))
     deps = f"{APP}-deps:{testbed}"
     images.LocalBuild(deps, app, render("Dockerfile", **s), "deps", "its dependencies (for migrate:create)",
-                      extra=migrate_runner.build_files(info)).run()
+                      extra=steps.build_files(s)).run()
     with build_database.throwaway(s["postgres_image"], f"{APP}-dev") as env:
         out = subprocess.run(
             ["docker", "run", "--rm", "--network", "host", "-v", f"{app}:/w", "-w", "/w", "-u", "0",
