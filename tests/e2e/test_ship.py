@@ -176,7 +176,8 @@ def test_a_scheduled_post_is_published_once_and_a_release_lets_a_running_job_fin
     wait_until(lambda: published(site, "at a time"), 60, "the scheduled post")
     late = time.time() - at
     # Exactly once: the worker's rounds of the next 6 s (jobs_interval = 2 here) add nothing.
-    wait_until(lambda: last_round(site) >= time.time() + 6, 30, "three more rounds of the worker")
+    later = time.time() + 6
+    wait_until(lambda: last_round(site) >= later, 30, "three more rounds of the worker")
     assert published(site, "at a time") == ["job v2"]
     print(f"\nscheduled post published {late:.1f}s after its time (the worker asks every 2 s)")
     # A job that takes 45 s, running when v3 is released: v2's container is stopped only once it finished.
