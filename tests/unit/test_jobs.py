@@ -17,6 +17,7 @@ from vpskit import app_check, jobs, steps
 from vpskit.render import render
 from vpskit.server import jobs as worker
 from vpskit.server.effects import Result
+from vpskit.server.proxy import Proxy
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,8 @@ class Asked(worker.Worker):
     """The worker with the HTTP request recorded instead of made."""
 
     def __init__(self, app_dir: Path, world: World, answer=(200, '{"enabled": true, "ran": 1, "waiting": 0}')):
-        super().__init__(app_dir, FakeEffects(world), 10)
+        fx = FakeEffects(world)
+        super().__init__(app_dir, fx, 10, Proxy(fx, app_dir / "proxy"))
         self.answer, self.asked = answer, []
 
     def ask(self, url, secret):
@@ -146,7 +148,7 @@ def test_a_round_asks_the_serving_container_and_records_what_it_did(app_dir, mon
     assert any("ran 1 job(s)" in line for line in w.said)
 
 
-def test_no_round_while_a_release_or_restore_holds_the_lock_or_nothing_serves(app_dir):
+def test_no_round_while_a_release_or_restore_holds_the_lock_the_site_is_closed_or_nothing_serves(app_dir):
     w = World()
     a = Asked(app_dir, w)
     fd = os.open(app_dir / worker.LOCK, os.O_WRONLY | os.O_CREAT)
@@ -155,6 +157,11 @@ def test_no_round_while_a_release_or_restore_holds_the_lock_or_nothing_serves(ap
         assert a.round() is None and a.asked == []
     finally:
         os.close(fd)
+    page = a.proxy.page(app_dir.name)  # closed for maintenance (its page in the proxy's folder): jobs wait
+    page.parent.mkdir(parents=True)
+    page.write_text("back soon")
+    assert a.round() is None and a.asked == []
+    page.unlink()
     (app_dir / "releases" / ".serving").unlink()
     assert a.round() is None and a.asked == []
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from .database import env_value
 from .effects import Effects
 from .history import now_utc
+from .proxy import Proxy
 
 LOCK = ".jobs.lock"  # in the app's folder: held for each request to the app, and by whatever stops its container
 STATE = "jobs.json"  # in the app's folder: the last round (Round), for tasks/health.py
@@ -119,8 +120,9 @@ def held(app_dir: Path, wait: bool) -> Iterator[bool]:
 
 
 class Worker:
-    def __init__(self, app_dir: Path, fx: Effects, interval: float):
+    def __init__(self, app_dir: Path, fx: Effects, interval: float, proxy: Proxy | None = None):
         self.app_dir, self.fx, self.interval = app_dir, fx, interval
+        self.proxy = proxy or Proxy(fx)
         self.stopping = False
         self.last: Round | None = read_state(app_dir)
         self._address: tuple[str, str] = ("", "")  # (container, http://ip:port)
@@ -162,8 +164,16 @@ class Worker:
         except (OSError, ValueError) as err:
             return 0, str(getattr(err, "reason", err))
 
+    def closed(self) -> bool:
+        """The app is closed for maintenance (a restore, a PostgreSQL upgrade, here or on the db server): its jobs
+        wait, rather than fail against a database that is away."""
+        return self.proxy.closed(self.app_dir.name)
+
     def round(self) -> Round | None:
-        """One request, holding LOCK; None when there was nothing to ask or someone else holds LOCK."""
+        """One request, holding LOCK; None when there was nothing to ask, the app is closed for maintenance, or
+        someone else holds LOCK."""
+        if self.closed():
+            return None
         with held(self.app_dir, wait=False) as mine:
             container = self.serving() if mine else ""  # read holding LOCK: never a container being stopped
             if not container:

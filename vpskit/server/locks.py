@@ -9,7 +9,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import jobs
 from .effects import Effects
 from .history import now_utc
 
@@ -85,7 +84,9 @@ def app_and_backups(app_dir: Path, root: Path, fx: Effects, seconds: int, what: 
         if refusal:
             yield refusal
         else:  # and no job runs in the app meanwhile (the jobs worker waits: vpskit/server/jobs.py)
-            with jobs.quiet(app_dir, fx, seconds, what):
+            from .jobs import quiet  # here: jobs.py imports proxy.py, which imports this module
+
+            with quiet(app_dir, fx, seconds, what):
                 yield ""
     finally:
         backups_lock.release()
