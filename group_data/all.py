@@ -84,9 +84,11 @@ database_host = ""  # role "app": private address of the db server, or "external
 database_clients = ""  # role "db": the app servers' private addresses (comma-separated), the only ones let in
 rollout_batch = 1  # app servers released at once in a rolling release; the others keep serving meanwhile
 
-# --- Payload's jobs queue (tasks, workflows, scheduled publishing)
+# --- Running Payload on several instances: jobs queue (tasks, workflows, scheduled publishing), page cache
 jobs_worker = "auto"  # "auto": one worker runs the app's jobs when it has any (none in its app containers); "off"
 jobs_interval = 10  # seconds between the worker's requests to run the due jobs and schedules
+# "shared": a page or tag revalidated on one instance is stale on every instance within ~1 s (tags in PostgreSQL)
+page_cache = "shared"  # "local": Next.js's own per-container cache only
 
 # --- Logs
 log_max_size = "10m"  # json-file log size before rotation

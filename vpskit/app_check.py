@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def check(app_path: Path, package_manager: str = "") -> AppInfo:
                                 f"health/route.ts and health/ready/route.ts) into {target}/, e.g. "
                                 f"mkdir -p {app_path}/{target} && cp -r files/app/api/health {app_path}/{target}/")
     info = app_info.inspect(app_path, payload, package_manager, app_dir)
+    if app_info.CACHE_HANDLER.search(app_info._code(config.read_text())):  # the app's own: vpskit's is not added
+        info = dataclasses.replace(info, own_cache_handler=True)
     if not info.migrations:
         # Payload pushes the schema only in development: in production an app without migrations has no tables,
         # and its site fails (relation "..." does not exist) while every health check passes.

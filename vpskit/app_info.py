@@ -24,6 +24,7 @@ INSTALL_FILES = (".npmrc", ".yarnrc", ".yarnrc.yml", "pnpm-workspace.yaml", ".pn
 DEFAULT_VERSIONS = {"pnpm": "10", "yarn": "1", "yarn-berry": "4"}
 APP_ROOT = "/app"  # the standalone server's working directory in the image
 MEDIA_DIR = "/data/media"  # where the media volume is mounted; the app gets it as MEDIA_DIR
+CACHE_HANDLER = re.compile(r"\bcacheHandler\s*:")  # next.config's own cache handler (not cacheHandlers)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class AppInfo:
     build_reads: tuple[str, ...] = ()  # files that read Payload while `next build` renders them (build_reads())
     upload_limit: int = 0  # Payload's upload.limits.fileSize in bytes (0: none set), for the proxy's body limit
     jobs: jobs.Jobs = jobs.Jobs()  # what it asks of Payload's jobs queue (vpskit/jobs.py)
+    own_cache_handler: bool = False  # its next.config sets cacheHandler (then vpskit's shared one is not added)
 
     @property
     def migrated_by_vpskit(self) -> bool:

@@ -41,6 +41,7 @@ def render(name: str, **context: Any) -> str:
     context.setdefault("database_external", False)  # DATABASE_URL in .env (steps.plan sets it)
     context.setdefault("build_with_database", False)  # a throwaway PostgreSQL beside the build (steps.plan)
     context.setdefault("backup_server", context.get("role", "all") != "app")  # takes the backups (steps.plan)
+    context.setdefault("shared_cache", False)  # vpskit's shared Next.js cache handler in the build (steps)
     context.setdefault("jobs_by_worker", False)  # vpskit's worker runs the app's Payload jobs (steps.plan)
     context.setdefault("health_start_interval", False)  # the Engine takes healthcheck.start_interval (steps.plan)
     if "postgres_image" in context:  # where the db volume goes: its place moved with PostgreSQL 18's images

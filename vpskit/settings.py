@@ -190,6 +190,7 @@ CHECKS = {
     "rollout_batch": _int(1, 100),
     "jobs_worker": _choice("auto", "off"),
     "jobs_interval": _int(1, 3600),
+    "page_cache": _choice("shared", "local"),
     "log_max_size": _str(_MEM, "use a size such as 10m"),
     "log_max_file": _int(1, 100),
     "health_timeout": _int(10, 3600),

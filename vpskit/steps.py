@@ -50,6 +50,7 @@ from vpskit.server import jobs as jobs_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SUDO = {"_sudo": True}
+CACHE_HANDLER = "vpskit-cache-handler.cjs"  # in the build context's root: /app/ in the image (templates/Dockerfile)
 
 
 @cache
@@ -154,7 +155,12 @@ def build_files(s: dict) -> tuple[tuple[str, bytes], ...]:
     of the app (the image and its version are). Sets s["jobs_by_worker"]."""
     info = s["app"]
     s["jobs_by_worker"] = jobs.worker_wanted(info.jobs, s["jobs_worker"])
-    return migrate_runner.build_files(info) + jobs.build_files(info.app_dir, info.config, s["jobs_by_worker"])
+    # Next.js's cache with revalidations shared through the app's PostgreSQL (files/cache-handler.cjs), unless the
+    # app brings its own handler: the build sets NEXT_CACHE_HANDLER_PATH to it (templates/Dockerfile).
+    s["shared_cache"] = s["page_cache"] == "shared" and not info.own_cache_handler
+    shared = ((CACHE_HANDLER, (ROOT / "files" / "cache-handler.cjs").read_bytes()),) if s["shared_cache"] else ()
+    return (migrate_runner.build_files(info) + jobs.build_files(info.app_dir, info.config, s["jobs_by_worker"])
+            + shared)
 
 
 def recipe_of(s: dict) -> str:

@@ -68,9 +68,10 @@ def create_first_migration(app: Path, testbed: str) -> list[str]:
     s["app"] = info
     node_version.settle(s)
     s.update(app_image=f"{APP}:deps", app_version="deps", **info.context(APP, "deps"))
+    extra = steps.build_files(s)
     deps = f"{APP}-deps:{testbed}"
     images.LocalBuild(deps, app, render("Dockerfile", **s), "deps", "its dependencies (for migrate:create)",
-                      extra=steps.build_files(s)).run()
+                      extra=extra).run()
     with build_database.throwaway(s["postgres_image"], f"{APP}-dev") as env:
         out = subprocess.run(
             ["docker", "run", "--rm", "--network", "host", "-v", f"{app}:/w", "-w", "/w", "-u", "0",

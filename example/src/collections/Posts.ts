@@ -1,5 +1,7 @@
 import type { CollectionConfig, PayloadRequest } from 'payload'
 
+import { revalidatePostsAfterChange, revalidatePostsAfterDelete } from './revalidatePosts'
+
 // POST /api/posts/schedule {"title": "...", "at": "2026-12-07T12:00:00Z", "seconds": 0}: publishes a post at a
 // time through Payload's jobs queue (the publishPost task), as Payload's scheduled publishing does.
 async function schedule(req: PayloadRequest): Promise<Response> {
@@ -27,6 +29,10 @@ export const Posts: CollectionConfig = {
     read: () => true,
   },
   endpoints: [{ path: '/schedule', method: 'post', handler: schedule }],
+  hooks: {
+    afterChange: [revalidatePostsAfterChange],
+    afterDelete: [revalidatePostsAfterDelete],
+  },
   fields: [
     {
       name: 'title',
