@@ -210,6 +210,39 @@ def test_a_post_scheduled_through_either_app_server_is_published_once_by_the_one
     assert env.strip() == "1"
 
 
+def listed(vps) -> tuple[list[str], str]:
+    """The example's /posts page as the app server itself answers it: the titles, and when it was listed."""
+    html = vps.ssh("curl -fsS -m 5 http://127.0.0.1:3000/posts").stdout
+    at = re.search(r'<time id="listed-at">([^<]+)</time>', html)
+    return re.findall(r'<li class="post">([^<]*)</li>', html), at.group(1) if at else ""
+
+
+def test_an_edit_saved_through_one_app_server_is_fresh_on_the_other_within_two_seconds(cluster):
+    """Issue 27, item 2: B's /posts comes from its own Next.js cache; a post saved through A (whose hook revalidates
+    /posts there) makes B list it again about a second later, through the tags shared in PostgreSQL."""
+    _, first = listed(cluster["b"])
+    titles, again = listed(cluster["b"])
+    assert again == first and first, (first, again)  # cached on B: the same listing twice
+    title = f"fresh everywhere {time.time():.0f}"
+    body = shlex.quote(json.dumps({"title": title}))
+    out = cluster["a"].ssh(f"curl -fsS -m 10 -H 'Content-Type: application/json' -H 'Authorization: JWT "
+                           f"{cluster['token']}' -d {body} http://127.0.0.1:3000/api/posts", check=False)
+    saved = time.monotonic()
+    assert out.returncode == 0, out.stderr
+    assert title in listed(cluster["a"])[0]  # where it was saved: at once
+    # On B, polled from inside B (no SSH round trip per look): milliseconds from the first look until it lists it.
+    look = (f"start=$(date +%s%N); for i in $(seq 1 100); do curl -fsS -m 5 http://127.0.0.1:3000/posts | "
+            f"grep -qF {shlex.quote(title)} && {{ echo $(( ($(date +%s%N) - start) / 1000000 )); exit 0; }}; "
+            "sleep 0.1; done; exit 1")
+    found = cluster["b"].ssh(look, check=False)
+    upper = time.monotonic() - saved
+    assert found.returncode == 0, "B still lists the old posts 10 s after the save"
+    print(f"\nan edit saved through app server A: listed by B {int(found.stdout)} ms after its first look, "
+          f"{upper:.1f}s after the save at most (with one SSH connection)")
+    assert upper < 4, upper  # the documented bound is 2 s; the SSH connection to B is on top
+    assert listed(cluster["b"])[1] != first
+
+
 def bucket_keys(cluster) -> list[str]:
     """The objects in the media bucket (moto lists them without a signature)."""
     out = docker("exec", cluster["s3"].name, "curl", "-fsS", "-m", "10", f"http://127.0.0.1:5000/{BUCKET}?list-type=2")

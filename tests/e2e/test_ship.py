@@ -179,6 +179,8 @@ def test_a_scheduled_post_is_published_once_and_a_release_lets_a_running_job_fin
     later = time.time() + 6
     wait_until(lambda: last_round(site) >= later, 30, "three more rounds of the worker")
     assert published(site, "at a time") == ["job v2"]
+    # The job's post revalidated the example's /posts page (its hook): the page lists it.
+    assert "at a time" in http("GET", f"{site['base']}/posts").body.decode()
     print(f"\nscheduled post published {late:.1f}s after its time (the worker asks every 2 s)")
     # A job that takes 45 s, running when v3 is released: v2's container is stopped only once it finished.
     build_version(site, "v3")
