@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [*ROOT.glob("vpskit/*.py"), *ROOT.glob("vpskit/server/*.py"), *ROOT.glob("files/*.sh"),
-           *ROOT.glob("files/app/**/*.ts"), *ROOT.glob("tasks/*.py"), ROOT / "inventory.py"]
+           *ROOT.glob("files/*.cjs"), *ROOT.glob("files/app/**/*.ts"), *ROOT.glob("tasks/*.py"), ROOT / "inventory.py"]
 
 
 def quoted_messages() -> list[str]:
