@@ -13,7 +13,9 @@ const FileSystemCache = require('next/dist/server/lib/incremental-cache/file-sys
 const { tagsManifest } = require('next/dist/server/lib/incremental-cache/tags-manifest.external.js')
 
 const POLL_MS = Number(process.env.VPSKIT_CACHE_POLL_MS || 1000)
-const url = process.env.DATABASE_URI || process.env.DATABASE_URL
+// Not while `next build` runs (its database, when it has one, is a throwaway): only the server shares.
+const building = process.env.NEXT_PHASE === 'phase-production-build'
+const url = building ? '' : process.env.DATABASE_URI || process.env.DATABASE_URL
 const state = globalThis.__vpskitCache || (globalThis.__vpskitCache = { pool: null, ready: null, seen: 0, said: '' })
 
 function say(line) {
@@ -24,7 +26,8 @@ function say(line) {
 function pool() {
   if (!state.pool) {
     const { Pool } = require('pg')
-    state.pool = new Pool({ connectionString: url, max: 1, idleTimeoutMillis: 0, connectionTimeoutMillis: 5000 })
+    state.pool = new Pool({ connectionString: url, max: 1, idleTimeoutMillis: 60000, connectionTimeoutMillis: 5000,
+      allowExitOnIdle: true })
     state.pool.on('error', (err) => say(`the database connection failed (${err.code || err.message})`))
   }
   return state.pool
