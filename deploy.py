@@ -20,4 +20,4 @@ pushed = steps.artifacts(settings)
 steps.images_on_server(settings)
 steps.stack(settings)  # backup first when the app changes; rolls back when the new version is not ready
 steps.timers(settings, pushed)  # backup, restore drill, health check
-steps.jobs_worker(settings, pushed)  # Payload's jobs queue: one worker, on one server, when the app has jobs
+steps.jobs_worker(settings)  # Payload's jobs queue: one worker, on one server, when the app has jobs

@@ -151,8 +151,9 @@ def memory_budget(s: dict) -> None:
 
 def build_files(s: dict) -> tuple[tuple[str, bytes], ...]:
     """What vpskit adds to the app's build context: the migration runner (and its route when vpskit applies the
-    migrations), and the jobs worker's route when vpskit's worker runs the app's jobs. The same for every server
-    of the app (the image and its version are). Sets s["jobs_by_worker"]."""
+    migrations), the jobs worker's route when vpskit's worker runs the app's jobs, and the shared cache handler.
+    The same for every server of the app (the image and its version are). Sets s["jobs_by_worker"] and
+    s["shared_cache"], which the templates read."""
     info = s["app"]
     s["jobs_by_worker"] = jobs.worker_wanted(info.jobs, s["jobs_worker"])
     # Next.js's cache with revalidations shared through the app's PostgreSQL (files/cache-handler.cjs), unless the
@@ -549,13 +550,12 @@ def timers(s: dict, pushed) -> None:
             systemd.service(name=f"No {kind} timer", service=unit, running=False, enabled=False, **SUDO)
 
 
-def jobs_worker(s: dict, pushed) -> None:
-    """The jobs worker running where it runs (restarted when its files changed), stopped and disabled elsewhere."""
+def jobs_worker(s: dict) -> None:
+    """The jobs worker running where it runs, stopped and disabled elsewhere. A deploy that changes its program or
+    unit never restarts it (that would wait for a job in flight): it ends between two rounds by itself, and
+    systemd starts the new one (vpskit/server/jobs.py)."""
     unit = f"vpskit-jobs-{s['app_name']}.service"
     if s.get("jobs_worker_here"):
-        # Restarted first (when running), so a first deploy starts it once.
-        systemd.service(name="Jobs worker restarted with its new files", service=unit, restarted=True,
-                        _if=pushed.did_change, **SUDO)
         systemd.service(name="Jobs worker running (Payload's jobs queue)", service=unit, running=True, enabled=True,
                         **SUDO)
     else:

@@ -196,3 +196,21 @@ def test_stopping_the_app_waits_for_the_workers_request_and_says_so(app_dir):
 def test_health_reports_the_worker_and_the_oldest_waiting_job(active, last, kind, detail):
     got_kind, got = worker.health(active, last, "shop")
     assert got_kind == kind and got.startswith(detail)
+
+
+def test_a_deploy_that_changes_the_workers_program_ends_it_between_two_rounds(app_dir):
+    w = World()
+    program = app_dir / "jobs.py"
+    program.write_text("v1")
+    a = Asked(app_dir, w)
+    a.watched = [program]
+    a.started = a.snapshot()
+    rounds = []
+
+    def deployed_meanwhile():  # a deploy replaces the program while a round runs
+        rounds.append(1)
+        os.utime(program, (1, 1))
+
+    a.round = deployed_meanwhile
+    assert a.run() == 0 and len(rounds) == 1  # no second round with the old program
+    assert w.said[-1].startswith("vpskit jobs: its program or unit changed (a deploy): ending")

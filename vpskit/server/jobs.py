@@ -34,6 +34,7 @@ from .proxy import Proxy
 LOCK = ".jobs.lock"  # in the app's folder: held for each request to the app, and by whatever stops its container
 STATE = "jobs.json"  # in the app's folder: the last round (Round), for tasks/health.py
 PATH = "/api/vpskit-jobs"
+UNITS = Path("/etc/systemd/system")
 REQUEST_LIMIT = 3600  # seconds one round may take (its jobs run inside it)
 
 
@@ -120,9 +121,15 @@ def held(app_dir: Path, wait: bool) -> Iterator[bool]:
 
 
 class Worker:
-    def __init__(self, app_dir: Path, fx: Effects, interval: float, proxy: Proxy | None = None):
+    def __init__(self, app_dir: Path, fx: Effects, interval: float, proxy: Proxy | None = None,
+                 watched: list[Path] | None = None):
         self.app_dir, self.fx, self.interval = app_dir, fx, interval
         self.proxy = proxy or Proxy(fx)
+        # Its own program and unit: a deploy that changes either makes it end between two rounds, and systemd
+        # starts the new one (no deploy ever waits for a job in flight to restart it).
+        self.watched = watched if watched is not None else [
+            *sorted(Path(__file__).parent.glob("*.py")), UNITS / f"{unit(app_dir.name)}.service"]
+        self.started = self.snapshot()
         self.stopping = False
         self.last: Round | None = read_state(app_dir)
         self._address: tuple[str, str] = ("", "")  # (container, http://ip:port)
@@ -195,6 +202,9 @@ class Worker:
         tmp.replace(self.app_dir / STATE)
         self.last = r
 
+    def snapshot(self) -> tuple[float, ...]:
+        return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in self.watched)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self.fx.say(f"vpskit jobs: asking the app serving in {self.app_dir} every {self.interval:g}s")
@@ -202,6 +212,10 @@ class Worker:
             r = self.round()
             if r is not None:
                 self.record(r)
+            if self.snapshot() != self.started:
+                self.fx.say("vpskit jobs: its program or unit changed (a deploy): ending, for systemd to start the "
+                            "new one")
+                return 0
             slept = 0.0
             while slept < self.interval and not self.stopping:
                 self.fx.sleep(0.5)
