@@ -202,6 +202,12 @@ class Worker:
         tmp.replace(self.app_dir / STATE)
         self.last = r
 
+    def reload_pending(self) -> bool:
+        """Its unit changed on disk and systemd has not read it yet (the deploy's daemon-reload comes a moment
+        later): ending now would start the old unit again."""
+        r = self.fx.run("systemctl", "show", f"{unit(self.app_dir.name)}.service", "-p", "NeedDaemonReload", "--value")
+        return r.out.strip() == "yes"
+
     def snapshot(self) -> tuple[float, ...]:
         return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in self.watched)
 
@@ -212,7 +218,7 @@ class Worker:
             r = self.round()
             if r is not None:
                 self.record(r)
-            if self.snapshot() != self.started:
+            if self.snapshot() != self.started and not self.reload_pending():
                 self.fx.say("vpskit jobs: its program or unit changed (a deploy): ending, for systemd to start the "
                             "new one")
                 return 0
