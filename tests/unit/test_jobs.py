@@ -17,7 +17,7 @@ from vpskit import app_check, jobs, steps
 from vpskit.render import render
 from vpskit.server import jobs as worker
 from vpskit.server.effects import Result
-from vpskit.server.proxy import Proxy
+from vpskit.server.proxy import Proxy, route_text
 from vpskit.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,11 +157,11 @@ def test_no_round_while_a_release_or_restore_holds_the_lock_the_site_is_closed_o
         assert a.round() is None and a.asked == []
     finally:
         os.close(fd)
-    page = a.proxy.page(app_dir.name)  # closed for maintenance (its page in the proxy's folder): jobs wait
-    page.parent.mkdir(parents=True)
-    page.write_text("back soon")
+    site = a.proxy.site(app_dir.name)  # closed for maintenance (its route answers the page): jobs wait
+    site.parent.mkdir(parents=True)
+    site.write_text(route_text(":80 {\n\treverse_proxy @UPSTREAM@\n}\n", "shop-app-2:3000", app_dir.name))
     assert a.round() is None and a.asked == []
-    page.unlink()
+    site.unlink()
     (app_dir / "releases" / ".serving").unlink()
     assert a.round() is None and a.asked == []
 

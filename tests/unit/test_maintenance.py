@@ -81,11 +81,13 @@ def test_a_release_while_closed_keeps_the_site_closed_on_the_new_container(box):
     assert "reverse_proxy shop-app-2:3000" in live and "error @vpskit_closed 503" in live
 
 
-def test_opening_removes_the_page_and_routes_everything_to_the_app(box):
+def test_opening_routes_everything_to_the_app_and_leaves_the_page_for_requests_still_in_flight(box):
     app, proxy, fx, w = box
     set_maintenance(app, True, fx, proxy)
     assert set_maintenance(app, False, fx, proxy) == 0
-    assert not proxy.page("shop").exists()
+    # A request the closed route took just before the reload still reads the page: gone, it got an empty 503
+    # (seen once in a full run, after the page was removed right after the reload).
+    assert proxy.page("shop").exists() and not proxy.closed("shop")
     assert proxy.site("shop").read_text() == route_text(template(), "shop-app-1:3000")
     assert w.said[-1] == "vpskit maintenance: shop is open again: its proxy routes every request to the app"
     assert set_maintenance(app, False, fx, proxy) == 0

@@ -13,7 +13,7 @@ import pytest
 from tests.unit.server_fakes import Container, FakeEffects, World
 from tests.unit.test_drill_space import backup
 from vpskit.server.effects import Result
-from vpskit.server.proxy import Proxy
+from vpskit.server.proxy import Proxy, route_text
 from vpskit.server.restore import Restore, newer_dump, swap_sql
 
 SAFETY = "20261206T101500Z"
@@ -211,14 +211,16 @@ def test_the_site_shows_the_maintenance_page_while_the_app_is_stopped_and_opens_
     closing = next(i for i, c in enumerate(fx.w.calls) if "reload" in c)
     stopping = fx.w.calls.index(("app", "stop"))
     assert closing < stopping  # closed before the app stops
-    assert not (root / "etc" / "maintenance" / "example.html").exists()
-    assert "vpskit_closed" not in (root / "etc" / "sites" / "example.caddy").read_text()
+    assert "vpskit_closed" not in (root / "etc" / "sites" / "example.caddy").read_text()  # open: the page unserved
 
 
 def test_a_site_the_operator_closed_stays_closed_after_the_restore(tmp_path):
     root = closed_site(tmp_path)
     (root / "etc" / "maintenance").mkdir()
     (root / "etc" / "maintenance" / "example.html").write_text("<h1>Closed by the operator</h1>\n")
+    site = root / "etc" / "sites" / "example.caddy"
+    site.write_text(route_text((tmp_path / "example" / "proxy-route.caddy").read_text(), "example-app-1:3000",
+                               "example"))  # tasks/maintenance.py --data on=true
     code, fx = restore(tmp_path, proxy=root)
     assert code == 0, fx.w.said
     assert (root / "etc" / "maintenance" / "example.html").read_text() == "<h1>Closed by the operator</h1>\n"

@@ -85,11 +85,14 @@ class Proxy:
         return self.root / "etc" / "sites" / f"{app}.caddy"
 
     def page(self, app: str) -> Path:
-        """The app's maintenance page while it is closed; its presence is what says the app is closed."""
+        """The app's maintenance page, served while its route is closed; it stays after the app opens again:
+        requests the closed route took just before a reload still read it (gone, they got an empty 503)."""
         return self.root / "etc" / "maintenance" / f"{app}.html"
 
     def closed(self, app: str) -> bool:
-        return self.page(app).exists()
+        """The app's route answers with the maintenance page (route_text's maintenance_lines)."""
+        site = self.site(app)
+        return site.exists() and "@vpskit_closed" in site.read_text()
 
     def route_to(self, template: str, app: str, upstream: str) -> bool:
         """The app's route points at `upstream` (closed still, when it was), or stays as it was (then False,
@@ -109,11 +112,8 @@ class Proxy:
             if not upstream:
                 return f"the proxy has no route of {app} here: deploy it first"
             refused = "the proxy refused the route (its reason above): nothing was changed"
-            if page is None:  # the page goes once the route no longer serves it (not before: an empty 503)
-                if not self.apply(app, route_text(template, upstream)):
-                    return refused
-                self.page(app).unlink(missing_ok=True)
-                return ""
+            if page is None:  # the page stays (see page())
+                return "" if self.apply(app, route_text(template, upstream)) else refused
             was = self.page(app).read_text() if self.closed(app) else None
             self.page(app).parent.mkdir(parents=True, exist_ok=True)
             tmp = self.page(app).with_name(f".{app}.html.new")
