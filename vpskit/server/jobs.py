@@ -5,7 +5,9 @@ templates/vpskit-jobs-route.ts), every `interval` seconds, one request at a time
 Why it cannot run a job twice: it is the only thing that asks (the app's containers do not run jobs themselves,
 vpskit/jobs.py), and it never asks again before the last answer came. Why a release never cuts a job off: each
 request is made holding LOCK, and a release takes LOCK before it stops the container it replaced (release.py's
-drain), as do a restore, an upgrade and tasks/stop.py; the worker skips a round while someone else holds it.
+drain), as do a restore, an upgrade and tasks/stop.py; the worker skips a round while someone else holds it,
+and while the app is closed for maintenance. A deploy that changes its program or unit never restarts it: it ends
+between two rounds, and systemd starts the new one.
 
 Runs as the systemd service vpskit-jobs-<app> (steps.jobs_worker); `vpskit-server jobs run --app-dir D`.
 What it saw last is in D/jobs.json, for tasks/health.py.
