@@ -3,9 +3,11 @@ decisions (one request at a time under a lock that whatever stops the app's cont
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -185,17 +187,40 @@ def test_stopping_the_app_waits_for_the_workers_request_and_says_so(app_dir):
         assert held
 
 
+NOW = dt.datetime(2026, 12, 7, 12, 0, 0, tzinfo=dt.UTC)
+REFUSED = "no answer from shop-app-2 (refused)"
+
+
 @pytest.mark.parametrize(("active", "last", "kind", "detail"), [
     ("inactive", None, "FAIL", "the worker (vpskit-jobs-shop) is inactive: queued jobs wait"),
     ("active", None, "warn", "the worker runs but has not asked the app yet"),
-    ("active", worker.Round("T", False, error="no answer from shop-app-2 (refused)"), "FAIL",
-     "the worker could not ask the app at T: no answer from shop-app-2 (refused)"),
+    # One or two failed rounds while the app restarts (an OOM kill): a warning; a minute of them: a failure.
+    ("active", worker.Round("2026-12-07T11:59:55Z", False, error=REFUSED, since="2026-12-07T11:59:45Z"), "warn",
+     f"the worker could not ask the app at 2026-12-07T11:59:55Z: {REFUSED} (its rounds have failed for 15s)"),
+    ("active", worker.Round("2026-12-07T11:59:55Z", False, error=REFUSED, since="2026-12-07T11:58:00Z"), "FAIL",
+     f"the worker could not ask the app at 2026-12-07T11:59:55Z: {REFUSED} (its rounds have failed for 120s)"),
     ("active", worker.Round("T", True, ran=0, waiting=2, oldest="O"), "ok",
      "the worker's last round T: ran 0 job(s); 2 waiting (oldest since O)"),
 ])
 def test_health_reports_the_worker_and_the_oldest_waiting_job(active, last, kind, detail):
-    got_kind, got = worker.health(active, last, "shop")
-    assert got_kind == kind and got.startswith(detail)
+    got_kind, got = worker.health(active, last, "shop", NOW)
+    assert (got_kind, got[:len(detail)]) == (kind, detail)
+
+
+def test_failed_rounds_remember_when_they_began_and_a_restarting_container_has_no_address(app_dir, monkeypatch):
+    w = World()
+    a = Asked(app_dir, w)
+    # docker inspect of a container that restarts: no address on its networks (its env lines follow).
+    monkeypatch.setattr(a.fx, "run", lambda *args, **kw: Result(0, " \nPATH=/usr/bin\nPORT=3000\n"))
+    first = a.round()
+    assert first is not None and not first.ok and "has no address" in first.error and a.asked == []
+    a.record(first)
+    second = replace(first, at="2026-12-07T23:59:59Z")
+    a.record(second)
+    assert worker.read_state(app_dir).since == first.at  # the streak's start, kept
+    a.record(worker.Round("2026-12-08T00:00:09Z", True))
+    a.record(replace(first, at="2026-12-08T00:00:19Z"))
+    assert worker.read_state(app_dir).since == "2026-12-08T00:00:19Z"  # a new streak after a good round
 
 
 def test_a_deploy_that_changes_the_workers_program_ends_it_between_two_rounds(app_dir):

@@ -153,6 +153,9 @@ def offsite_value(app: str, name: str) -> str:
     return conf.value(app, name)
 
 
+JOBS_WAIT = 25  # seconds the check waits for the jobs worker's next round after a failed one (jobs_interval: 10)
+
+
 class HealthCheck:
     def __init__(self, app_dir: Path, backup_dir: Path, where: str, max_backup_hours: int, max_offsite_seconds: int,
                  fx: Effects):
@@ -198,7 +201,15 @@ class HealthCheck:
         worker = jobs.unit(self.app_dir.name)
         if (self.units / f"{worker}.service").exists():  # this server runs the app's jobs worker
             active = self.fx.run("systemctl", "is-active", worker).out.strip()
-            kind, detail = jobs.health(active, jobs.read_state(self.app_dir), self.app_dir.name)
+            last = jobs.read_state(self.app_dir)
+            # A failed round (the app was restarting, say): the worker's next one, a few seconds away, says more.
+            for _ in range(JOBS_WAIT if active == "active" and last is not None and not last.ok else 0):
+                self.fx.sleep(1)
+                newer = jobs.read_state(self.app_dir)
+                if newer is not None and newer.at != last.at:
+                    last = newer
+                    break
+            kind, detail = jobs.health(active, last, self.app_dir.name, dt.datetime.now(dt.UTC))
             r.add(kind, "jobs", detail)
         kind, detail = self._disk()
         r.add(kind, "disk", detail)

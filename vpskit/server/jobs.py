@@ -16,6 +16,7 @@ What it saw last is in D/jobs.json, for tasks/health.py.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import hmac
@@ -25,7 +26,7 @@ import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .database import env_value
@@ -68,6 +69,7 @@ class Round:
     waiting: int = 0
     oldest: str = ""  # createdAt of the oldest job not completed ("" = none)
     error: str = ""  # why the request failed (ok False), or "jobs are not enabled in the app's config"
+    since: str = ""  # a failed round: when the rounds began failing (the app restarting fails one or two)
 
     @classmethod
     def of_answer(cls, at: str, status: int, body: str) -> Round:
@@ -146,9 +148,9 @@ class Worker:
         """http://IP:PORT of the container (its first network's address), looked up once per container."""
         if self._address[0] != container:
             r = self.fx.run("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-                            "{{range .Config.Env}}{{println .}}{{end}}", container)
+                            "{{println}}{{range .Config.Env}}{{println .}}{{end}}", container)
             words = r.out.split("\n", 1) if r.ok else ["", ""]
-            ips = words[0].split()
+            ips = [w for w in words[0].split() if w[:1].isdigit()]  # none while the container restarts
             port = next((ln[5:] for ln in (words[1] if len(words) > 1 else "").splitlines()
                          if ln.startswith("PORT=")), "3000")
             if not ips:
@@ -197,6 +199,9 @@ class Worker:
         return Round.of_answer(now_utc(), status, body)
 
     def record(self, r: Round) -> None:
+        if not r.ok:
+            before = self.last
+            r = replace(r, since=(before.since or before.at) if before is not None and not before.ok else r.at)
         if r.worth_saying(self.last):
             self.fx.say(f"vpskit jobs: {r.said()}")
         tmp = self.app_dir / (STATE + ".new")
@@ -270,7 +275,10 @@ def unit(app: str) -> str:
     return f"vpskit-jobs-{app}"
 
 
-def health(active: str, last: Round | None, app: str) -> tuple[str, str]:
+FAILING_FOR = 60  # seconds of failed rounds before tasks/health.py fails (a restarting app fails one or two)
+
+
+def health(active: str, last: Round | None, app: str, now: dt.datetime) -> tuple[str, str]:
     """tasks/health.py's line for the jobs worker: (ok|warn|FAIL, detail), from `systemctl is-active` of its unit
     and its last round."""
     if active != "active":
@@ -279,7 +287,13 @@ def health(active: str, last: Round | None, app: str) -> tuple[str, str]:
     if last is None:
         return "warn", "the worker runs but has not asked the app yet"
     if not last.ok:
-        return "FAIL", f"the worker {last.said()}"
+        try:
+            began = dt.datetime.strptime(last.since or last.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+            failing = int((now - began).total_seconds())
+        except ValueError:
+            failing = FAILING_FOR + 1
+        kind = "FAIL" if failing > FAILING_FOR else "warn"
+        return kind, f"the worker {last.said()} (its rounds have failed for {max(failing, 0)}s)"
     if last.error:
         return "warn", last.error
     return "ok", f"the worker's last round {last.said()}"
