@@ -462,3 +462,12 @@ def variant_image(base: str, ref: str, session: str, cmd: str = "") -> str:
 
 def remove_variant(ref: str) -> None:
     subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True, timeout=120)
+
+
+def worker_last_round(vps, app: str) -> float:
+    """When the app's jobs worker on `vps` last asked the app (epoch seconds; 0 before its first round)."""
+    import calendar
+
+    out = vps.ssh(f"sudo cat /opt/{app}/jobs.json", check=False).stdout
+    at = json.loads(out)["at"] if out.strip() else ""
+    return calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ")) if at else 0.0

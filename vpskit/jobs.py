@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpskit.render import render
+from vpskit.render import relative_import, render
 from vpskit.settings import SettingsError
 
 ROUTE = "api/vpskit-jobs"  # under the app's app/ folder: POST /api/vpskit-jobs
@@ -80,17 +80,11 @@ def worker_wanted(jobs: Jobs, setting: str) -> bool:
     return bool(jobs.uses) and setting == "auto"
 
 
-def _import(route_dir: str, target: str) -> str:
-    stem = posixpath.splitext(target)[0]
-    rel = posixpath.relpath(stem, route_dir)
-    return rel if rel.startswith(".") else f"./{rel}"
-
-
 def route(app_dir: str, config: str) -> tuple[str, str]:
     """(its path from the app's root, its source) of the route the worker asks to run the due jobs."""
     route_dir = posixpath.join(app_dir, ROUTE)
     path = f"{route_dir}/route.ts"
-    return path, render(ROUTE_TEMPLATE, route=path, config=_import(route_dir, config))
+    return path, render(ROUTE_TEMPLATE, route=path, config=relative_import(route_dir, config))
 
 
 def build_files(app_dir: str, config: str, wanted: bool) -> tuple[tuple[str, bytes], ...]:

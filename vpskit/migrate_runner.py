@@ -16,7 +16,7 @@ import posixpath
 from pathlib import Path
 
 from vpskit.app_info import AppInfo
-from vpskit.render import render
+from vpskit.render import relative_import, render
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "files" / "migrate.js"
@@ -25,19 +25,12 @@ ROUTE = "api/vpskit-migrate"  # under the app's app/ folder: POST /api/vpskit-mi
 ROUTE_TEMPLATE = "vpskit-migrate-route.ts"
 
 
-def _import(route_dir: str, target: str) -> str:
-    """The relative import of `target` (a path from the app's root, extension dropped) from `route_dir`."""
-    stem = posixpath.splitext(target)[0]
-    rel = posixpath.relpath(stem, route_dir)
-    return rel if rel.startswith(".") else f"./{rel}"
-
-
 def route(info: AppInfo) -> tuple[str, str]:
     """(its path from the app's root, its source) of the route that applies the app's migrations."""
     route_dir = posixpath.join(info.app_dir, ROUTE)
     path = f"{route_dir}/route.ts"
-    source = render(ROUTE_TEMPLATE, route=path, config=_import(route_dir, info.config),
-                    migrations=_import(route_dir, f"{info.migrations_dir}/index"))
+    source = render(ROUTE_TEMPLATE, route=path, config=relative_import(route_dir, info.config),
+                    migrations=relative_import(route_dir, f"{info.migrations_dir}/index"))
     return path, source
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def _env() -> jinja2.Environment:
     )
     env.filters["dotenv_quote"] = dotenv_quote
     return env
+
+
+def relative_import(route_dir: str, target: str) -> str:
+    """The relative import of `target` (a path from the app's root, extension dropped) from `route_dir`."""
+    stem = posixpath.splitext(target)[0]
+    rel = posixpath.relpath(stem, route_dir)
+    return rel if rel.startswith(".") else f"./{rel}"
 
 
 def render(name: str, **context: Any) -> str:

@@ -414,7 +414,7 @@ def worker_units(s: dict) -> dict[str, str]:
     two requests to the app: a job in flight gets as long as a request may take."""
     if not s.get("jobs_worker_here"):
         return {}
-    unit = f"vpskit-jobs-{s['app_name']}.service"
+    unit = f"{jobs_server.unit(s['app_name'])}.service"
     command = f"{s['app_dir']}/bin/vpskit-server jobs run --app-dir {s['app_dir']} --interval {s['jobs_interval']}"
     return {unit: (f"[Unit]\nDescription=Payload jobs worker of {s['app_name']} (vpskit)\nAfter=docker.service\n\n"
                    f"[Service]\nExecStart={command}\nRestart=always\nRestartSec=5\n"
@@ -554,7 +554,7 @@ def jobs_worker(s: dict) -> None:
     """The jobs worker running where it runs, stopped and disabled elsewhere. A deploy that changes its program or
     unit never restarts it (that would wait for a job in flight): it ends between two rounds by itself, and
     systemd starts the new one (vpskit/server/jobs.py)."""
-    unit = f"vpskit-jobs-{s['app_name']}.service"
+    unit = f"{jobs_server.unit(s['app_name'])}.service"
     if s.get("jobs_worker_here"):
         systemd.service(name="Jobs worker running (Payload's jobs queue)", service=unit, running=True, enabled=True,
                         **SUDO)

@@ -6,7 +6,6 @@ brought back), one app server lost, and a deploy with nothing changed. One clust
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 import os
@@ -20,7 +19,17 @@ import urllib.parse
 import pytest
 
 from tests.sites import CREDS, Site
-from tests.support import S3Server, Traffic, free_port, http, multipart, run_pyinfra, variant_image, wait_until
+from tests.support import (
+    S3Server,
+    Traffic,
+    free_port,
+    http,
+    multipart,
+    run_pyinfra,
+    variant_image,
+    wait_until,
+    worker_last_round,
+)
 from tests.testbed import vps as testbed_vps
 from tests.testbed.vps import docker
 from vpskit import images
@@ -194,12 +203,7 @@ def test_a_post_scheduled_through_either_app_server_is_published_once_by_the_one
     # One more round of the worker (every 10 s) after both were published adds nothing.
     done = time.time()
 
-    def last_round() -> float:
-        out = cluster["a"].ssh(f"sudo cat /opt/{APP}/jobs.json", check=False).stdout
-        stamp = json.loads(out)["at"] if out.strip() else ""
-        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) if stamp else 0.0
-
-    wait_until(lambda: last_round() > done + 1, 30, "the worker's next round")
+    wait_until(lambda: worker_last_round(cluster["a"], APP) > done + 1, 30, "the worker's next round")
     assert [by_whom(t) for t in titles.values()] == [[f"job {cluster['version']}"]] * 2
     print(f"\ntwo posts scheduled through two app servers: published once each, {late:.1f}s after their time")
     # The one worker is app server A's; B's app container leaves the jobs to it.

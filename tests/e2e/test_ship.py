@@ -7,7 +7,6 @@ test_day2 (an update that adds a migration)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shlex
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_deploy import results
-from tests.support import free_port, http, run_pyinfra, wait_until
+from tests.support import free_port, http, run_pyinfra, wait_until, worker_last_round
 from vpskit import images, shipping
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("example_image")]
@@ -142,13 +141,6 @@ def job(site, job_id: int, columns: str) -> str:
     return sql(site, f"select {columns} from payload_jobs where id = {int(job_id)}")  # noqa: S608 - the test's own
 
 
-def last_round(site) -> float:
-    """When the jobs worker last asked the app (epoch seconds; 0 before its first round)."""
-    out = site["vps"].ssh(f"sudo cat /opt/{APP}/jobs.json", check=False).stdout
-    at = json.loads(out)["at"] if out.strip() else ""
-    return dt.datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp() if at else 0.0
-
-
 def schedule(site, title: str, at: float | None = None, seconds: int = 0) -> int:
     """A post to be published at `at` (epoch seconds; now when None) by the example's publishPost job."""
     body = {"title": title, "seconds": seconds}
@@ -177,7 +169,7 @@ def test_a_scheduled_post_is_published_once_and_a_release_lets_a_running_job_fin
     late = time.time() - at
     # Exactly once: the worker's rounds of the next 6 s (jobs_interval = 2 here) add nothing.
     later = time.time() + 6
-    wait_until(lambda: last_round(site) >= later, 30, "three more rounds of the worker")
+    wait_until(lambda: worker_last_round(site["vps"], APP) >= later, 30, "three more rounds of the worker")
     assert published(site, "at a time") == ["job v2"]
     # The job's post revalidated the example's /posts page (its hook): the page lists it.
     assert "at a time" in http("GET", f"{site['base']}/posts").body.decode()
